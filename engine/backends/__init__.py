@@ -1,0 +1,58 @@
+"""Backends: one runner per engine, chosen by name or by `auto`."""
+from __future__ import annotations
+
+import importlib.util
+
+from semfuse_rt.engine.backends.base import FusionRunner, Optimised
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.export.weights import VGG19Weights
+
+BACKENDS = ("auto", "trt", "ort", "torch")
+
+
+def _has(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def available_backends() -> list[str]:
+    """Usable backends here, fastest first."""
+    from semfuse_rt.engine.backends import ort_backend, trt_backend
+
+    found = []
+    if trt_backend.usable():
+        found.append("trt")
+    if ort_backend.usable():
+        found.append("ort")
+    found.append("torch")
+    return found
+
+
+def resolve_backend(name: str) -> str:
+    if name not in BACKENDS:
+        raise SemfuseError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
+    available = available_backends()
+    if name == "auto":
+        return available[0]
+    if name not in available:
+        raise SemfuseError(f"backend {name!r} is not usable here; available: {', '.join(available)}")
+    return name
+
+
+def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> FusionRunner:
+    """A runner for a resolved backend name (see resolve_backend)."""
+    if name == "torch":
+        from semfuse_rt.engine.backends.torch_backend import TorchRunner
+
+        return TorchRunner(weights, layer, device=options.get("device"))
+    if name == "ort":
+        from semfuse_rt.engine.backends.ort_backend import OrtRunner
+
+        return OrtRunner(weights, layer, **options)
+    if name == "trt":
+        from semfuse_rt.engine.backends.trt_backend import TrtRunner
+
+        return TrtRunner(weights, layer, **options)
+    raise SemfuseError(f"unknown backend {name!r}")
+
+
+__all__ = ["BACKENDS", "FusionRunner", "Optimised", "available_backends", "create_runner", "resolve_backend"]

@@ -1,0 +1,65 @@
+"""The runner interface every backend implements (after Polygraphy's runners).
+
+A runner is a context manager that owns whatever it allocates (sessions, device memory);
+inside it, `features` computes N_l on a batch and `optimise` runs the fixed-step image
+optimisation towards a target map. Parity tests loop over runners with this one interface.
+"""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from semfuse_rt.engine.adam import AdamSchedule, adam_update
+
+# progress(step, total, loss) after each step
+ProgressCallback = Callable[[int, int, float], None]
+
+
+@dataclass
+class Optimised:
+    image: torch.Tensor  # (1, 3, H, W) pixels 0..255, unclipped
+    losses: list[float] = field(default_factory=list)  # before each step, then the final one
+
+
+class FusionRunner(ABC):
+    name: str = "base"
+
+    def __enter__(self):
+        self.activate()
+        return self
+
+    def __exit__(self, *exc):
+        self.deactivate()
+        return False
+
+    def activate(self) -> None:
+        """Build or load what the runner needs; called once on entering the context."""
+
+    def deactivate(self) -> None:
+        """Release sessions and device memory."""
+
+    @abstractmethod
+    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(K, 3, H, W) RGB pixels 0..255 -> (K, C, h, w) feature maps at the layer."""
+
+    @abstractmethod
+    def loss_and_grad(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """L = ||N_l(image) - target||^2 summed, and dL/d image; image is (1, 3, H, W)."""
+
+    def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
+                 progress: ProgressCallback | None = None) -> Optimised:
+        x = init.clone()
+        m = torch.zeros_like(x)
+        v = torch.zeros_like(x)
+        losses = []
+        for t in range(1, schedule.steps + 1):
+            loss, grad = self.loss_and_grad(x, target)
+            adam_update(x, m, v, grad, t, schedule)
+            losses.append(float(loss))
+            if progress:
+                progress(t, schedule.steps, losses[-1])
+        losses.append(float(self.loss_and_grad(x, target)[0]))
+        return Optimised(x, losses)

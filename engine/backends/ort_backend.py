@@ -1,0 +1,5 @@
+"""ONNX Runtime backend (issue 3)."""
+
+
+def usable() -> bool:
+    return False

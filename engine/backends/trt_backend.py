@@ -1,0 +1,5 @@
+"""TensorRT backend (issue 7)."""
+
+
+def usable() -> bool:
+    return False

@@ -1,0 +1,3 @@
+from semfuse_rt.engine.cli import main
+
+main()

@@ -1,0 +1,23 @@
+"""A rich progress bar for the optimisation loop, shared by the commands."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+console = Console(stderr=True)
+
+
+@contextmanager
+def step_progress(description: str, enabled: bool = True):
+    """Yields a callback(step, total, loss) that advances a bar showing the loss."""
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
+    with Progress(*columns, console=console, transient=True, disable=not enabled) as bar:
+        task = bar.add_task(description, total=None, loss="-")
+
+        def advance(step: int, total: int, loss: float) -> None:
+            bar.update(task, completed=step, total=total, loss=f"{loss:.4g}")
+
+        yield advance

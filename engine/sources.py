@@ -1,0 +1,91 @@
+"""Turning K user images into the 3-channel pixel batch the network sees, and back.
+
+method.md, "Inputs": grey images are replicated to 3 channels; all-grey sets give a grey
+result (luma of the fused image); mixed grey + colour sets fuse on luma and keep the colour
+inputs' chroma. 16-bit images are scaled to 0..255 for the network and back on output.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from semfuse_rt.engine.colour import luma, rgb_to_ycbcr, ycbcr_to_rgb
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.engine.images import describe_size
+
+
+@dataclass
+class Sources:
+    pixels: np.ndarray  # (K, 3, H, W) float32, RGB in 0..255
+    mode: str  # "colour", "grey" or "mixed"
+    dtype: np.dtype  # of the output: the deepest input's
+    chroma: np.ndarray | None  # (H, W, 2) Cb, Cr kept for "mixed"
+
+    @property
+    def count(self) -> int:
+        return self.pixels.shape[0]
+
+    @property
+    def size(self) -> tuple[int, int]:
+        return self.pixels.shape[2], self.pixels.shape[3]
+
+
+def check_images(images: Sequence[np.ndarray]) -> None:
+    if len(images) < 2:
+        raise SemfuseError(f"fusion needs at least 2 images, got {len(images)}")
+    for index, image in enumerate(images, start=1):
+        if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+            kind = getattr(image, "dtype", type(image).__name__)
+            raise SemfuseError(f"input {index}: unsupported mode ({kind}); use uint8 or uint16 arrays")
+        if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
+            raise SemfuseError(f"input {index}: unsupported shape {image.shape}; use HxW or HxWx3")
+        if min(image.shape[:2]) < 4:
+            raise SemfuseError(f"input {index}: {describe_size(image)} is too small")
+    first = images[0]
+    for index, image in enumerate(images[1:], start=2):
+        if image.shape[:2] != first.shape[:2]:
+            raise SemfuseError(
+                f"sizes differ: input 1 is {describe_size(first)} but input {index} is "
+                f"{describe_size(image)}; fusion needs registered images of one size"
+            )
+
+
+def _as_255(image: np.ndarray) -> np.ndarray:
+    scaled = image.astype(np.float64)
+    return scaled / 257.0 if image.dtype == np.uint16 else scaled
+
+
+def prepare(images: Sequence[np.ndarray]) -> Sources:
+    check_images(images)
+    colour = [image.ndim == 3 for image in images]
+    mode = "colour" if all(colour) else "grey" if not any(colour) else "mixed"
+    dtype = np.dtype(np.uint16) if any(i.dtype == np.uint16 for i in images) else np.dtype(np.uint8)
+    planes, chroma = [], None
+    for image in images:
+        scaled = _as_255(image)
+        if mode == "mixed" and scaled.ndim == 3:
+            scaled = luma(scaled)
+        if scaled.ndim == 2:
+            scaled = np.repeat(scaled[:, :, None], 3, axis=2)
+        planes.append(scaled.transpose(2, 0, 1))
+    if mode == "mixed":
+        colour_inputs = [rgb_to_ycbcr(_as_255(i))[:, :, 1:] for i in images if i.ndim == 3]
+        chroma = np.mean(colour_inputs, axis=0)
+    return Sources(np.stack(planes).astype(np.float32), mode, dtype, chroma)
+
+
+def finish(fused: np.ndarray, sources: Sources) -> np.ndarray:
+    """(3, H, W) float result in 0..255 -> an image of the inputs' mode and bit depth."""
+    rgb = np.clip(fused.astype(np.float64).transpose(1, 2, 0), 0.0, 255.0)
+    if sources.mode == "grey":
+        out = luma(rgb)
+    elif sources.mode == "mixed":
+        out = ycbcr_to_rgb(np.concatenate([luma(rgb)[:, :, None], sources.chroma], axis=2))
+    else:
+        out = rgb
+    if sources.dtype == np.uint16:
+        out = out * 257.0
+    maximum = np.iinfo(sources.dtype).max
+    return np.clip(np.rint(out), 0, maximum).astype(sources.dtype)

