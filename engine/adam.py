@@ -35,9 +35,10 @@ class AdamSchedule:
 
 
 def adam_update(x: torch.Tensor, m: torch.Tensor, v: torch.Tensor, grad: torch.Tensor,
-                t: int, schedule: AdamSchedule) -> None:
-    """One in-place step; t counts from 1."""
+                t: int, schedule: AdamSchedule, scratch: torch.Tensor | None = None) -> None:
+    """One in-place step; t counts from 1. With `scratch` (like x) the step allocates nothing."""
     m.lerp_(grad, 1.0 - schedule.beta1)
     v.mul_(schedule.beta2).addcmul_(grad, grad, value=1.0 - schedule.beta2)
-    denominator = (v.sqrt() / schedule.root_correction(t)).add_(schedule.eps)
+    denominator = torch.sqrt(v, out=scratch) if scratch is not None else v.sqrt()
+    denominator.div_(schedule.root_correction(t)).add_(schedule.eps)
     x.addcdiv_(m, denominator, value=-schedule.step_size(t))

@@ -45,21 +45,34 @@ class FusionRunner(ABC):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(K, 3, H, W) RGB pixels 0..255 -> (K, C, h, w) feature maps at the layer."""
 
+    @property
+    @abstractmethod
+    def device(self) -> torch.device:
+        """Where the optimisation's tensors live."""
+
     @abstractmethod
     def loss_and_grad(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """L = ||N_l(image) - target||^2 summed, and dL/d image; image is (1, 3, H, W)."""
+        """L = ||N_l(image) - target||^2 per image (N,), and dL/d image; image is (N, 3, H, W)."""
+
+    def gradient_function(self, x: torch.Tensor, target: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+        """A callable giving (loss, grad) at x's current contents. Backends that can bind
+        buffers once return one that writes into the same memory every call."""
+        return lambda: self.loss_and_grad(x, target)
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
                  progress: ProgressCallback | None = None) -> Optimised:
-        x = init.clone()
-        m = torch.zeros_like(x)
-        v = torch.zeros_like(x)
-        losses = []
+        x = init.to(self.device, torch.float32).clone().contiguous()
+        target = target.to(self.device, torch.float32).contiguous()
+        evaluate = self.gradient_function(x, target)
+        m, v, scratch = torch.zeros_like(x), torch.zeros_like(x), torch.empty_like(x)
+        # Losses stay on the device until the end, so a GPU loop has no per-step sync
+        # unless a progress bar asks for the value.
+        history = torch.empty(schedule.steps + 1, device=self.device)
         for t in range(1, schedule.steps + 1):
-            loss, grad = self.loss_and_grad(x, target)
-            adam_update(x, m, v, grad, t, schedule)
-            losses.append(float(loss))
+            loss, grad = evaluate()
+            torch.sum(loss, 0, keepdim=True, out=history[t - 1:t])
+            adam_update(x, m, v, grad, t, schedule, scratch)
             if progress:
-                progress(t, schedule.steps, losses[-1])
-        losses.append(float(self.loss_and_grad(x, target)[0]))
-        return Optimised(x, losses)
+                progress(t, schedule.steps, float(history[t - 1]))
+        torch.sum(evaluate()[0], 0, keepdim=True, out=history[schedule.steps:])
+        return Optimised(x, history.tolist())

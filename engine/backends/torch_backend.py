@@ -14,8 +14,12 @@ class TorchRunner(FusionRunner):
     def __init__(self, weights: VGG19Weights, layer: str, device: str | None = None):
         self.weights = weights
         self.layer = layer
-        self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        self._device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         self.model = None
+
+    @property
+    def device(self) -> torch.device:
+        return self._device
 
     def activate(self) -> None:
         self.model = VGG19Features(self.weights.convs, self.layer).to(self.device).eval()
@@ -31,9 +35,6 @@ class TorchRunner(FusionRunner):
 
     def loss_and_grad(self, image, target):
         x = image.detach().requires_grad_(True)
-        loss = (self.model(self.weights.normalisation.apply(x)) - target).square().sum()
-        (grad,) = torch.autograd.grad(loss, x)
+        loss = (self.model(self.weights.normalisation.apply(x)) - target).square().sum(dim=(1, 2, 3))
+        (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad
-
-    def optimise(self, init, target, schedule, progress=None):
-        return super().optimise(init.to(self.device), target.to(self.device), schedule, progress)

@@ -20,7 +20,9 @@ app = typer.Typer(
 
 # Registration by import; the order sets the order in --help.
 from semfuse_rt.engine.cli import fuse_command  # noqa: E402,F401
+from semfuse_rt.engine.cli import cam_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import weights_command  # noqa: E402,F401
+from semfuse_rt.engine.cli import build_command  # noqa: E402,F401
 
 
 def main() -> None:

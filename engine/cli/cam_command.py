@@ -1,0 +1,61 @@
+"""`semfuse-rt cam IMAGE -o heatmap.png`: what the classifier sees, and where."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import cv2
+import numpy as np
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from semfuse_rt.engine.cli import app
+
+OVERLAY_ALPHA = 0.5
+
+
+def overlay_heatmap(image: np.ndarray, cam_map: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
+    """8-bit RGB: the image (grey or colour, 8/16-bit) blended with the map in the jet colours."""
+    display = image.astype(np.float64) / (257.0 if image.dtype == np.uint16 else 1.0)
+    if display.ndim == 2:
+        display = np.repeat(display[:, :, None], 3, axis=2)
+    levels = np.rint(np.clip(cam_map, 0.0, 1.0) * 255.0).astype(np.uint8)
+    heat = cv2.applyColorMap(levels, cv2.COLORMAP_JET)[:, :, ::-1].astype(np.float64)  # BGR -> RGB
+    return np.clip(np.rint((1.0 - alpha) * display + alpha * heat), 0, 255).astype(np.uint8)
+
+
+def _top5_table(predictions, network: str) -> Table:
+    table = Table(title=f"{network}: top-5 ImageNet classes")
+    table.add_column("rank", justify="right")
+    table.add_column("class")
+    table.add_column("index", justify="right")
+    table.add_column("probability", justify="right")
+    for rank, prediction in enumerate(predictions, start=1):
+        table.add_row(str(rank), prediction.label, str(prediction.index), f"{prediction.probability:.3f}")
+    return table
+
+
+@app.command("cam")
+def cam_command(
+    image: Path = typer.Argument(..., help="Image to explain (grey or RGB, 8- or 16-bit)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Overlay image (.png, .tif, .jpg, .bmp)."),
+    classes: int = typer.Option(1, "--classes", min=1, max=1000,
+                                help="Map the K most probable classes, weighted by probability."),
+    cam_weights: Optional[Path] = typer.Option(
+        None, "--cam-weights",
+        help="Full torchvision VGG19 file (with classifier head): VGG19 is then the CAM network.",
+    ),
+) -> None:
+    """Save IMAGE with its class activation map overlaid and print its top-5 classes."""
+    from semfuse_rt.engine.cam import input_cams
+    from semfuse_rt.engine.classifier import load_classifier, top_k
+    from semfuse_rt.engine.images import check_output, load_image, save_image
+
+    picture = load_image(image)
+    check_output(output)  # fail before the network runs, not after
+    classifier = load_classifier(cam_weights)
+    cams = input_cams(classifier, [picture], classes)
+    save_image(output, overlay_heatmap(picture, cams.maps[0].numpy()))
+    Console().print(_top5_table(top_k(cams.probabilities[0], 5, classifier.class_names), classifier.name))
+    typer.echo(f"CAM of {classes} class{'es' if classes > 1 else ''} -> {output}")

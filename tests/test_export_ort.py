@@ -1,0 +1,76 @@
+"""Export stage and ONNX Runtime backend: graphs, manifests, parity with Torch."""
+import json
+
+import numpy as np
+import onnx
+import pytest
+import torch
+
+from semfuse_rt.engine.api import fuse
+from semfuse_rt.engine.backends import create_runner, resolve_backend
+from semfuse_rt.export.onnx_export import export_graphs
+
+
+@pytest.fixture(scope="module")
+def engine_dirs(tmp_path_factory):
+    return tmp_path_factory.mktemp("engines")
+
+
+def test_graphs_are_valid_dynamic_and_opset_17(vgg_weights, engine_dirs):
+    graphs = export_graphs(vgg_weights, "relu1_2", engine_dirs / "relu1_2")
+    assert graphs.built
+    for path in (graphs.features, graphs.gradient):
+        model = onnx.load(path)
+        onnx.checker.check_model(model, full_check=True)
+        assert max(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")) >= 17
+        image = model.graph.input[0]
+        dims = [d.dim_param or d.dim_value for d in image.type.tensor_type.shape.dim]
+        assert dims == ["batch", 3, "height", "width"]
+    gradient_ops = {n.op_type for n in onnx.load(graphs.gradient).graph.node}
+    assert "Conv" in gradient_ops and "Greater" in gradient_ops
+    manifest = json.loads((graphs.directory / "manifest.json").read_text())
+    for key in ("weights_sha256", "layer", "normalisation", "opset", "io", "shape_policy", "tools", "created", "files"):
+        assert key in manifest
+    assert manifest["weights_sha256"] == vgg_weights.sha256 and manifest["layer"] == "relu1_2"
+
+
+def test_rebuild_is_skipped_unless_something_changed(vgg_weights, engine_dirs):
+    directory = engine_dirs / "relu1_1"
+    first = export_graphs(vgg_weights, "relu1_1", directory)
+    mtime = first.gradient.stat().st_mtime_ns
+    again = export_graphs(vgg_weights, "relu1_1", directory)
+    assert first.built and not again.built and again.gradient.stat().st_mtime_ns == mtime
+    first.gradient.write_bytes(first.gradient.read_bytes()[:-10])  # a damaged artefact
+    assert export_graphs(vgg_weights, "relu1_1", directory).built
+    other_layer = export_graphs(vgg_weights, "relu1_2", directory)
+    assert other_layer.built and other_layer.manifest["layer"] == "relu1_2"
+
+
+@pytest.mark.parametrize("layer", ["relu1_1", "relu1_2", "pool1", "relu2_1"])
+def test_ort_gradient_matches_autograd_at_odd_sizes(vgg_weights, engine_dirs, layer):
+    generator = torch.Generator().manual_seed(11)
+    pixels = torch.rand(1, 3, 37, 53, generator=generator) * 255
+    with create_runner("torch", vgg_weights, layer) as reference, \
+            create_runner("ort", vgg_weights, layer, engine_dir=engine_dirs / f"odd-{layer}") as ort_runner:
+        target = reference.features(torch.rand(1, 3, 37, 53, generator=generator) * 255)
+        ort_features = ort_runner.features(pixels)
+        want_features = reference.features(pixels)
+        assert ((ort_features - want_features).norm() / want_features.norm()).item() <= 1e-5
+        loss, grad = ort_runner.loss_and_grad(pixels, target)
+        want_loss, want_grad = reference.loss_and_grad(pixels, target)
+    assert abs(loss.item() - want_loss.item()) <= 1e-5 * want_loss.item()
+    assert ((grad - want_grad).norm() / want_grad.norm()).item() <= 1e-5
+
+
+def test_ort_and_torch_fusions_agree_within_one_grey_level(vgg_weights, rng):
+    a = rng.integers(0, 256, (41, 59, 3), dtype=np.uint8)
+    b = np.clip(a.astype(int) + rng.integers(-60, 60, a.shape), 0, 255).astype(np.uint8)
+    options = dict(method="max", steps=30, weights=vgg_weights)
+    via_torch = fuse([a, b], backend="torch", **options)
+    via_ort = fuse([a, b], backend="ort", **options)
+    assert np.abs(via_torch.astype(int) - via_ort).max() <= 1
+
+
+def test_auto_picks_an_available_backend_and_unknown_names_fail():
+    assert resolve_backend("auto") in ("trt", "ort")
+    assert resolve_backend("torch") == "torch"
