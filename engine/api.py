@@ -13,6 +13,12 @@ import torch
 from semfuse_rt.engine.adam import AdamSchedule
 from semfuse_rt.engine.backends import create_runner, resolve_backend
 from semfuse_rt.engine.backends.base import ProgressCallback
+from semfuse_rt.engine.cam import (CAMResult, Retention, combine_layer_maps, fuse_with_weights, input_cams,
+                                   semantic_retention)
+from semfuse_rt.engine.cam import cam_weights as cam_weights_of
+from semfuse_rt.engine.classifier import load_classifier
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.fusion_rules import fuse_features
 from semfuse_rt.engine.images import check_output, load_image, save_image
 from semfuse_rt.engine.initialisation import initial_image
@@ -31,6 +37,7 @@ class FusionResult:
     backend: str
     seconds: float
     losses: list[float] = field(default_factory=list)
+    cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
 
     @property
     def relative_loss(self) -> float | None:
@@ -55,22 +62,54 @@ def fuse_result(
     window: int = 5,
     backend: str = "torch",
     weights: str | os.PathLike | VGG19Weights | None = None,
+    classes: int = 1,
+    cam_weights: str | os.PathLike | None = None,
     progress: ProgressCallback | None = None,
 ) -> FusionResult:
-    """Fuse K >= 2 registered images; returns the image and how the optimisation went."""
+    """Fuse K >= 2 registered images; returns the image and how the optimisation went.
+
+    Semantic methods (`cam`, `cam-max`, `cam-majority`) classify each input with the CAM
+    network (EfficientNet-Lite0, or VGG19 when `cam_weights` is a full torchvision file)
+    and weight by the Grad-CAM maps of its `classes` most probable classes.
+    """
     started = time.perf_counter()
     chosen = get_method(method)
     check_layer(layer)
     schedule = AdamSchedule(steps=steps, lr=lr)
     sources = prepare(images)
     backend_name = resolve_backend(backend)
+    cams = input_cams(load_classifier(cam_weights), images, classes) if chosen.semantic else None
+    if not chosen.optimised:
+        weights_k = cam_weights_of(cams.maps)
+        image = fuse_with_weights(images, weights_k)
+        return FusionResult(image, method, backend_name, time.perf_counter() - started,
+                            cams=cams.maps.numpy())
     vgg = _weights(weights)
     pixels = torch.from_numpy(sources.pixels)
     with create_runner(backend_name, vgg, layer) as runner:
-        target = fuse_features(runner.features(pixels), chosen.rule, window)
+        features = runner.features(pixels)
+        decision_weights = None
+        if cams is not None:
+            decision_weights = cam_weights_of(_maps_at(cams, features.shape[-2:])).to(features.device)
+        target = fuse_features(features, chosen.rule, window, decision_weights)
         optimised = runner.optimise(initial_image(pixels, init), target[None], schedule, progress)
     image = finish(optimised.image[0].detach().cpu().numpy(), sources)
-    return FusionResult(image, method, backend_name, time.perf_counter() - started, optimised.losses)
+    return FusionResult(image, method, backend_name, time.perf_counter() - started, optimised.losses,
+                        cams.maps.numpy() if cams is not None else None)
+
+
+def _maps_at(cams: CAMResult, size) -> torch.Tensor:
+    """CAMs at a feature map's resolution: combined from the layer maps, not resized from
+    the full-size maps, so deeper fusion layers see the same construction."""
+    if tuple(size) == tuple(cams.maps.shape[-2:]):
+        return cams.maps
+    return combine_layer_maps(cams.layer_maps, cams.class_weights, tuple(size))
+
+
+def retention(images: Sequence[np.ndarray], fused: np.ndarray,
+              cam_weights: str | os.PathLike | None = None) -> list[Retention]:
+    """Whether each input's top-1 class survives in the fused image (rank and probability)."""
+    return semantic_retention(images, fused, load_classifier(cam_weights))
 
 
 def fuse(images: Sequence[np.ndarray], method: str = "max", **options) -> np.ndarray:
@@ -79,11 +118,18 @@ def fuse(images: Sequence[np.ndarray], method: str = "max", **options) -> np.nda
 
 
 def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
-               method: str = "max", **options) -> FusionResult:
-    """Read, fuse and write atomically; the output's format follows its extension."""
+               method: str = "max", *, save_cams: str | os.PathLike | None = None,
+               **options) -> FusionResult:
+    """Read, fuse and write atomically; the output's format follows its extension.
+
+    `save_cams` names a folder for each input's CAM overlay (semantic methods)."""
     images = [load_image(p) for p in paths]
     deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
     check_output(output, deepest)
+    if save_cams is not None and not get_method(method).semantic:
+        raise SemfuseError(f"--save-cams needs a semantic method (cam, cam-max, cam-majority), not {method}")
     result = fuse_result(images, method, **options)
     save_image(Path(output), result.image)
+    if save_cams is not None:
+        save_cam_overlays(save_cams, paths, images, result.cams)
     return result

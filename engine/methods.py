@@ -19,6 +19,9 @@ METHODS = {
     for m in (
         Method("max", "max", True, False),
         Method("majority", "majority", True, False),
+        Method("cam", None, False, True),
+        Method("cam-max", "max", True, True),
+        Method("cam-majority", "majority", True, True),
     )
 }
 

@@ -297,7 +297,7 @@ def test_input_cams_need_one_size(classifier):
 # --- `semfuse-rt cam` ------------------------------------------------------------------
 
 def test_overlay_blends_the_jet_colours():
-    from semfuse_rt.engine.cli.cam_command import overlay_heatmap
+    from semfuse_rt.engine.heatmaps import overlay_heatmap
 
     image = np.full((4, 5, 3), 100, np.uint8)
     cam_map = np.zeros((4, 5))

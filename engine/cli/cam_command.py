@@ -4,26 +4,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
-import cv2
-import numpy as np
 import typer
 from rich.console import Console
 from rich.table import Table
 
 from semfuse_rt.engine.cli import app
-
-OVERLAY_ALPHA = 0.5
-
-
-def overlay_heatmap(image: np.ndarray, cam_map: np.ndarray, alpha: float = OVERLAY_ALPHA) -> np.ndarray:
-    """8-bit RGB: the image (grey or colour, 8/16-bit) blended with the map in the jet colours."""
-    display = image.astype(np.float64) / (257.0 if image.dtype == np.uint16 else 1.0)
-    if display.ndim == 2:
-        display = np.repeat(display[:, :, None], 3, axis=2)
-    levels = np.rint(np.clip(cam_map, 0.0, 1.0) * 255.0).astype(np.uint8)
-    heat = cv2.applyColorMap(levels, cv2.COLORMAP_JET)[:, :, ::-1].astype(np.float64)  # BGR -> RGB
-    return np.clip(np.rint((1.0 - alpha) * display + alpha * heat), 0, 255).astype(np.uint8)
-
+from semfuse_rt.engine.heatmaps import overlay_heatmap
 
 def _top5_table(predictions, network: str) -> Table:
     table = Table(title=f"{network}: top-5 ImageNet classes")

@@ -6,16 +6,30 @@ from typing import List, Optional
 
 import typer
 
-from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
+from rich.console import Console
+from rich.table import Table
+
+from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files, retention
+from semfuse_rt.engine.images import load_image
 from semfuse_rt.engine.cli import app
 from semfuse_rt.engine.cli.progress import step_progress
+
+
+def retention_table(paths, rows) -> Table:
+    table = Table(title="semantic retention: each input's top-1 class in the fused image")
+    for column in ("input", "top-1 class", "p(input)", "rank in fused", "p(fused)"):
+        table.add_column(column)
+    for path, row in zip(paths, rows):
+        table.add_row(Path(path).name, row.class_name, f"{row.input_probability:.3f}",
+                      str(row.fused_rank), f"{row.fused_probability:.3f}")
+    return table
 
 
 @app.command("fuse")
 def fuse_command(
     inputs: List[Path] = typer.Argument(..., help="Two or more registered images of one scene."),
     output: Path = typer.Option(..., "--output", "-o", help="Fused image (.png, .tif, .jpg, .bmp)."),
-    method: str = typer.Option("max", "--method", "-m", help="max | majority"),
+    method: str = typer.Option("max", "--method", "-m", help="max | majority | cam | cam-max | cam-majority"),
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
     steps: int = typer.Option(100, help="Adam steps of the image optimisation."),
     lr: float = typer.Option(1.0, help="Adam learning rate in pixel units (0..255)."),
@@ -23,14 +37,23 @@ def fuse_command(
     window: int = typer.Option(5, help="Majority filter window (odd)."),
     backend: str = typer.Option("auto", help="auto | trt | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
+    classes: int = typer.Option(1, "--classes", min=1, max=1000,
+                                help="Semantic methods: CAMs of the K most probable classes, weighted by probability."),
+    cam_weights: Optional[Path] = typer.Option(None, "--cam-weights",
+                                               help="Full torchvision VGG19 file: VGG19 is then the CAM network."),
+    save_cams: Optional[Path] = typer.Option(None, "--save-cams", help="Folder for each input's CAM overlay."),
+    report: bool = typer.Option(False, "--report", help="Print whether each input's top-1 class survives in the result."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse registered images into one that keeps the important content of all."""
     with step_progress("fusing", enabled=not quiet) as progress:
         result = fuse_files(
             inputs, output, method, layer=layer, steps=steps, lr=lr, init=init,
-            window=window, backend=backend, weights=weights, progress=progress,
+            window=window, backend=backend, weights=weights, classes=classes,
+            cam_weights=cam_weights, save_cams=save_cams, progress=progress,
         )
+    if report:
+        Console().print(retention_table(inputs, retention([load_image(p) for p in inputs], result.image, cam_weights)))
     relative = result.relative_loss
     loss_text = f", final loss {relative:.3f} of the first step" if relative is not None else ""
     typer.echo(
