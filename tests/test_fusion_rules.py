@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.engine.fusion_rules import choose_max, fuse_features, gather_fused, majority_filter
+from semfuse_rt.engine.fusion_rules import fuse_features
+from semfuse_rt.kernels.torch_rules import cam_choose_max, choose_max, majority_filter
+
+
+def labels_of(features, weights=None):
+    fused, labels = choose_max(list(features)) if weights is None else cam_choose_max(list(features), list(weights))
+    return fused, labels.long()
 
 
 def t(values):
@@ -18,20 +24,20 @@ def test_choose_max_compares_magnitudes_and_ties_go_to_lowest_k():
         [[[-3.0, 5.0], [2.0, 0.0]]],
         [[[2.0, 1.0], [-2.0, 0.0]]],
     ])
-    labels = choose_max(features)
+    fused, labels = labels_of(features)
     assert labels.tolist() == [[[1, 0], [0, 0]]]
-    assert gather_fused(features, labels).tolist() == [[[-3.0, -5.0], [2.0, 0.0]]]
+    assert fused.tolist() == [[[-3.0, -5.0], [2.0, 0.0]]]
 
 
 def test_choose_max_is_per_channel():
     features = t([[[[1.0]], [[9.0]]], [[[4.0]], [[2.0]]]])  # K=2, C=2, 1x1
-    assert choose_max(features).flatten().tolist() == [1, 0]
+    assert labels_of(features)[1].flatten().tolist() == [1, 0]
 
 
 def test_cam_weighted_choose_max_scales_magnitudes_per_pixel():
     features = t([[[[4.0, 4.0]]], [[[3.0, 3.0]]]])  # K=2, C=1, 1x2
     weights = t([[[0.2, 0.9]], [[0.8, 0.1]]])  # (K, H, W)
-    assert choose_max(features, weights).tolist() == [[[1, 0]]]
+    assert labels_of(features, weights)[1].tolist() == [[[1, 0]]]
 
 
 def test_majority_window_3_interior_and_clipped_borders():
@@ -71,9 +77,12 @@ def test_majority_agrees_with_a_brute_force_count(rng):
                 assert out[c, y, x] == want, (c, y, x)
 
 
-def test_majority_rejects_even_windows():
-    with pytest.raises(SemfuseError):
-        majority_filter(torch.zeros(1, 3, 3, dtype=torch.long), 2, 4)
+def test_majority_rejects_even_windows_and_unknown_rules():
+    features = torch.zeros(2, 1, 3, 3)
+    with pytest.raises(SemfuseError, match="odd"):
+        fuse_features(features, "majority", window=4)
+    with pytest.raises(SemfuseError, match="unknown fusion rule"):
+        fuse_features(features, "mean")
 
 
 def test_fuse_features_majority_uses_filtered_labels():

@@ -1,0 +1,26 @@
+"""The per-step Adam scalars, formed as torch.optim.Adam forms them (Python floats, i.e.
+C doubles), for launches whose step counter lives on the host."""
+
+from __future__ import annotations
+
+import math
+
+from semfuse_rt.kernels.abi import AdamScalars
+
+BETAS = (0.9, 0.999)
+EPS = 1e-8
+
+
+def adam_scalars(t: int, lr: float, betas: tuple[float, float] = BETAS, eps: float = EPS) -> AdamScalars:
+    """Scalars for step t (t counts from 1); ctypes rounds each to float as the kernel expects."""
+    if t < 1:
+        raise ValueError(f"Adam's step counter starts at 1, got {t}")
+    beta1, beta2 = betas
+    return AdamScalars(
+        one_minus_beta1=1.0 - beta1,
+        beta2=beta2,
+        one_minus_beta2=1.0 - beta2,
+        eps=eps,
+        neg_step_size=-(lr / (1.0 - beta1**t)),
+        bias_correction2_sqrt=math.sqrt(1.0 - beta2**t),
+    )
