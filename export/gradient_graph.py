@@ -1,12 +1,17 @@
-"""The loss gradient with its backward written out, so an engine needs no autograd.
+"""The graphs the engines run: features, and the loss gradient with its backward written out.
 
 For N_l, a chain of convolutions, ReLUs and max-pools after the input normalisation,
 
     L = sum (N_l(I) - F*)^2,   dL/dI = J_norm^T J_1^T ... J_n^T 2 (N_l(I) - F*)
 
-where a convolution's transpose is a transposed convolution with the same weights, a
-ReLU's is its mask (output > 0), and a max-pool's routes each gradient to the argmax
-(a scatter to the forward's argmax indices). No weight gradients are ever formed.
+where a convolution's transpose is a convolution with the kernel flipped and its in/out
+channels swapped (stride 1, the same weights), a ReLU's is its mask (output > 0), and a
+max-pool's routes each gradient to the forward's argmax. No weight gradients are formed.
+
+The normalisation's channel order and scale are folded into conv1_1's weights (exact: zero
+padding of the scaled input is zero padding of the shifted pixels), so both graphs start
+with one subtraction on the 3-channel pixels, and the gradient needs no normalisation
+backward. The loss's factor 2 is folded into the first backward convolution.
 """
 from __future__ import annotations
 
@@ -18,43 +23,73 @@ from semfuse_rt.export.normalisation import Normalisation
 from semfuse_rt.export.vgg19 import VGG19Features
 
 
-class NormalisedFeatures(nn.Module):
-    """Pixels (N, 3, H, W) in 0..255 RGB -> features: the graph `features.onnx` holds."""
+def pixel_space_convs(features: VGG19Features, normalisation: Normalisation):
+    """(pixel offset (1,3,1,1), [(weight, bias)] with conv1_1 taking `pixels - offset`)."""
+    offset, scale = normalisation.tensors(features.convs[0].weight.dtype)
+    order = list(normalisation.order)
+    pixel_offset = torch.empty_like(offset)
+    pixel_offset[:, order] = offset
+    convs = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in features.convs]
+    first, bias = convs[0]
+    folded = torch.empty_like(first)
+    # z = sum_c W[:, c] (p[order[c]] - offset[c]) / scale[c]  =>  W'[:, order[c]] = W[:, c] / scale[c]
+    folded[:, order] = first / scale.view(1, 3, 1, 1)
+    convs[0] = (folded, bias)
+    return pixel_offset, convs
 
+
+class _PixelSpaceChain(nn.Module):
     def __init__(self, features: VGG19Features, normalisation: Normalisation):
         super().__init__()
-        self.features = features
-        offset, scale = normalisation.tensors()
-        self.order = list(normalisation.order)
+        self.plan = [kind for _, kind, _ in features.plan]
+        offset, convs = pixel_space_convs(features, normalisation)
         self.register_buffer("offset", offset)
-        self.register_buffer("scale", scale)
+        for i, (weight, bias) in enumerate(convs):
+            self.register_buffer(f"weight{i}", weight)
+            self.register_buffer(f"bias{i}", bias)
+        self.conv_count = len(convs)
+
+    def conv(self, i: int):
+        return getattr(self, f"weight{i}"), getattr(self, f"bias{i}")
+
+
+class NormalisedFeatures(_PixelSpaceChain):
+    """Pixels (N, 3, H, W) in 0..255 RGB -> features: the graph `features.onnx` holds."""
 
     def forward(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.features((pixels[:, self.order] - self.offset) / self.scale)
+        x = pixels - self.offset
+        i = 0
+        for kind in self.plan:
+            if kind == "conv":
+                x = F.conv2d(x, *self.conv(i), padding=1)
+                i += 1
+            elif kind == "relu":
+                x = F.relu(x)
+            else:
+                x = F.max_pool2d(x, 2)
+        return x
 
 
-class ExplicitLossGradient(nn.Module):
+class ExplicitLossGradient(_PixelSpaceChain):
     """(pixels (N,3,H,W), target (N,C,h,w)) -> (loss (N,), dloss/dpixels (N,3,H,W))."""
 
     def __init__(self, features: VGG19Features, normalisation: Normalisation):
-        super().__init__()
-        self.features = features
-        offset, scale = normalisation.tensors()
-        self.order = list(normalisation.order)
-        self.inverse_order = [self.order.index(c) for c in range(3)]
-        self.register_buffer("offset", offset)
-        self.register_buffer("scale", scale)
+        super().__init__(features, normalisation)
+        for i in range(self.conv_count):
+            weight = self.conv(i)[0].flip(2, 3).transpose(0, 1).contiguous()
+            if i == self.conv_count - 1:
+                weight = weight * 2.0  # dL/dN_l = 2 (N_l - F*)
+            self.register_buffer(f"backward{i}", weight)
 
     def forward(self, pixels: torch.Tensor, target: torch.Tensor):
-        x = (pixels[:, self.order] - self.offset) / self.scale
-        # What each layer's backward needs, recorded on the way forward.
-        tape = []
-        convs = iter(self.features.convs)
-        for _, kind, _ in self.features.plan:
+        x = pixels - self.offset
+        tape = []  # what each layer's backward needs, recorded on the way forward
+        i = 0
+        for kind in self.plan:
             if kind == "conv":
-                conv = next(convs)
-                tape.append(("conv", conv.weight.flip(2, 3).transpose(0, 1)))
-                x = conv(x)
+                tape.append(("conv", i))
+                x = F.conv2d(x, *self.conv(i), padding=1)
+                i += 1
             elif kind == "relu":
                 x = F.relu(x)
                 tape.append(("relu", x > 0))
@@ -66,13 +101,13 @@ class ExplicitLossGradient(nn.Module):
         # Summed row by row, then over rows and channels: one float32 sum over millions
         # of terms would lose three digits.
         loss = residual.square().sum(dim=3).sum(dim=2).sum(dim=1)
-        grad = 2.0 * residual
+        grad = residual
         for kind, saved in reversed(tape):
             if kind == "conv":
-                # A stride-1 transposed convolution is a convolution with the kernel
-                # flipped and its in/out channels swapped; engines run Conv faster.
-                grad = F.conv2d(grad, saved, padding=1)
+                grad = F.conv2d(grad, getattr(self, f"backward{saved}"), padding=1)
             elif kind == "relu":
+                # Cast-and-multiply, not Where: ONNX Runtime's Where with a broadcast zero
+                # runs about four times slower on the CPU.
                 grad = grad * saved.to(grad.dtype)
             else:
                 indices, before = saved
@@ -80,5 +115,4 @@ class ExplicitLossGradient(nn.Module):
                 # every exporter and engine handles, odd sizes included).
                 flat = torch.zeros_like(before).flatten(2)
                 grad = flat.scatter(2, indices.flatten(2), grad.flatten(2)).view_as(before)
-        grad = (grad / self.scale)[:, self.inverse_order]
         return loss, grad

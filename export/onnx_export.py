@@ -17,6 +17,9 @@ import torch
 
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export import gradient_graph
+from semfuse_rt.export import normalisation as normalisation_module
+from semfuse_rt.export import vgg19 as vgg19_module
 from semfuse_rt.export.gradient_graph import ExplicitLossGradient, NormalisedFeatures
 from semfuse_rt.export.manifest import (artefacts_intact, matches, read_manifest, tool_versions,
                                         write_manifest)
@@ -39,18 +42,23 @@ class ExportedGraphs:
     built: bool  # False when an up-to-date directory was reused
 
 
-def graph_source_sha256() -> str:
-    """Identifies the code that defines the graphs: editing it invalidates old exports."""
-    from semfuse_rt.export import gradient_graph, normalisation, vgg19
-
+def _source_sha256(*modules) -> str:
     digest = hashlib.sha256()
-    for module in (gradient_graph, normalisation, vgg19, sys.modules[__name__]):
+    for module in modules:
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
 
 
+# Identifies the code that defines the graphs, so editing it invalidates old exports. Taken
+# at import: a process that runs for hours must describe the code it loaded, not the file
+# as it is on disk later.
+GRAPH_SOURCE_SHA256 = _source_sha256(gradient_graph, normalisation_module, vgg19_module, sys.modules[__name__])
+
+
 def default_directory(weights: VGG19Weights, layer: str, opset: int) -> Path:
-    return cache_dir("engines") / f"vgg19-{weights.sha256[:12]}-{layer}-opset{opset}"
+    # The code's hash is in the name so that two installed versions sharing one cache
+    # (or a long-running process beside an upgraded one) never overwrite each other's graphs.
+    return cache_dir("engines") / f"vgg19-{weights.sha256[:12]}-{layer}-opset{opset}-{GRAPH_SOURCE_SHA256[:10]}"
 
 
 def _export(module: torch.nn.Module, args: tuple, names: dict, dynamic: dict, opset: int) -> onnx.ModelProto:
@@ -91,7 +99,7 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
         raise SemfuseError(f"opset {opset} is too old; use 17 or newer")
     directory = Path(directory) if directory else default_directory(weights, layer, opset)
     directory.mkdir(parents=True, exist_ok=True)
-    key = {"graph_source_sha256": graph_source_sha256(), "weights_sha256": weights.sha256, "layer": layer,
+    key = {"graph_source_sha256": GRAPH_SOURCE_SHA256, "weights_sha256": weights.sha256, "layer": layer,
            "opset": opset, "normalisation": weights.normalisation.name}
     existing = read_manifest(directory)
     if not force and matches(existing, key) and artefacts_intact(directory, existing):

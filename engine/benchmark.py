@@ -1,0 +1,166 @@
+"""Latency of one optimisation step and of a whole fixed-step fuse, per backend and layer,
+as ratios against the PyTorch-eager autograd baseline measured in the same run."""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Sequence
+
+import torch
+
+from semfuse_rt.engine.adam import AdamSchedule, adam_update
+from semfuse_rt.engine.backends import available_backends, create_runner
+from semfuse_rt.engine.memory import PeakResident, resident_bytes
+from semfuse_rt.export.cache import atomic_write_bytes
+from semfuse_rt.export.weights import VGG19Weights
+
+BASELINE = "torch-eager"  # the straightforward implementation: TorchRunner, autograd
+
+
+@dataclass
+class BenchRow:
+    backend: str
+    layer: str
+    size: int
+    step_ms: float  # median of one gradient evaluation plus the Adam update
+    fuse_ms: float  # median of a whole `steps`-step optimisation
+    step_speedup: float  # baseline step_ms / step_ms, same run
+    fuse_speedup: float
+    peak_mib: float  # peak resident growth during the fuse runs
+    loop_growth_mib: float  # resident growth from step 10 to the last step of one run
+
+
+def median_ms(function: Callable[[], object], repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        function()
+    times = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        times.append((time.perf_counter() - started) * 1e3)
+    return statistics.median(times)
+
+
+def _measure(runner, size: int, steps: int, repeats: int, warmup: int, generator) -> dict:
+    pixels = torch.rand(2, 3, size, size, generator=generator) * 255
+    target = runner.features(pixels).max(dim=0, keepdim=True).values  # any target of the right shape
+    x = pixels.mean(dim=0, keepdim=True).to(runner.device).contiguous()
+    evaluate = runner.gradient_function(x, target.to(runner.device))
+    m, v, scratch = torch.zeros_like(x), torch.zeros_like(x), torch.empty_like(x)
+    schedule = AdamSchedule(steps=steps)
+    counter = iter(range(1, 10**9))
+
+    def one_step():
+        _, grad = evaluate()
+        adam_update(x, m, v, grad, next(counter), schedule, scratch)
+
+    step_ms = median_ms(one_step, repeats, warmup)
+    rss = {}
+
+    def watch(step, total, loss):
+        if step in (10, total):
+            rss[step] = resident_bytes()
+
+    init = pixels.mean(dim=0, keepdim=True)
+    with PeakResident() as peak:
+        fuse_ms = median_ms(lambda: runner.optimise(init, target, schedule), repeats, warmup)
+    runner.optimise(init, target, schedule, progress=watch)
+    growth = (rss.get(steps, 0) - rss.get(10, 0)) / 2**20 if steps > 10 else 0.0
+    return {"step_ms": step_ms, "fuse_ms": fuse_ms, "peak_mib": peak.growth / 2**20, "loop_growth_mib": growth}
+
+
+def run_benchmark(weights: VGG19Weights, backends: Sequence[str] | None = None,
+                  layers: Sequence[str] = ("relu1_1", "relu1_2"), sizes: Sequence[int] = (256, 512),
+                  steps: int = 100, repeats: int = 5, warmup: int = 1,
+                  on_row: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
+    backends = [b for b in (backends or available_backends()) if b != "torch"]
+    rows = []
+    for size in sizes:
+        for layer in layers:
+            generator = torch.Generator().manual_seed(size)
+            with create_runner("torch", weights, layer) as eager:
+                base = _measure(eager, size, steps, repeats, warmup, generator)
+            measured = [(BASELINE, base)]
+            for backend in backends:
+                generator = torch.Generator().manual_seed(size)
+                with create_runner(backend, weights, layer) as runner:
+                    measured.append((backend, _measure(runner, size, steps, repeats, warmup, generator)))
+            for name, result in measured:
+                row = BenchRow(name, layer, size, step_speedup=base["step_ms"] / result["step_ms"],
+                               fuse_speedup=base["fuse_ms"] / result["fuse_ms"], **result)
+                rows.append(row)
+                if on_row:
+                    on_row(row)
+    return rows
+
+
+def machine_description() -> dict:
+    description = {"machine": platform.machine(), "processor": platform.processor() or "unknown",
+                   "cpus": torch.get_num_threads(), "torch": torch.__version__,
+                   "date": datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")}
+    if torch.cuda.is_available():
+        description["gpu"] = torch.cuda.get_device_name()
+    try:
+        import onnxruntime
+
+        description["onnxruntime"] = onnxruntime.__version__
+    except ImportError:
+        pass
+    return description
+
+
+def write_reports(rows: Sequence[BenchRow], directory: Path, command: str) -> dict[str, Path]:
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    payload = {"command": command, "machine": machine_description(), "rows": [asdict(r) for r in rows]}
+    paths = {"json": directory / "bench.json", "png": directory / "bench.png", "md": directory / "bench.md"}
+    atomic_write_bytes(paths["json"], (json.dumps(payload, indent=2) + "\n").encode())
+    atomic_write_bytes(paths["md"], markdown_table(rows).encode())
+    _chart(rows, paths["png"])
+    return paths
+
+
+def markdown_table(rows: Sequence[BenchRow]) -> str:
+    lines = ["| size | layer | backend | step ms | x eager | fuse ms | x eager | peak MiB | loop growth MiB |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    for r in rows:
+        lines.append(f"| {r.size}^2 | {r.layer} | {r.backend} | {r.step_ms:.1f} | {r.step_speedup:.2f} | "
+                     f"{r.fuse_ms:.0f} | {r.fuse_speedup:.2f} | {r.peak_mib:.0f} | {r.loop_growth_mib:.1f} |")
+    return "\n".join(lines) + "\n"
+
+
+def _chart(rows: Sequence[BenchRow], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    groups = sorted({(r.size, r.layer) for r in rows})
+    backends = list(dict.fromkeys(r.backend for r in rows))
+    figure, axis = plt.subplots(figsize=(2.2 * len(groups) + 2, 4))
+    width = 0.8 / len(backends)
+    for i, backend in enumerate(backends):
+        values = [next((r.step_ms for r in rows if (r.size, r.layer) == g and r.backend == backend), 0) for g in groups]
+        bars = axis.bar([g + i * width for g in range(len(groups))], values, width, label=backend)
+        for bar, g in zip(bars, groups):
+            row = next((r for r in rows if (r.size, r.layer) == g and r.backend == backend), None)
+            if row:
+                axis.annotate(f"{row.step_speedup:.1f}x", (bar.get_x() + bar.get_width() / 2, bar.get_height()),
+                              ha="center", va="bottom", fontsize=8)
+    axis.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
+    axis.set_xticklabels([f"{layer}\n{size}^2" for size, layer in groups])
+    axis.set_ylabel("one step, ms (median)")
+    axis.set_title("Optimisation step latency (label: speed-up over PyTorch eager)")
+    axis.legend()
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    tmp.replace(path)

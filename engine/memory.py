@@ -1,0 +1,46 @@
+"""Peak resident memory of this process during a block, sampled from /proc."""
+from __future__ import annotations
+
+import os
+import threading
+import time
+
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def resident_bytes() -> int:
+    try:
+        with open("/proc/self/statm") as handle:
+            return int(handle.read().split()[1]) * _PAGE
+    except OSError:  # not Linux: no cheap reading, report nothing rather than guess
+        return 0
+
+
+class PeakResident:
+    """with PeakResident() as peak: ...; peak.growth is the peak RSS above the start."""
+
+    def __init__(self, interval: float = 0.002):
+        self.interval = interval
+        self.start = self.peak = 0
+        self._stop = threading.Event()
+        self._thread = None
+
+    def _sample(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, resident_bytes())
+            time.sleep(self.interval)
+
+    def __enter__(self) -> "PeakResident":
+        self.start = self.peak = resident_bytes()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, resident_bytes())
+
+    @property
+    def growth(self) -> int:
+        return max(0, self.peak - self.start)
