@@ -19,21 +19,14 @@ class Normalisation:
     offset: tuple[float, float, float]
     scale: tuple[float, float, float]
 
-    def tensors(self, dtype=torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        offset = torch.tensor(self.offset, dtype=dtype).view(1, 3, 1, 1)
-        scale = torch.tensor(self.scale, dtype=dtype).view(1, 3, 1, 1)
+    def tensors(self, dtype=torch.float32, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        offset = torch.tensor(self.offset, dtype=dtype, device=device).view(1, 3, 1, 1)
+        scale = torch.tensor(self.scale, dtype=dtype, device=device).view(1, 3, 1, 1)
         return offset, scale
 
     def apply(self, pixels: torch.Tensor) -> torch.Tensor:
-        offset, scale = self.tensors(pixels.dtype)
+        offset, scale = self.tensors(pixels.dtype, pixels.device)
         return (pixels[:, list(self.order)] - offset) / scale
-
-    def backward(self, grad_input: torch.Tensor) -> torch.Tensor:
-        """d loss / d pixels from d loss / d network input (the map is linear)."""
-        _, scale = self.tensors(grad_input.dtype)
-        scaled = grad_input / scale
-        inverse = [self.order.index(c) for c in range(3)]
-        return scaled[:, inverse]
 
 
 # Oxford VGG19 as distributed for Keras/Caffe: BGR, 0..255, minus the ImageNet mean.
