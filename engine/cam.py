@@ -157,13 +157,30 @@ class GradCAM:
         return CAMResult(maps, layer_maps, logits.detach(), targets, class_weights)
 
 
-def input_cams(classifier: Classifier, images: Sequence[np.ndarray], classes: int = 1) -> CAMResult:
+CAM_BACKENDS = ("torch", "ort")
+
+
+def cam_extractor(classifier: Classifier, backend: str = "torch"):
+    """What computes the maps: GradCAM on the Torch model (autograd), or the exported CAM
+    graph with its backward written out, run by ONNX Runtime. Both are context managers
+    called as (pixels, classes=, size=, targets=) -> CAMResult."""
+    if backend == "torch":
+        return GradCAM(classifier.model, classifier.cam_layers)
+    if backend == "ort":
+        from semfuse_rt.engine.backends.ort_cam import OrtCamRunner
+
+        return OrtCamRunner(classifier)
+    raise SemfuseError(f"unknown CAM backend {backend!r}; use one of {', '.join(CAM_BACKENDS)}")
+
+
+def input_cams(classifier: Classifier, images: Sequence[np.ndarray], classes: int = 1,
+               backend: str = "torch") -> CAMResult:
     """CAMs M_k of images of one size (N, H, W), each classified at the classifier's size."""
     sizes = {image.shape[:2] for image in images if isinstance(image, np.ndarray)}
     pixels = network_pixels(images, classifier.input_size)  # checks modes first
     if len(sizes) != 1:
         raise SemfuseError("CAM inputs must share one size; got " + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
-    with GradCAM(classifier.model, classifier.cam_layers) as cam:
+    with cam_extractor(classifier, backend) as cam:
         return cam(pixels, classes=classes, size=sizes.pop())
 
 
@@ -197,10 +214,10 @@ class CAMFusion:
 
 
 def fuse_cam(images: Sequence[np.ndarray], classifier: Classifier, classes: int = 1,
-             eps: float = CAM_EPS) -> CAMFusion:
+             eps: float = CAM_EPS, backend: str = "torch") -> CAMFusion:
     """Method `cam`: direct CAM fusion. Each input is classified as it is (colour stays colour)."""
     check_images(images)
-    cams = input_cams(classifier, images, classes)
+    cams = input_cams(classifier, images, classes, backend)
     weights = cam_weights(cams.maps, eps)
     return CAMFusion(fuse_with_weights(images, weights), cams, weights)
 

@@ -110,7 +110,10 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
     with torch.no_grad():
         target = features(weights.normalisation.apply(image))
     spatial = {0: "batch", 2: "height", 3: "width"}
-    feature_spatial = {0: "batch", 2: "feature_height", 3: "feature_width"}
+    pooled = any(kind == "pool" for _, kind, _ in features.plan)
+    # Before the first pool the features keep the image's size: one name for both, or
+    # the exporter's shape inference renames the image's dimensions after the features'.
+    feature_spatial = {0: "batch", 2: "feature_height", 3: "feature_width"} if pooled else spatial
     graphs = {
         FEATURES_FILE: _export(NormalisedFeatures(features, weights.normalisation).eval(), (image,),
                                FEATURES_IO, {"image": spatial, "features": feature_spatial}, opset),

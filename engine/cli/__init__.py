@@ -24,6 +24,7 @@ from semfuse_rt.engine.cli import cam_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import weights_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import build_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import bench_command  # noqa: E402,F401
+from semfuse_rt.engine.cli import eval_command  # noqa: E402,F401
 
 
 def main() -> None:
