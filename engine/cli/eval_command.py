@@ -1,0 +1,100 @@
+"""`semfuse-rt eval DIR|SETS.csv --methods ...`: score fusion methods and baselines."""
+from __future__ import annotations
+
+import shlex
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.datasets import find_sets
+from semfuse_rt.engine.evaluation import evaluate, parse_methods, summary_table, write_reports
+
+
+def _reproducing_command(location, methods, out, categories, limit, max_size, options) -> str:
+    """The command line for the reports, rebuilt from the parsed values (not sys.argv, which
+    is some other program's when the command is invoked from Python)."""
+    words = ["semfuse-rt", "eval", str(location), "--methods", methods, "--out", str(out)]
+    for flag, value in (("--categories", categories), ("--limit", limit), ("--max-size", max_size),
+                        *((f"--{key}", value) for key, value in options.items())):
+        if value is not None:
+            words += [flag, str(value)]
+    return shlex.join(words)
+
+
+def _split(text: Optional[str]) -> list[str] | None:
+    return [part.strip() for part in text.split(",") if part.strip()] if text else None
+
+
+@app.command("eval")
+def eval_command(
+    location: Path = typer.Argument(..., help="Folder of categories of sets, or a .csv listing sets."),
+    methods: str = typer.Option(
+        "average,dwt,dtcwt,max", "--methods", "-m",
+        help="Comma-separated variants NAME or NAME@KEY=VALUE... (see above).",
+    ),
+    out: Path = typer.Option(Path("eval-out"), "--out", "-o",
+                             help="Folder for results.json, results.md, grid-CATEGORY.png (created)."),
+    categories: Optional[str] = typer.Option(None, help="Comma-separated categories to keep."),
+    limit: Optional[int] = typer.Option(None, help="At most N sets per category, in name order."),
+    max_size: Optional[int] = typer.Option(
+        None, "--max-size",
+        help="Quick runs: shrink each set so its longer side is at most N pixels (area averaging) "
+             "before fusing; scores are then not comparable with full-size runs."),
+    layer: Optional[str] = typer.Option(None, help="semfuse methods: VGG19 layer (default relu1_1)."),
+    steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default 100)."),
+    lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default 1.0)."),
+    init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max."),
+    window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
+    backend: str = typer.Option("auto", help="semfuse methods: auto | trt | ort | torch."),
+    weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
+    save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
+    grids: bool = typer.Option(True, "--grids/--no-grids", help="Write the PNG grids."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    """Fuse every image set with every method, score the results, write reports.
+
+    Folder layout: each subfolder is a category. In a category, a set is
+      - the files sharing a name prefix that differ in a last label:
+        lytro-01-A.jpg + lytro-01-B.jpg, Camp_IR.png + Camp_Vis.png, c01_1.tif + c01_2.tif
+      - or a subfolder of images: multiexposure/door/door1.jpg, door2.jpg, ...
+    A folder that holds images itself is one category.
+    CSV: a header row name, category (optional), source1, source2, ...; one set per row;
+    paths relative to the CSV file.
+
+    Method variants, comma-separated: NAME or NAME@KEY=VALUE@KEY=VALUE..., e.g.
+      average,dwt,dtcwt,max,max@layer=relu1_2@steps=30,dwt@wavelet=haar
+    Baselines: average; dwt (wavelet, levels, mode); dtcwt (levels, biort, qshift).
+    Any other name is a semfuse method (max, majority, ...); a variant's @options
+    override the --layer/--steps/--lr/--init/--window/--backend flags.
+
+    --max-size N shrinks every set (longer side at most N, area averaging) for quick
+    runs; its scores are not comparable with full-size runs.
+
+    Metrics on BT.601 luma 0..255: Q^AB/F, Q_MI, Q_Y, mean SSIM to the sources, MI,
+    EN, SD, SF, AG. Writes OUT/results.json, OUT/results.md, OUT/grid-CATEGORY.png
+    and prints a summary by category and method.
+    """
+    specs = parse_methods(methods)
+    discovery = find_sets(location, categories=_split(categories), limit=limit)
+    console = Console(stderr=True)
+    for reason in discovery.skipped:
+        console.print(f"skipped {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    given = {"layer": layer, "steps": steps, "lr": lr, "init": init, "window": window,
+             "backend": backend, "weights": weights}
+    semfuse_options = {key: value for key, value in given.items() if value is not None}
+    command = _reproducing_command(location, methods, out, categories, limit, max_size,
+                                   {**semfuse_options, "backend": backend})
+    evaluation = evaluate(
+        discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size,
+        save_fused=out / "fused" if save_fused else None, show_progress=not quiet,
+        source=str(location), command=command,
+    )
+    screen = Console()
+    if not screen.is_terminal:
+        screen = Console(width=160)  # piped into a log: no terminal width to respect
+    screen.print(summary_table(evaluation), markup=True)
+    for path in write_reports(evaluation, out, grids=grids):
+        typer.echo(f"wrote {path}")

@@ -1,0 +1,477 @@
+"""Running fusion methods over image sets, scoring them, and reporting the scores.
+
+One run fuses every set with every method variant, in one process, on the same pixels, and
+scores each result with engine/metrics.py. Reports: a rich table on screen, JSON (every
+number), markdown (summaries by category and by method, then every set) and one PNG grid per
+category with the sources and each method's result side by side.
+
+Method variants are written `name[@key=value]...`: `dtcwt`, `max@layer=relu1_2@steps=30`,
+`dwt@wavelet=haar`. `average`, `dwt` and `dtcwt` are the baselines of engine/baselines.py;
+every other name is a semfuse method passed to `semfuse_rt.engine.api.fuse`.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import io
+import json
+import math
+import re
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+from rich.console import Console
+from rich.markup import escape
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
+from semfuse_rt.engine.datasets import FusionSet
+from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.metrics import METRIC_NAMES, fusion_metrics
+from semfuse_rt.export.cache import atomic_write_bytes
+
+__all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
+           "evaluate", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",
+           "write_grids", "write_reports", "summary_markdown", "summary_table", "ALL_CATEGORIES"]
+
+# A function with api.fuse's contract: fuse(images, method, **options) -> image.
+Fuser = Callable[..., np.ndarray]
+
+ALL_CATEGORIES = "all sets"  # the pseudo-category of summaries over every set
+# Metrics judged against the sources; the best value per category is marked in markdown.
+# EN, SD, SF and AG also reward noise and ringing, so no "best" is marked for them.
+SOURCE_REFERENCED = ("Qabf", "Qmi", "Qy", "SSIM", "MI")
+THUMBNAIL = 160  # longest side of a grid cell, pixels
+MIN_MAX_SIZE = 16  # below this the transforms and metric windows have nothing to work on
+
+
+# --------------------------------------------------------------------------- method variants
+
+@dataclass(frozen=True)
+class MethodSpec:
+    """One method variant: `label` as the user wrote it, the method `name`, its options."""
+
+    label: str
+    name: str
+    options: dict = field(default_factory=dict)
+
+    @property
+    def is_baseline(self) -> bool:
+        return self.name in BASELINES
+
+
+def _parse_value(text: str):
+    lowered = text.lower()
+    if lowered in ("true", "false"):
+        return lowered == "true"
+    for kind in (int, float):
+        try:
+            return kind(text)
+        except ValueError:
+            pass
+    return text
+
+
+_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_-]*$")
+
+
+def parse_methods(text: str) -> list[MethodSpec]:
+    """`"average,max@layer=relu1_2@steps=30"` -> MethodSpecs (see the module docstring)."""
+    specs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        name, *assignments = [piece.strip() for piece in item.split("@")]
+        if not _NAME.match(name):
+            raise SemfuseError(f"method variant {item!r}: {name!r} is not a method name")
+        options = {}
+        for assignment in assignments:
+            key, equals, value = assignment.partition("=")
+            key, value = key.strip(), value.strip()
+            if not equals or not key.isidentifier() or not value:
+                raise SemfuseError(f"method variant {item!r}: expected @key=value, got {'@' + assignment!r}")
+            options[key] = _parse_value(value)
+        specs.append(MethodSpec(item.replace(" ", ""), name, options))
+    if not specs:
+        raise SemfuseError("no methods given (e.g. --methods average,dtcwt,max)")
+    labels = [spec.label for spec in specs]
+    for label in dict.fromkeys(labels):
+        if labels.count(label) > 1:
+            raise SemfuseError(f"method variant {label!r} is listed twice")
+    return specs
+
+
+def semfuse_fuser(weights=None) -> Fuser:
+    """api.fuse with the VGG19 weights loaded once for the whole run, not once per set.
+
+    Loaded here, before the run's progress bar starts: a first-time download shows its own
+    rich progress bar, and rich allows only one live display at a time.
+    """
+    from semfuse_rt.engine.api import fuse
+    from semfuse_rt.export.weights import load_vgg19
+
+    loaded = load_vgg19(weights, show_progress=True)
+
+    def run(images, method, **options):
+        return fuse(images, method, weights=loaded, **options)
+
+    return run
+
+
+# --------------------------------------------------------------------------- running
+
+def downscale(image: np.ndarray, max_size: int | None) -> np.ndarray:
+    """Shrink so the longer side is at most `max_size` (area averaging); never enlarges."""
+    if not max_size:
+        return image
+    height, width = image.shape[:2]
+    scale = max_size / max(height, width)
+    if scale >= 1:
+        return image
+    size = (max(1, round(width * scale)), max(1, round(height * scale)))
+    return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+
+
+def _thumbnail(image: np.ndarray) -> np.ndarray:
+    """8-bit RGB, longest side THUMBNAIL: what a grid cell shows."""
+    if image.dtype == np.uint16:
+        image = np.rint(image / 257.0).astype(np.uint8)
+    if image.ndim == 2:
+        image = np.repeat(image[:, :, None], 3, axis=2)
+    return downscale(image, THUMBNAIL)
+
+
+@dataclass
+class SetRecord:
+    fusion_set: FusionSet
+    width: int
+    height: int
+    source_thumbnails: list[np.ndarray]
+    fused_thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # by method label
+
+
+@dataclass
+class Outcome:
+    category: str
+    set_name: str
+    method: str  # MethodSpec.label
+    seconds: float
+    metrics: dict[str, float]
+
+
+@dataclass
+class Evaluation:
+    source: str
+    methods: list[MethodSpec]
+    sets: list[SetRecord]
+    outcomes: list[Outcome]
+    settings: dict  # max_size, common semfuse options, date, command
+
+
+def _safe_name(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
+
+
+def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
+             semfuse_options: dict | None = None, max_size: int | None = None,
+             fuser: Fuser | None = None, save_fused: Path | None = None,
+             show_progress: bool = True, source: str = "", command: str = "") -> Evaluation:
+    """Fuse every set with every method and score each result.
+
+    `semfuse_options` go to every semfuse method (a variant's own @options win); `fuser`
+    replaces api.fuse (tests, or a preloaded engine); `save_fused` keeps every fused image
+    as PNG under that folder.
+    """
+    if max_size is not None and max_size < MIN_MAX_SIZE:
+        raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
+    semfuse_options = dict(semfuse_options or {})
+    recorded_options = {k: _jsonable(v) for k, v in semfuse_options.items()}
+    weights = semfuse_options.pop("weights", None)
+    if fuser is None and any(not m.is_baseline for m in methods):
+        fuser = semfuse_fuser(weights)
+    elif weights is not None:
+        semfuse_options["weights"] = weights
+    records, outcomes = [], []
+    run_started = time.perf_counter()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True), transient=True,
+                  disable=not show_progress) as bar:
+        task = bar.add_task("sets", total=len(sets))
+        for fusion_set in sets:
+            images = [downscale(load_image(path), max_size) for path in fusion_set.sources]
+            height, width = images[0].shape[:2]
+            record = SetRecord(fusion_set, width, height, [_thumbnail(i) for i in images])
+            for method in methods:
+                bar.update(task, description=f"{escape(fusion_set.key)} [bold]{escape(method.label)}[/]")
+                started = time.perf_counter()
+                try:
+                    if method.is_baseline:
+                        fused = fuse_baseline(images, method.name, **method.options)
+                    else:
+                        fused = fuser(images, method.name, **{**semfuse_options, **method.options})
+                except SemfuseError as error:
+                    raise SemfuseError(f"{fusion_set.key}, {method.label}: {error}") from None
+                except TypeError as error:
+                    if "unexpected keyword argument" not in str(error):
+                        raise
+                    raise SemfuseError(f"{method.label}: unknown option ({error})") from None
+                seconds = time.perf_counter() - started
+                outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label,
+                                        seconds, fusion_metrics(images, fused)))
+                record.fused_thumbnails[method.label] = _thumbnail(fused)
+                if save_fused is not None:
+                    folder = Path(save_fused) / _safe_name(fusion_set.category)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    save_image(folder / f"{_safe_name(fusion_set.name)}--{_safe_name(method.label)}.png", fused)
+            records.append(record)
+            bar.advance(task)
+    settings = {
+        "max_size": max_size,
+        "semfuse_options": recorded_options,
+        "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "elapsed_s": round(time.perf_counter() - run_started, 1),
+        "command": command,
+    }
+    return Evaluation(source, list(methods), records, outcomes, settings)
+
+
+# --------------------------------------------------------------------------- summaries
+
+def _mean(values: Sequence[float]) -> float:
+    finite = [v for v in values if not math.isnan(v)]
+    return float(np.mean(finite)) if finite else math.nan
+
+
+def summarise(evaluation: Evaluation) -> list[dict]:
+    """Mean of each metric (NaNs skipped) and of seconds per (category, method), then per
+    method over all sets (category ALL_CATEGORIES). Ordered by category, then method order."""
+    groups = {category: [o for o in evaluation.outcomes if o.category == category]
+              for category in dict.fromkeys(o.category for o in evaluation.outcomes)}
+    groups[ALL_CATEGORIES] = evaluation.outcomes
+    rows = []
+    for category, outcomes in groups.items():
+        for method in evaluation.methods:
+            chosen = [o for o in outcomes if o.method == method.label]
+            if not chosen:
+                continue
+            rows.append({
+                "category": category,
+                "method": method.label,
+                "sets": len(chosen),
+                "metrics": {name: _mean([o.metrics[name] for o in chosen]) for name in METRIC_NAMES},
+                "seconds": _mean([o.seconds for o in chosen]),
+            })
+    return rows
+
+
+# --------------------------------------------------------------------------- reports
+
+def _jsonable(value):
+    if isinstance(value, float) and math.isnan(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def _write_text(path: Path, text: str) -> Path:
+    atomic_write_bytes(Path(path), text.encode("utf-8"))
+    return Path(path)
+
+
+def write_json(evaluation: Evaluation, path: Path) -> Path:
+    """Every set, every result and the summaries; NaN (undefined metric) is written as null."""
+    document = {
+        "source": evaluation.source,
+        "settings": evaluation.settings,
+        "metrics": list(METRIC_NAMES),
+        "methods": [{"label": m.label, "name": m.name, "options": m.options, "baseline": m.is_baseline}
+                    for m in evaluation.methods],
+        "sets": [{"category": r.fusion_set.category, "name": r.fusion_set.name,
+                  "sources": [str(p) for p in r.fusion_set.sources],
+                  "width": r.width, "height": r.height} for r in evaluation.sets],
+        "results": [{"category": o.category, "set": o.set_name, "method": o.method,
+                     "seconds": o.seconds, "metrics": o.metrics} for o in evaluation.outcomes],
+        "summary": summarise(evaluation),
+    }
+    return _write_text(path, json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n")
+
+
+def read_json(path: Path) -> Evaluation:
+    """An Evaluation back from write_json's file, for re-reporting without re-running
+    (the grids cannot be redrawn: the JSON holds no pixels)."""
+    try:
+        document = json.loads(Path(path).read_text())
+        methods = [MethodSpec(m["label"], m["name"], m["options"]) for m in document["methods"]]
+        sets = [SetRecord(FusionSet(s["category"], s["name"], tuple(Path(p) for p in s["sources"])),
+                          s["width"], s["height"], []) for s in document["sets"]]
+        outcomes = [Outcome(r["category"], r["set"], r["method"], r["seconds"],
+                            {k: math.nan if v is None else v for k, v in r["metrics"].items()})
+                    for r in document["results"]]
+        return Evaluation(document["source"], methods, sets, outcomes, document["settings"])
+    except OSError as error:
+        raise SemfuseError(f"{path}: cannot read ({error.strerror})") from None
+    except (ValueError, KeyError, TypeError) as error:
+        raise SemfuseError(f"{path}: not a semfuse-rt eval results.json ({error})") from None
+
+
+def _format(name: str, value: float) -> str:
+    if value is None or math.isnan(value):
+        return "-"
+    return f"{value:.2f}" if name in ("SD", "SF", "AG", "seconds") else f"{value:.3f}"
+
+
+def _cell(text: str) -> str:
+    """Names are free text; a `|` would end the markdown cell."""
+    return text.replace("|", "\\|")
+
+
+def _markdown_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "| " + " | ".join("---" for _ in header) + " |"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def summary_markdown(evaluation: Evaluation) -> str:
+    """The summary table: one row per (category, method), best source-referenced score per
+    category in bold, then the all-sets rows."""
+    rows_out = []
+    summary = summarise(evaluation)
+    for category in dict.fromkeys(row["category"] for row in summary):
+        group = [row for row in summary if row["category"] == category]
+        best = {name: max((r["metrics"][name] for r in group if not math.isnan(r["metrics"][name])),
+                          default=math.nan) for name in SOURCE_REFERENCED}
+        for row in group:
+            cells = [_cell(category), f"`{_cell(row['method'])}`", str(row["sets"])]
+            for name in METRIC_NAMES:
+                text = _format(name, row["metrics"][name])
+                if name in best and len(group) > 1 and row["metrics"][name] == best[name]:
+                    text = f"**{text}**"
+                cells.append(text)
+            cells.append(_format("seconds", row["seconds"]))
+            rows_out.append(cells)
+    return _markdown_table(["category", "method", "sets", *METRIC_NAMES, "s/set"], rows_out)
+
+
+def write_markdown(evaluation: Evaluation, path: Path) -> Path:
+    settings = evaluation.settings
+    options = ", ".join(f"{k}={v}" for k, v in settings["semfuse_options"].items()) or "defaults"
+    parts = [
+        "# semfuse-rt eval",
+        "",
+        f"Sets from `{evaluation.source}`: {len(evaluation.sets)}; methods: "
+        + ", ".join(f"`{m.label}`" for m in evaluation.methods)
+        + f"; semfuse options: {options}; max size: {settings['max_size'] or 'full'}; "
+        + f"date: {settings['date']}.",
+    ]
+    if settings.get("command"):
+        parts += ["", "```", settings["command"], "```"]
+    parts += [
+        "",
+        "Metrics on luma (BT.601) in 0..255; all higher-is-better (EN/SD/SF/AG also grow with "
+        "noise). Bold: best of the methods in that category. `-`: undefined for that input.",
+        "",
+        "## Summary by category and method",
+        "",
+        summary_markdown(evaluation),
+        "",
+        "## Every set",
+        "",
+    ]
+    by_set = {(r.fusion_set.category, r.fusion_set.name): r for r in evaluation.sets}
+    rows = []
+    for o in evaluation.outcomes:
+        record = by_set[(o.category, o.set_name)]
+        rows.append([_cell(o.category), _cell(o.set_name), str(len(record.fusion_set.sources)),
+                     f"{record.width}x{record.height}", f"`{_cell(o.method)}`",
+                     *(_format(n, o.metrics[n]) for n in METRIC_NAMES), _format("seconds", o.seconds)])
+    parts.append(_markdown_table(["category", "set", "K", "size", "method", *METRIC_NAMES, "s"], rows))
+    return _write_text(path, "\n".join(parts) + "\n")
+
+
+def write_grids(evaluation: Evaluation, folder: Path) -> list[Path]:
+    """`grid-<category>.png`: a row per set; source columns, then one column per method."""
+    from PIL import Image, ImageDraw
+
+    written = []
+    labels = [m.label for m in evaluation.methods]
+    for category in dict.fromkeys(r.fusion_set.category for r in evaluation.sets):
+        records = [r for r in evaluation.sets if r.fusion_set.category == category]
+        sources = max(len(r.source_thumbnails) for r in records)
+        headings = [f"source {i + 1}" for i in range(sources)] + labels
+        cell, name_width, heading_height, gap = THUMBNAIL, 110, 18, 4
+        width = name_width + len(headings) * (cell + gap)
+        height = heading_height + len(records) * (cell + gap)
+        canvas = Image.new("RGB", (width, height), "white")
+        draw = ImageDraw.Draw(canvas)
+        for column, heading in enumerate(headings):
+            draw.text((name_width + column * (cell + gap) + 2, 3), heading[:26], fill="black")
+        for row, record in enumerate(records):
+            top = heading_height + row * (cell + gap)
+            draw.text((4, top + cell // 2 - 6), record.fusion_set.name[:17], fill="black")
+            cells = record.source_thumbnails + [None] * (sources - len(record.source_thumbnails))
+            cells += [record.fused_thumbnails.get(label) for label in labels]
+            for column, thumbnail in enumerate(cells):
+                if thumbnail is None:
+                    continue
+                left = name_width + column * (cell + gap)
+                # Centre images that are not square inside their square cell.
+                offset = ((cell - thumbnail.shape[1]) // 2, (cell - thumbnail.shape[0]) // 2)
+                canvas.paste(Image.fromarray(thumbnail), (left + offset[0], top + offset[1]))
+        path = Path(folder) / f"grid-{_safe_name(category)}.png"
+        buffer = io.BytesIO()
+        canvas.save(buffer, format="PNG")
+        atomic_write_bytes(path, buffer.getvalue())
+        written.append(path)
+    return written
+
+
+def summary_table(evaluation: Evaluation):
+    """The on-screen summary: one small rich Table per category (title: category and set
+    count), a row per method. Fixed column widths keep the tables aligned with each other;
+    on a narrow terminal only the method column is shortened."""
+    from rich import box
+    from rich.console import Group
+    from rich.table import Table
+
+    method_width = min(24, max(len(m.label) for m in evaluation.methods) + 2)
+    summary = summarise(evaluation)
+    tables = []
+    for category in dict.fromkeys(row["category"] for row in summary):
+        rows = [row for row in summary if row["category"] == category]
+        count = rows[0]["sets"]
+        table = Table(title=f"{escape(category)} ({count} set{'s' if count != 1 else ''})", title_justify="left",
+                      title_style="bold", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
+                      header_style="bold")
+        table.add_column("method", min_width=8, max_width=method_width, no_wrap=True, overflow="ellipsis")
+        for name in (*METRIC_NAMES, "s/set"):
+            table.add_column(name, justify="right", no_wrap=True, min_width=5)
+        for row in rows:
+            table.add_row(row["method"], *(_format(n, row["metrics"][n]) for n in METRIC_NAMES),
+                          _format("seconds", row["seconds"]))
+        tables.append(table)
+    return Group(*tables)
+
+
+def write_reports(evaluation: Evaluation, folder: Path, *, grids: bool = True) -> list[Path]:
+    """results.json, results.md and (unless `grids` is False) grid-<category>.png in `folder`."""
+    folder = Path(folder)
+    if folder.exists() and not folder.is_dir():
+        raise SemfuseError(f"{folder}: exists and is not a folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise SemfuseError(f"{folder}: cannot create ({error.strerror})") from None
+    written = [write_json(evaluation, folder / "results.json"),
+               write_markdown(evaluation, folder / "results.md")]
+    if grids:
+        written += write_grids(evaluation, folder)
+    return written
