@@ -13,6 +13,7 @@ import torch
 from semfuse_rt.engine.adam import AdamSchedule
 from semfuse_rt.engine.backends import create_runner, resolve_backend
 from semfuse_rt.engine.backends.base import ProgressCallback
+from semfuse_rt.engine.backends.ort_backend import usable as ort_usable
 from semfuse_rt.engine.cam import (CAMResult, Retention, combine_layer_maps, fuse_with_weights, input_cams,
                                    semantic_retention)
 from semfuse_rt.engine.cam import cam_weights as cam_weights_of
@@ -78,7 +79,11 @@ def fuse_result(
     schedule = AdamSchedule(steps=steps, lr=lr)
     sources = prepare(images)
     backend_name = resolve_backend(backend)
-    cams = input_cams(load_classifier(cam_weights), images, classes) if chosen.semantic else None
+    cams = None
+    if chosen.semantic:
+        # The CAM graph runs where the fusion does: ONNX Runtime for the engine backends.
+        cam_backend = "torch" if backend_name == "torch" or not ort_usable() else "ort"
+        cams = input_cams(load_classifier(cam_weights), images, classes, backend=cam_backend)
     if not chosen.optimised:
         weights_k = cam_weights_of(cams.maps)
         image = fuse_with_weights(images, weights_k)

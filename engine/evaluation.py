@@ -31,7 +31,8 @@ from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
 from semfuse_rt.engine.datasets import FusionSet
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
-from semfuse_rt.engine.metrics import METRIC_NAMES, fusion_metrics
+from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
+from semfuse_rt.engine.metrics import fusion_metrics
 from semfuse_rt.export.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
@@ -172,6 +173,20 @@ class Evaluation:
     settings: dict  # max_size, common semfuse options, date, command
 
 
+# R5: share of the inputs whose top-1 ImageNet class is in the fused image's top 5
+# (semantic retention, issue 5); NaN when the run skips the classifier.
+METRIC_NAMES = (*FUSION_METRIC_NAMES, "R5")
+
+
+def retention_share(classifier, images, fused) -> float:
+    if classifier is None:
+        return math.nan
+    from semfuse_rt.engine.cam import semantic_retention
+
+    rows = semantic_retention(images, fused, classifier)
+    return sum(row.fused_rank <= 5 for row in rows) / len(rows)
+
+
 def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
@@ -179,12 +194,13 @@ def _safe_name(text: str) -> str:
 def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
              semfuse_options: dict | None = None, max_size: int | None = None,
              fuser: Fuser | None = None, save_fused: Path | None = None,
-             show_progress: bool = True, source: str = "", command: str = "") -> Evaluation:
+             show_progress: bool = True, source: str = "", command: str = "",
+             retention: bool = True) -> Evaluation:
     """Fuse every set with every method and score each result.
 
     `semfuse_options` go to every semfuse method (a variant's own @options win); `fuser`
     replaces api.fuse (tests, or a preloaded engine); `save_fused` keeps every fused image
-    as PNG under that folder.
+    as PNG under that folder; `retention` scores R5 with the CAM classifier.
     """
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
@@ -195,6 +211,11 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
         fuser = semfuse_fuser(weights)
     elif weights is not None:
         semfuse_options["weights"] = weights
+    classifier = None
+    if retention:
+        from semfuse_rt.engine.classifier import load_classifier
+
+        classifier = load_classifier()
     records, outcomes = [], []
     run_started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -220,8 +241,9 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                         raise
                     raise SemfuseError(f"{method.label}: unknown option ({error})") from None
                 seconds = time.perf_counter() - started
-                outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label,
-                                        seconds, fusion_metrics(images, fused)))
+                scores = fusion_metrics(images, fused)
+                scores["R5"] = retention_share(classifier, images, fused)
+                outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores))
                 record.fused_thumbnails[method.label] = _thumbnail(fused)
                 if save_fused is not None:
                     folder = Path(save_fused) / _safe_name(fusion_set.category)
@@ -262,7 +284,7 @@ def summarise(evaluation: Evaluation) -> list[dict]:
                 "category": category,
                 "method": method.label,
                 "sets": len(chosen),
-                "metrics": {name: _mean([o.metrics[name] for o in chosen]) for name in METRIC_NAMES},
+                "metrics": {name: _mean([o.metrics.get(name, math.nan) for o in chosen]) for name in METRIC_NAMES},
                 "seconds": _mean([o.seconds for o in chosen]),
             })
     return rows
@@ -392,7 +414,7 @@ def write_markdown(evaluation: Evaluation, path: Path) -> Path:
         record = by_set[(o.category, o.set_name)]
         rows.append([_cell(o.category), _cell(o.set_name), str(len(record.fusion_set.sources)),
                      f"{record.width}x{record.height}", f"`{_cell(o.method)}`",
-                     *(_format(n, o.metrics[n]) for n in METRIC_NAMES), _format("seconds", o.seconds)])
+                     *(_format(n, o.metrics.get(n, math.nan)) for n in METRIC_NAMES), _format("seconds", o.seconds)])
     parts.append(_markdown_table(["category", "set", "K", "size", "method", *METRIC_NAMES, "s"], rows))
     return _write_text(path, "\n".join(parts) + "\n")
 

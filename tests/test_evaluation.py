@@ -11,9 +11,9 @@ from PIL import Image
 from semfuse_rt.engine.datasets import find_sets, group_by_stem, split_stem
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.engine.evaluation import (
+    METRIC_NAMES,
     THUMBNAIL, evaluate, parse_methods, summarise, write_reports,
 )
-from semfuse_rt.engine.metrics import METRIC_NAMES
 
 
 def write_image(path, rng, shape=(24, 24), value=None):
@@ -253,3 +253,17 @@ def test_eval_command_user_errors_are_one_line(tree, tmp_path, monkeypatch, caps
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("semfuse-rt: error: method variant") and "\n" not in error
+
+
+def test_r5_counts_inputs_whose_class_survives():
+    from conftest import dataset
+    from semfuse_rt.engine.classifier import load_classifier
+    from semfuse_rt.engine.evaluation import retention_share
+    from semfuse_rt.engine.images import load_image
+
+    photo = load_image(dataset("multifocus") / "lytro-05-A.jpg")
+    classifier = load_classifier()
+    assert retention_share(classifier, [photo, photo], photo) == 1.0
+    noise = np.random.default_rng(0).integers(0, 256, photo.shape, dtype=np.uint8)
+    assert retention_share(classifier, [photo, noise], noise) <= 0.5
+    assert np.isnan(retention_share(None, [photo, photo], photo))

@@ -27,7 +27,7 @@ def pair(rng):
 
 def test_equal_cams_make_cam_max_plain_max(monkeypatch, pair, vgg_weights):
     monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes: fixed_cams(np.ones((2, 24, 28))))
+    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(np.ones((2, 24, 28))))
     options = dict(steps=5, weights=vgg_weights, backend="torch")
     assert np.array_equal(api.fuse(list(pair), "cam-max", **options), api.fuse(list(pair), "max", **options))
     assert np.array_equal(api.fuse(list(pair), "cam-majority", **options), api.fuse(list(pair), "majority", **options))
@@ -37,7 +37,7 @@ def test_cam_max_takes_the_features_of_the_input_with_all_the_class_evidence(mon
     maps = np.zeros((2, 24, 28))
     maps[1] = 1.0  # input 2 holds all the evidence everywhere: W = (0, 1)
     monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes: fixed_cams(maps))
+    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(maps))
     seen = {}
     real_fuse_features = api.fuse_features
 
@@ -59,7 +59,7 @@ def test_cam_weights_at_a_pooled_layer_come_from_the_layer_maps(monkeypatch, pai
     maps[0, :, :14] = 1.0
     maps[1, :, 14:] = 1.0
     monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes: fixed_cams(maps))
+    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(maps))
     out = api.fuse([*pair], "cam-max", layer="pool1", steps=2, weights=vgg_weights, backend="torch")
     assert out.shape == pair[0].shape
 

@@ -52,6 +52,8 @@ def eval_command(
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
     grids: bool = typer.Option(True, "--grids/--no-grids", help="Write the PNG grids."),
+    retention: bool = typer.Option(True, "--retention/--no-retention",
+                                   help="R5: share of inputs whose top-1 ImageNet class is in the fused top 5."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse every image set with every method, score the results, write reports.
@@ -90,7 +92,7 @@ def eval_command(
     evaluation = evaluate(
         discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size,
         save_fused=out / "fused" if save_fused else None, show_progress=not quiet,
-        source=str(location), command=command,
+        source=str(location), command=command, retention=retention,
     )
     screen = Console()
     if not screen.is_terminal:
