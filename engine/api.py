@@ -22,7 +22,7 @@ from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.fusion_rules import fuse_features
 from semfuse_rt.engine.images import check_output, load_image, save_image
-from semfuse_rt.engine.initialisation import initial_image
+from semfuse_rt.engine.initialisation import check_initialisation, initial_image
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.sources import finish, prepare
 from semfuse_rt.export.vgg19 import check_layer
@@ -76,6 +76,7 @@ def fuse_result(
     started = time.perf_counter()
     chosen = get_method(method)
     check_layer(layer)
+    check_initialisation(init)
     schedule = AdamSchedule(steps=steps, lr=lr)
     sources = prepare(images)
     backend_name = resolve_backend(backend)

@@ -46,7 +46,7 @@ def eval_command(
     layer: Optional[str] = typer.Option(None, help="semfuse methods: VGG19 layer (default relu1_1)."),
     steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default 100)."),
     lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default 1.0)."),
-    init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max."),
+    init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max | dtcwt."),
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
     backend: str = typer.Option("auto", help="semfuse methods: auto | trt | ort | torch."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),

@@ -33,7 +33,7 @@ def fuse_command(
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
     steps: int = typer.Option(100, help="Adam steps of the image optimisation."),
     lr: float = typer.Option(1.0, help="Adam learning rate in pixel units (0..255)."),
-    init: str = typer.Option("mean", help="Starting image: mean | max of the inputs."),
+    init: str = typer.Option("mean", help="Starting image: mean | max of the inputs, or dtcwt (DT-CWT choose-max fusion)."),
     window: int = typer.Option(5, help="Majority filter window (odd)."),
     backend: str = typer.Option("auto", help="auto | trt | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
