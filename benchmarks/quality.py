@@ -35,8 +35,8 @@ END = "<!-- end of quality table -->"
 RESULTS_HEADING = "# semfuse-rt results"
 
 # docs/quality-notes.md: Q^AB/F means over the prototype's three pairs per category, for
-# the variants this run can reproduce (semfuse methods at their defaults: relu1_1, init mean,
-# 100 steps).
+# the variants this run can reproduce (semfuse methods with the `paper` preset: relu1_1, init
+# mean, 100 steps).
 PROTOTYPE_SETS = {
     "multifocus": ("lytro-01", "lytro-05", "lytro-09"),
     "infrared_visible": ("Camp", "Dune", "Gun"),
@@ -44,8 +44,8 @@ PROTOTYPE_SETS = {
 }
 PROTOTYPE_QABF = {
     "dtcwt": (0.719, 0.469, 0.595),
-    "max": (0.729, 0.438, 0.571),
-    "majority": (0.663, 0.420, 0.540),
+    "max@preset=paper": (0.729, 0.438, 0.571),
+    "majority@preset=paper": (0.663, 0.420, 0.540),
 }
 
 
@@ -109,8 +109,8 @@ def backend_name(requested: str) -> str:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("datasets", type=Path, nargs="?", default=Path("/work/shared/datasets"))
-    parser.add_argument("--methods", default="average,dwt,dtcwt,max,majority")
+    parser.add_argument("datasets", type=Path, nargs="?", default=Path(__file__).resolve().parents[2] / "shared" / "datasets")
+    parser.add_argument("--methods", default="average,dwt,dtcwt,max@preset=paper,majority@preset=paper,max,majority")
     parser.add_argument("--out", type=Path, default=Path("out/quality"))
     parser.add_argument("--limit", type=int, default=None)
     parser.add_argument("--max-size", type=int, default=None)
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Sets: {len(evaluation.sets)} from `{evaluation.source}`, "
         + (f"shrunk to {settings['max_size']} px" if settings["max_size"] else "full size")
         + "; semfuse methods "
-        + ("at their defaults (relu1_1, 100 Adam steps, lr 1.0, init mean)" if semfuse_defaults
+        + ("at their defaults (relu1_1 and the default preset of engine/presets.py)" if semfuse_defaults
            else "with " + ", ".join(f"{k}={v}" for k, v in options.items()))
         + f" on backend `{backend}`. Means over the sets of each category; bold: best of the methods "
         "on the source-referenced metrics; s/set: seconds per set on this machine, including "

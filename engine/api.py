@@ -13,6 +13,7 @@ import torch
 from semfuse_rt.engine.adam import AdamSchedule
 from semfuse_rt.engine.backends import create_runner, resolve_backend
 from semfuse_rt.engine.backends.base import ProgressCallback
+from semfuse_rt.engine.base_layer import with_mean_base
 from semfuse_rt.engine.backends.ort_backend import usable as ort_usable
 from semfuse_rt.engine.cam import (CAMResult, Retention, combine_layer_maps, fuse_with_weights, input_cams,
                                    semantic_retention)
@@ -24,6 +25,7 @@ from semfuse_rt.engine.fusion_rules import fuse_features
 from semfuse_rt.engine.images import check_output, load_image, save_image
 from semfuse_rt.engine.initialisation import check_initialisation, initial_image
 from semfuse_rt.engine.methods import get_method
+from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
 from semfuse_rt.engine.sources import finish, prepare
 from semfuse_rt.export.vgg19 import check_layer
 from semfuse_rt.export.weights import VGG19Weights, load_vgg19
@@ -57,14 +59,16 @@ def fuse_result(
     method: str = "max",
     *,
     layer: str = DEFAULT_LAYER,
-    steps: int = 100,
-    lr: float = 1.0,
-    init: str = "mean",
+    preset: str = DEFAULT_PRESET,
+    steps: int | None = None,
+    lr: float | None = None,
+    init: str | None = None,
     window: int = 5,
     backend: str = "torch",
     weights: str | os.PathLike | VGG19Weights | None = None,
     classes: int = 1,
     cam_weights: str | os.PathLike | None = None,
+    mean_base: float | None = None,
     progress: ProgressCallback | None = None,
 ) -> FusionResult:
     """Fuse K >= 2 registered images; returns the image and how the optimisation went.
@@ -72,11 +76,19 @@ def fuse_result(
     Semantic methods (`cam`, `cam-max`, `cam-majority`) classify each input with the CAM
     network (EfficientNet-Lite0, or VGG19 when `cam_weights` is a full torchvision file)
     and weight by the Grad-CAM maps of its `classes` most probable classes.
+    `preset` (engine/presets.py) supplies `steps`, `lr`, `init` and `mean_base` where they
+    are None: "refined" by default, "paper" for the method exactly as published.
+    `mean_base` > 0 puts the optimised detail over the inputs' mean base layer (Gaussian of
+    that sigma, engine/base_layer.py).
     """
     started = time.perf_counter()
     chosen = get_method(method)
     check_layer(layer)
+    settings = resolve_preset(preset, steps=steps, lr=lr, init=init, mean_base=mean_base)
+    steps, lr, init, mean_base = settings["steps"], settings["lr"], settings["init"], settings["mean_base"]
     check_initialisation(init)
+    if mean_base < 0:
+        raise SemfuseError(f"mean base sigma must be >= 0, got {mean_base}")
     schedule = AdamSchedule(steps=steps, lr=lr)
     sources = prepare(images)
     backend_name = resolve_backend(backend)
@@ -99,7 +111,10 @@ def fuse_result(
             decision_weights = cam_weights_of(_maps_at(cams, features.shape[-2:])).to(features.device)
         target = fuse_features(features, chosen.rule, window, decision_weights)
         optimised = runner.optimise(initial_image(pixels, init), target[None], schedule, progress)
-    image = finish(optimised.image[0].detach().cpu().numpy(), sources)
+    fused = optimised.image[0].detach().cpu().numpy()
+    if mean_base:
+        fused = with_mean_base(fused, sources.pixels, mean_base)
+    image = finish(fused, sources)
     return FusionResult(image, method, backend_name, time.perf_counter() - started, optimised.losses,
                         cams.maps.numpy() if cams is not None else None)
 

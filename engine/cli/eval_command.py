@@ -44,10 +44,13 @@ def eval_command(
         help="Quick runs: shrink each set so its longer side is at most N pixels (area averaging) "
              "before fusing; scores are then not comparable with full-size runs."),
     layer: Optional[str] = typer.Option(None, help="semfuse methods: VGG19 layer (default relu1_1)."),
-    steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default 100)."),
-    lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default 1.0)."),
+    preset: Optional[str] = typer.Option(None, help="semfuse methods: refined (default) | paper."),
+    steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default: the preset's)."),
+    lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default: the preset's)."),
     init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max | dtcwt."),
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
+    mean_base: Optional[float] = typer.Option(None, "--mean-base",
+                                              help="semfuse methods: mean base layer sigma (default 0, off)."),
     backend: str = typer.Option("auto", help="semfuse methods: auto | trt | ort | torch."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
@@ -84,7 +87,7 @@ def eval_command(
     console = Console(stderr=True)
     for reason in discovery.skipped:
         console.print(f"skipped {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    given = {"layer": layer, "steps": steps, "lr": lr, "init": init, "window": window,
+    given = {"layer": layer, "preset": preset, "steps": steps, "lr": lr, "init": init, "window": window, "mean_base": mean_base,
              "backend": backend, "weights": weights}
     semfuse_options = {key: value for key, value in given.items() if value is not None}
     command = _reproducing_command(location, methods, out, categories, limit, max_size,

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files, retention
 from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.presets import DEFAULT_PRESET
 from semfuse_rt.engine.cli import app
 from semfuse_rt.engine.cli.progress import step_progress
 
@@ -31,10 +32,16 @@ def fuse_command(
     output: Path = typer.Option(..., "--output", "-o", help="Fused image (.png, .tif, .jpg, .bmp)."),
     method: str = typer.Option("max", "--method", "-m", help="max | majority | cam | cam-max | cam-majority"),
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
-    steps: int = typer.Option(100, help="Adam steps of the image optimisation."),
-    lr: float = typer.Option(1.0, help="Adam learning rate in pixel units (0..255)."),
-    init: str = typer.Option("mean", help="Starting image: mean | max of the inputs, or dtcwt (DT-CWT choose-max fusion)."),
+    preset: str = typer.Option(DEFAULT_PRESET, help="refined (default) | paper: the settings below, "
+                                                    "as published (paper) or as measured best (refined)."),
+    steps: Optional[int] = typer.Option(None, help="Adam steps of the image optimisation [preset: 30 | paper 100]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, 0..255 [preset: 0.25 | paper 1.0]."),
+    init: Optional[str] = typer.Option(None, help="Starting image: mean | max of the inputs | dtcwt "
+                                                  "(DT-CWT choose-max fusion) [preset: dtcwt | paper mean]."),
     window: int = typer.Option(5, help="Majority filter window (odd)."),
+    mean_base: Optional[float] = typer.Option(None, "--mean-base", min=0.0,
+                                              help="Put the optimised detail over the inputs' mean base layer "
+                                                   "(Gaussian sigma in pixels; 0: off) [preset: 8 | paper 0]."),
     backend: str = typer.Option("auto", help="auto | trt | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
     classes: int = typer.Option(1, "--classes", min=1, max=1000,
@@ -48,8 +55,8 @@ def fuse_command(
     """Fuse registered images into one that keeps the important content of all."""
     with step_progress("fusing", enabled=not quiet) as progress:
         result = fuse_files(
-            inputs, output, method, layer=layer, steps=steps, lr=lr, init=init,
-            window=window, backend=backend, weights=weights, classes=classes,
+            inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, init=init,
+            window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, progress=progress,
         )
     if report:
