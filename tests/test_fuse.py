@@ -91,3 +91,14 @@ def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
     flat = fuse([np.full((24, 24), 40, np.uint8), np.full((24, 24), 200, np.uint8)],
                 steps=0, init="max", mean_base=4.0, weights=vgg_weights, backend="torch")
     assert np.abs(flat.astype(int) - 120).max() <= 1  # flat inputs: the base layer is everything
+
+
+def test_presets_fill_only_what_is_not_given():
+    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.engine.presets import resolve_preset
+
+    assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "mean_base": 0.0}
+    refined = resolve_preset("refined", steps=7, lr=None)
+    assert refined["steps"] == 7 and refined["lr"] == 0.25 and refined["init"] == "dtcwt"
+    with pytest.raises(SemfuseError, match="unknown preset"):
+        resolve_preset("fast")
