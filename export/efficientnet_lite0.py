@@ -187,7 +187,7 @@ def checkpoint_path() -> Path:
 
 def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0:
     """The pretrained network in eval mode, frozen; every checkpoint key must match."""
-    from semfuse_rt.export.weights import sha256_of
+    from semfuse_rt.export.cache import sha256_of
 
     path = Path(path) if path is not None else checkpoint_path()
     if not path.is_file():

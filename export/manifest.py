@@ -8,8 +8,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from semfuse_rt.export.cache import atomic_write_bytes
-from semfuse_rt.export.weights import sha256_of
+from semfuse_rt.export.cache import atomic_write_bytes, sha256_of
 
 MANIFEST_NAME = "manifest.json"
 

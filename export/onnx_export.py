@@ -16,7 +16,7 @@ import onnx
 import torch
 
 from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export import gradient_graph
 from semfuse_rt.export import normalisation as normalisation_module
 from semfuse_rt.export import vgg19 as vgg19_module
@@ -24,7 +24,7 @@ from semfuse_rt.export.gradient_graph import ExplicitLossGradient, NormalisedFea
 from semfuse_rt.export.manifest import (artefacts_intact, matches, read_manifest, tool_versions,
                                         write_manifest)
 from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
-from semfuse_rt.export.weights import VGG19Weights, sha256_of
+from semfuse_rt.export.weights import VGG19Weights
 
 DEFAULT_OPSET = 17
 FEATURES_FILE = "features.onnx"

@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export.trt_profiles import (
     DEFAULT_SHAPES,
     Profile,
@@ -91,15 +91,6 @@ class TrtEnvironment:
     @property
     def key(self) -> str:
         return f"{self.gpu.key}-trt{self.tensorrt}"
-
-
-def sha256_of(path: Path) -> str:
-    # export.weights has the same function but imports torch; the runtime must not.
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 # --- what is here ------------------------------------------------------------------------

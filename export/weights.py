@@ -25,7 +25,7 @@ from pathlib import Path
 import torch
 
 from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export.normalisation import BY_NAME, CAFFE, TORCHVISION, Normalisation
 from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
 
@@ -54,14 +54,6 @@ class VGG19Weights:
     sha256: str  # of the file the weights came from (identifies them in manifests)
     source: str
     classifier: dict[str, torch.Tensor] | None = field(default=None, repr=False)
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str) -> None:

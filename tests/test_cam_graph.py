@@ -20,7 +20,7 @@ from semfuse_rt.export.cam_export import default_directory, export_cam_graph
 from semfuse_rt.export.cam_graph import (EfficientNetCamGraph, FoldedConv, build_cam_graph, max_pool_transpose,
                                          max_pool_with_selectors, weights_sha256)
 from semfuse_rt.export.vgg19_classifier import VGG19Classifier
-from semfuse_rt.export.weights import sha256_of
+from semfuse_rt.export.cache import sha256_of
 
 PARITY_RTOL = 1e-4
 # float32 round-off of a pre-activation, times a generous margin: a ReLU/ReLU6 mask that
