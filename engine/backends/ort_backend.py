@@ -22,11 +22,13 @@ def usable() -> bool:
 
 
 def providers() -> list[str]:
-    """Fastest first among what this onnxruntime build offers (TensorRT's EP is the trt backend's business)."""
+    """Fastest first among what this onnxruntime build offers (TensorRT's EP is the trt
+    backend's business). CUDA only where torch can hold the bound device buffers too."""
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider") if torch.cuda.is_available() else ("CPUExecutionProvider",)
+    return [p for p in wanted if p in available]
 
 
 class OrtRunner(FusionRunner):
