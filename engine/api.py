@@ -64,7 +64,7 @@ def fuse_result(
     lr: float | None = None,
     init: str | None = None,
     window: int = 5,
-    backend: str = "torch",
+    backend: str = "auto",
     weights: str | os.PathLike | VGG19Weights | None = None,
     classes: int = 1,
     cam_weights: str | os.PathLike | None = None,
