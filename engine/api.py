@@ -41,6 +41,7 @@ class FusionResult:
     seconds: float
     losses: list[float] = field(default_factory=list)
     cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
+    retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
 
     @property
     def relative_loss(self) -> float | None:
@@ -140,10 +141,11 @@ def fuse(images: Sequence[np.ndarray], method: str = "max", **options) -> np.nda
 
 def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
                method: str = "max", *, save_cams: str | os.PathLike | None = None,
-               **options) -> FusionResult:
+               report: bool = False, **options) -> FusionResult:
     """Read, fuse and write atomically; the output's format follows its extension.
 
-    `save_cams` names a folder for each input's CAM overlay (semantic methods)."""
+    `save_cams` names a folder for each input's CAM overlay (semantic methods); `report`
+    fills `result.retention` (see `retention`)."""
     images = [load_image(p) for p in paths]
     deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
     check_output(output, deepest)
@@ -153,4 +155,6 @@ def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike,
     save_image(Path(output), result.image)
     if save_cams is not None:
         save_cam_overlays(save_cams, paths, images, result.cams)
+    if report:
+        result.retention = retention(images, result.image, options.get("cam_weights"))
     return result

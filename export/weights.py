@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import io
-import json
 import re
 import subprocess
 import sys
@@ -298,12 +297,3 @@ def load_vgg19(path: str | Path | None = None, *, show_progress: bool = True,
         except SemfuseError as problem:
             print(f"semfuse-rt: cached weights unusable ({problem}); fetching again", file=sys.stderr)
     return _load_cache_file(fetch(show_progress), verify_sidecar=True)
-
-
-def describe(weights: VGG19Weights) -> dict:
-    return {"source": weights.source, "sha256": weights.sha256,
-            "normalisation": weights.normalisation.name}
-
-
-def manifest_json(weights: VGG19Weights) -> str:
-    return json.dumps(describe(weights), sort_keys=True)

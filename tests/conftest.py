@@ -26,3 +26,15 @@ def dataset(*parts) -> Path:
     if not path.exists():
         pytest.skip(f"shared dataset {path} not present")
     return path
+
+
+def tie_prone_features(rng, k: int, shape, dtype) -> list[np.ndarray]:
+    """Few distinct magnitudes, both signs, some NaN and inf: many exact ties of |F|."""
+    features = []
+    for _ in range(k):
+        f = rng.integers(-3, 4, size=shape).astype(np.float32) * np.float32(0.5)
+        f[rng.random(shape) < 0.03] = np.nan
+        f[rng.random(shape) < 0.01] = np.inf
+        f[rng.random(shape) < 0.01] = -np.inf
+        features.append(f.astype(dtype))
+    return features

@@ -17,6 +17,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tie_prone_features
 from semfuse_rt.kernels import host, host_build, reference, source
 from semfuse_rt.kernels.adam_scalars import adam_scalars
 
@@ -29,18 +30,6 @@ def placed(array: np.ndarray, offset_bytes: int) -> np.ndarray:
     out = raw[start : start + array.nbytes].view(array.dtype).reshape(array.shape)
     out[...] = array
     return out
-
-
-def tie_prone_features(rng, k: int, shape, dtype) -> list[np.ndarray]:
-    """Few distinct magnitudes, both signs, some NaN and inf: many exact ties of |F|."""
-    features = []
-    for _ in range(k):
-        f = rng.integers(-3, 4, size=shape).astype(np.float32) * np.float32(0.5)
-        f[rng.random(shape) < 0.03] = np.nan
-        f[rng.random(shape) < 0.01] = np.inf
-        f[rng.random(shape) < 0.01] = -np.inf
-        features.append(f.astype(dtype))
-    return features
 
 
 def bits(array: np.ndarray) -> np.ndarray:

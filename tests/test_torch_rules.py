@@ -12,20 +12,11 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import tie_prone_features
 from semfuse_rt.engine.adam import AdamSchedule, adam_update
 from semfuse_rt.kernels import reference, torch_rules
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-
-
-def tie_prone_features(rng, k: int, shape, dtype) -> list[np.ndarray]:
-    features = []
-    for _ in range(k):
-        f = rng.integers(-3, 4, size=shape).astype(np.float32) * np.float32(0.5)
-        f[rng.random(shape) < 0.03] = np.nan
-        f[rng.random(shape) < 0.01] = np.inf
-        features.append(f.astype(dtype))
-    return features
 
 
 def on(device: str, arrays):

@@ -1,17 +1,11 @@
 """Backends: one runner per engine, chosen by name or by `auto`."""
 from __future__ import annotations
 
-import importlib.util
-
 from semfuse_rt.engine.backends.base import FusionRunner, Optimised
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.weights import VGG19Weights
 
 BACKENDS = ("auto", "trt", "ort", "torch")
-
-
-def _has(module: str) -> bool:
-    return importlib.util.find_spec(module) is not None
 
 
 def available_backends() -> list[str]:

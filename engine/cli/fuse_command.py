@@ -9,8 +9,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files, retention
-from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
 from semfuse_rt.engine.presets import DEFAULT_PRESET
 from semfuse_rt.engine.cli import app
 from semfuse_rt.engine.cli.progress import step_progress
@@ -57,10 +56,10 @@ def fuse_command(
         result = fuse_files(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, save_cams=save_cams, progress=progress,
+            cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress,
         )
     if report:
-        Console().print(retention_table(inputs, retention([load_image(p) for p in inputs], result.image, cam_weights)))
+        Console().print(retention_table(inputs, result.retention))
     relative = result.relative_loss
     loss_text = f", final loss {relative:.3f} of the first step" if relative is not None else ""
     typer.echo(
