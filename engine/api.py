@@ -92,7 +92,7 @@ def fuse_result(
         raise SemfuseError(f"mean base sigma must be >= 0, got {mean_base}")
     schedule = AdamSchedule(steps=steps, lr=lr)
     sources = prepare(images)
-    backend_name = resolve_backend(backend)
+    backend_name = resolve_backend(backend, layer)
     cams = None
     if chosen.semantic:
         # The CAM graph runs where the fusion does: ONNX Runtime for the engine backends.

@@ -271,6 +271,20 @@ class FixedStepLoop:
             self.cuda.free(buffer)
 
 
+def run_loop_on_device(cuda: CudaDevice, loop: FixedStepLoop, init_ptr: int, target_ptr: int, out_ptr: int) -> list[float]:
+    """Run `loop` from the device image at init_ptr towards the device target, the result to
+    out_ptr; one sync. Returns the summed loss before each step and after the last."""
+    image_bytes = loop.count * FLOAT_BYTES
+    cuda.copy(loop.init.ptr, init_ptr, image_bytes)
+    cuda.copy(loop.target.ptr, target_ptr, _volume(loop.target_shape) * FLOAT_BYTES)
+    loop.launch()
+    cuda.copy(out_ptr, loop.x.ptr, image_bytes)
+    history = np.empty((loop.steps + 1, loop.batch), np.float32)
+    cuda.download(history, loop.history.ptr)
+    cuda.synchronize()
+    return [float(v) for v in history.sum(axis=1, dtype=np.float64)]
+
+
 def verify_engine(path: Path, device: int = 0) -> None:
     """Refuse an engine whose manifest does not match the running TensorRT and GPU."""
     from semfuse_rt.export.trt_build import detect_environment, environment_mismatch, read_json
@@ -413,15 +427,7 @@ class TrtFusionRuntime:
         """Optimise from the device image at init_ptr towards the device target; the result
         goes to out_ptr. Returns the summed loss before each step and after the last."""
         loop = self.loop(image_shape, target_shape, steps, lr, betas, eps)
-        image_bytes = loop.count * FLOAT_BYTES
-        self.cuda.copy(loop.init.ptr, init_ptr, image_bytes)
-        self.cuda.copy(loop.target.ptr, target_ptr, _volume(target_shape) * FLOAT_BYTES)
-        loop.launch()
-        self.cuda.copy(out_ptr, loop.x.ptr, image_bytes)
-        history = np.empty((steps + 1, loop.batch), np.float32)
-        self.cuda.download(history, loop.history.ptr)
-        self.cuda.synchronize()
-        return [float(v) for v in history.sum(axis=1, dtype=np.float64)]
+        return run_loop_on_device(self.cuda, loop, init_ptr, target_ptr, out_ptr)
 
     def optimise(self, init: np.ndarray, target: np.ndarray, steps: int, lr: float, betas=BETAS,
                  eps: float = EPS) -> tuple[np.ndarray, list[float]]:

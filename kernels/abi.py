@@ -67,6 +67,10 @@ KERNEL_PARAMETERS: dict[str, tuple[type, ...]] = {
     "semfuse_adam_update_device_step": (_PTR, _PTR, _PTR, _PTR, _I64, _F64, _F64, _F64, _F64, _PTR),
     # (step)
     "semfuse_adam_advance_step": (_PTR,),
+    # (image, target, offset, H, W, relu, grad, partials); weights in constant memory
+    "semfuse_first_layer_gradient": (_PTR, _PTR, _PTR, _I32, _I32, _I32, _PTR, _PTR),
+    # (partials, blocks per image, loss)
+    "semfuse_sum_partials": (_PTR, _I32, _PTR),
 }
 
 

@@ -6,6 +6,7 @@
 // The pointer arrays are __grid_constant__: indexed in place in parameter memory instead of
 // being copied to per-thread local memory.
 #include "fusion_kernels.cuh"
+#include "first_layer_gradient.cuh"
 
 #if defined(__CUDACC__)
 
@@ -122,8 +123,78 @@ extern "C" __global__ void semfuse_adam_advance_step(int* step) {
   if (blockIdx.x == 0 && threadIdx.x == 0) *step += 1;
 }
 
+// conv1_1 with the normalisation folded in, set by KernelRunner.set_first_layer_weights.
+// Every index into them is known at compile time (the loops below unroll completely).
+__constant__ float semfuse_first_layer_weight[SEMFUSE_GRAD_CHANNELS * 27];
+__constant__ float semfuse_first_layer_bias[SEMFUSE_GRAD_CHANNELS];
+
+// One chunk of channels; a template so that c0, and with it every constant-memory index, is
+// known at compile time.
+template <int C0>
+__device__ __forceinline__ float first_layer_chunk(semfuse::GradientTile& s, const float* target,
+                                                   int H, int W, int oy, int ox, int relu,
+                                                   int tid, float acc[3]) {
+  using namespace semfuse;
+  const float loss = gradient_forward_chunk(s, semfuse_first_layer_weight, semfuse_first_layer_bias,
+                                            target, H, W, oy, ox, C0, relu, tid, kGradThreads);
+  __syncthreads();
+  gradient_backward_chunk(s, semfuse_first_layer_weight, C0, tid, acc);
+  __syncthreads();  // the next chunk overwrites the residuals
+  return loss;
+}
+
+// Grid: x over tile columns, y over tile rows, z over images; kGradThreads threads. Each block
+// writes its share of the loss to partials[(n * tiles_y + tile_y) * tiles_x + tile_x].
+extern "C" __global__ void __launch_bounds__(semfuse::kGradThreads)
+    semfuse_first_layer_gradient(const float* image, const float* target, const float* offset,
+                                 int H, int W, int relu, float* grad, float* partials) {
+  using namespace semfuse;
+  static_assert(kGradChannels == 4 * kGradChunk, "the chunk calls below cover 64 channels");
+  __shared__ GradientTile s;
+  __shared__ float warp_loss[kGradThreads / 32];
+  const i64 plane = static_cast<i64>(H) * W;
+  const int n = blockIdx.z;
+  const int oy = blockIdx.y * kGradTile;
+  const int ox = blockIdx.x * kGradTile;
+  const int tid = threadIdx.x;
+  gradient_load(s, image + n * 3 * plane, offset, H, W, oy, ox, tid, kGradThreads);
+  __syncthreads();
+  float acc[3] = {0.f, 0.f, 0.f};
+  const float* own_target = target + n * kGradChannels * plane;
+  float loss = first_layer_chunk<0>(s, own_target, H, W, oy, ox, relu, tid, acc);
+  loss += first_layer_chunk<kGradChunk>(s, own_target, H, W, oy, ox, relu, tid, acc);
+  loss += first_layer_chunk<2 * kGradChunk>(s, own_target, H, W, oy, ox, relu, tid, acc);
+  loss += first_layer_chunk<3 * kGradChunk>(s, own_target, H, W, oy, ox, relu, tid, acc);
+  gradient_store(grad + n * 3 * plane, H, W, oy, ox, tid, acc);
+  for (int offset = 16; offset > 0; offset /= 2) loss += __shfl_down_sync(0xffffffffu, loss, offset);
+  if ((tid & 31) == 0) warp_loss[tid / 32] = loss;
+  __syncthreads();
+  if (tid == 0) {
+    float total = 0.f;
+    for (int i = 0; i < kGradThreads / 32; ++i) total += warp_loss[i];
+    partials[(static_cast<i64>(n) * gridDim.y + blockIdx.y) * gridDim.x + blockIdx.x] = total;
+  }
+}
+
+// One block of SF_BLOCK threads per image: loss[n] = the sum of its `blocks` partials, in a
+// fixed order, so every replay of a captured loop reports the same losses.
+extern "C" __global__ void __launch_bounds__(SF_BLOCK)
+    semfuse_sum_partials(const float* partials, int blocks, float* loss) {
+  __shared__ double sums[SF_BLOCK];
+  const int n = blockIdx.x;
+  sums[threadIdx.x] = semfuse::sum_partials(partials + static_cast<semfuse::i64>(n) * blocks,
+                                            blocks, threadIdx.x, SF_BLOCK);
+  __syncthreads();
+  for (int half = SF_BLOCK / 2; half > 0; half /= 2) {
+    if (threadIdx.x < half) sums[threadIdx.x] += sums[threadIdx.x + half];
+    __syncthreads();
+  }
+  if (threadIdx.x == 0) loss[n] = static_cast<float>(sums[0]);
+}
+
 #else  // host build: the tests' window onto the same logic
 
+#include <algorithm>
 #include <vector>
 
 namespace {
@@ -254,6 +325,58 @@ int semfuse_host_adam_update_device_step(float* x, const float* g, float* m, flo
   if (threads < 1) return kBadArgument;
   const semfuse::AdamScalars s = semfuse::adam_scalars(*step, lr, beta1, beta2, eps);
   for (i64 t = 0; t < threads; ++t) semfuse::adam_strided(x, g, m, v, count, s, t, threads);
+  return 0;
+}
+
+// Replays semfuse_first_layer_gradient block by block, each phase for all of a block's
+// threads in turn, then semfuse_sum_partials.
+int semfuse_host_first_layer_gradient(const float* image, const float* target,
+                                      const float* weight, const float* bias,
+                                      const float* offset, int N, int H, int W, int relu,
+                                      float* grad, float* loss) {
+  using namespace semfuse;
+  if (N < 1 || H < 1 || W < 1) return kBadArgument;
+  const int tiles_x = (W + kGradTile - 1) / kGradTile;
+  const int tiles_y = (H + kGradTile - 1) / kGradTile;
+  const i64 plane = static_cast<i64>(H) * W;
+  std::vector<GradientTile> tile(1);
+  GradientTile& s = tile[0];
+  std::vector<float> partials(static_cast<size_t>(N) * tiles_x * tiles_y);
+  std::vector<float> acc(3 * kGradThreads);
+  std::vector<float> thread_loss(kGradThreads);
+  for (int n = 0; n < N; ++n) {
+    for (int by = 0; by < tiles_y; ++by) {
+      for (int bx = 0; bx < tiles_x; ++bx) {
+        const int oy = by * kGradTile;
+        const int ox = bx * kGradTile;
+        for (int tid = 0; tid < kGradThreads; ++tid) {
+          gradient_load(s, image + n * 3 * plane, offset, H, W, oy, ox, tid, kGradThreads);
+        }
+        std::fill(acc.begin(), acc.end(), 0.f);
+        std::fill(thread_loss.begin(), thread_loss.end(), 0.f);
+        for (int c0 = 0; c0 < kGradChannels; c0 += kGradChunk) {
+          for (int tid = 0; tid < kGradThreads; ++tid) {
+            thread_loss[tid] += gradient_forward_chunk(s, weight, bias,
+                                                       target + n * kGradChannels * plane, H, W,
+                                                       oy, ox, c0, relu, tid, kGradThreads);
+          }
+          for (int tid = 0; tid < kGradThreads; ++tid) {
+            gradient_backward_chunk(s, weight, c0, tid, &acc[3 * tid]);
+          }
+        }
+        float total = 0.f;
+        for (int tid = 0; tid < kGradThreads; ++tid) {
+          gradient_store(grad + n * 3 * plane, H, W, oy, ox, tid, &acc[3 * tid]);
+          total += thread_loss[tid];
+        }
+        partials[(static_cast<size_t>(n) * tiles_y + by) * tiles_x + bx] = total;
+      }
+    }
+  }
+  const int blocks = tiles_x * tiles_y;
+  for (int n = 0; n < N; ++n) {
+    loss[n] = static_cast<float>(sum_partials(&partials[static_cast<size_t>(n) * blocks], blocks, 0, 1));
+  }
   return 0;
 }
 

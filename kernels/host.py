@@ -17,6 +17,7 @@ from semfuse_rt.kernels.abi import AdamScalars, InputPointers, input_pointers
 from semfuse_rt.kernels.adam_scalars import BETAS, EPS, adam_scalars
 from semfuse_rt.kernels.arguments import check_input_count, check_window, dtype_suffix
 from semfuse_rt.kernels.host_build import build_host_library
+from semfuse_rt.kernels.runner import FIRST_LAYER_CHANNELS, check_first_layer_shape
 
 _P = ctypes.c_void_p
 _I32 = ctypes.c_int
@@ -34,6 +35,7 @@ _SIGNATURES = {
     "semfuse_host_majority_fuse_f16": (_INPUTS, _I32, _P, _I64, _I32, _I32, _I32, _P, _P, _I32),
     "semfuse_host_adam_update": (_P, _P, _P, _P, _I64, ctypes.POINTER(AdamScalars), _I64),
     "semfuse_host_adam_update_device_step": (_P, _P, _P, _P, _I64, _F64, _F64, _F64, _F64, _P, _I64),
+    "semfuse_host_first_layer_gradient": (_P, _P, _P, _P, _P, _I32, _I32, _I32, _I32, _P, _P),
 }
 
 
@@ -276,3 +278,23 @@ def half_to_float(bits: np.ndarray) -> np.ndarray:
     out = np.empty(bits.shape, np.float32)
     host_library().semfuse_host_half_to_float(_address(bits), _address(out), bits.size)
     return out
+
+
+def first_layer_gradient(
+    image: np.ndarray, target: np.ndarray, weight: np.ndarray, bias: np.ndarray, offset: np.ndarray, relu: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """(loss (N,), grad (N,3,H,W)) from the host build of semfuse_first_layer_gradient; the
+    arguments as KernelRunner.first_layer_gradient takes them, as float32 arrays."""
+    image, target, weight, bias, offset = (
+        np.ascontiguousarray(a, dtype=np.float32) for a in (image, target, weight, bias, offset)
+    )
+    n, _, h, w = check_first_layer_shape(image.shape)
+    if target.shape != (n, FIRST_LAYER_CHANNELS, h, w) or weight.shape != (FIRST_LAYER_CHANNELS, 3, 3, 3):
+        raise ValueError(f"target {target.shape} and weight {weight.shape} do not fit image {image.shape}")
+    if bias.size != FIRST_LAYER_CHANNELS or offset.size != 3:
+        raise ValueError("bias needs 64 values and offset 3")
+    grad = np.empty_like(image)
+    loss = np.empty(n, np.float32)
+    _call("semfuse_host_first_layer_gradient", *map(_address, (image, target, weight, bias, offset)),
+          n, h, w, int(bool(relu)), _address(grad), _address(loss))
+    return loss, grad

@@ -10,7 +10,7 @@ from __future__ import annotations
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.kernels.cuda_api import checked, cuda_modules
-from semfuse_rt.kernels.source import HEADER_FILE, KERNEL_FILE, kernel_sources, source_digest
+from semfuse_rt.kernels.source import HEADER_FILES, KERNEL_FILE, kernel_sources, source_digest
 
 # No --use_fast_math: the rules compare keys and Adam divides; both must round like the
 # host build and torch.
@@ -51,9 +51,9 @@ def _compile(sources: dict[str, str], target: str, kind: str, options: tuple[str
         nvrtc.nvrtcCreateProgram(
             sources[KERNEL_FILE].encode(),
             KERNEL_FILE.encode(),
-            1,
-            [sources[HEADER_FILE].encode()],
-            [HEADER_FILE.encode()],
+            len(HEADER_FILES),
+            [sources[name].encode() for name in HEADER_FILES],
+            [name.encode() for name in HEADER_FILES],
         ),
         "nvrtcCreateProgram",
     )

@@ -21,11 +21,15 @@ from semfuse_rt.kernels.adam_scalars import BETAS, EPS, adam_scalars
 from semfuse_rt.kernels.arguments import check_input_count, check_window, dtype_suffix, elements_per_pack
 from semfuse_rt.kernels.cuda_api import checked, cuda_modules
 from semfuse_rt.kernels.nvrtc import kernel_image
-from semfuse_rt.kernels.source import TILE_H, TILE_W
+from semfuse_rt.kernels.source import GRAD_CHANNELS, GRAD_TILE, TILE_H, TILE_W
 
 ELEMENTWISE_BLOCK = 256  # matches SF_BLOCK in fusion_kernels.cu
 BLOCKS_PER_SM = 8  # one full wave at 256 threads; grid-stride loops cover the rest
 MAX_GRID_Z = 65535
+FIRST_LAYER_CHANNELS = GRAD_CHANNELS
+# One thread per position of the gradient tile plus its one-pixel halo, in whole warps
+# (kGradThreads in first_layer_gradient.cuh).
+GRAD_THREADS = -(-((GRAD_TILE + 2) ** 2) // 32) * 32
 
 
 class KernelRunner:
@@ -303,3 +307,53 @@ class KernelRunner:
     def advance_step(self, step: int, stream: int = 0) -> None:
         """t += 1 on the device; launch before adam_update_device_step (t starts at 0)."""
         self._launch("semfuse_adam_advance_step", (1, 1, 1), (1, 1, 1), 0, stream, step)
+
+    # -- the first layer's loss gradient ---------------------------------------------------
+    def set_first_layer_weights(self, weight: int, bias: int, stream: int = 0) -> None:
+        """Copy conv1_1's weight (64,3,3,3), normalisation folded in
+        (export.gradient_graph.pixel_space_convs), and bias (64,) from device memory into this
+        runner's constant memory, where first_layer_gradient reads them. One set per runner."""
+        driver = self._driver
+        for symbol, source, count in (("semfuse_first_layer_weight", weight, FIRST_LAYER_CHANNELS * 27),
+                                      ("semfuse_first_layer_bias", bias, FIRST_LAYER_CHANNELS)):
+            address, size = checked(driver.cuModuleGetGlobal(self._module, symbol.encode()),
+                                    f"cuModuleGetGlobal({symbol})")
+            if int(size) != 4 * count:
+                raise SemfuseError(f"{symbol} holds {int(size)} bytes, not {4 * count}")
+            checked(driver.cuMemcpyDtoDAsync(address, int(source), 4 * count, driver.CUstream(int(stream))),
+                    "cuMemcpyDtoDAsync")
+
+    def first_layer_gradient(
+        self,
+        image: int,
+        target: int,
+        offset: int,
+        shape: tuple[int, int, int, int],
+        relu: bool,
+        grad: int,
+        loss: int,
+        partials: int,
+        stream: int = 0,
+    ) -> None:
+        """loss (N,) and grad (N,3,H,W) of sum (act(conv1_1(image - offset)) - target)^2 for fp32
+        images of `shape` and targets (N,64,H,W), with the weights of set_first_layer_weights;
+        act is ReLU when `relu`. `partials` holds first_layer_partials(shape) floats."""
+        n, c, h, w = check_first_layer_shape(shape)
+        grid = (-(-w // GRAD_TILE), -(-h // GRAD_TILE), n)
+        self._launch("semfuse_first_layer_gradient", grid, (GRAD_THREADS, 1, 1), 0, stream,
+                     image, target, offset, h, w, int(bool(relu)), grad, partials)
+        self._launch("semfuse_sum_partials", (n, 1, 1), (ELEMENTWISE_BLOCK, 1, 1), 0, stream,
+                     partials, grid[0] * grid[1], loss)
+
+
+def check_first_layer_shape(shape) -> tuple[int, int, int, int]:
+    n, c, h, w = (int(v) for v in shape)
+    if c != 3 or n < 1 or h < 1 or w < 1 or n > MAX_GRID_Z:
+        raise ValueError(f"the first-layer gradient takes (N,3,H,W) images, got {tuple(shape)}")
+    return n, c, h, w
+
+
+def first_layer_partials(shape) -> int:
+    """Floats of scratch the first-layer gradient needs for images of `shape`."""
+    n, _, h, w = check_first_layer_shape(shape)
+    return n * -(-h // GRAD_TILE) * -(-w // GRAD_TILE)

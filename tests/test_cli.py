@@ -119,7 +119,7 @@ def test_unwritable_output(monkeypatch, capsys, pair, tmp_path, where, vgg_weigh
 def test_bad_options(monkeypatch, capsys, pair, tmp_path):
     out = tmp_path / "out.png"
     for args, fragment in [(["--method", "mean"], "unknown method"), (["--layer", "relu9_9"], "unknown VGG19 layer"),
-                           (["--backend", "cuda"], "unknown backend"), (["--window", "4", "--method", "majority"], "odd")]:
+                           (["--backend", "tensorflow"], "unknown backend"), (["--window", "4", "--method", "majority"], "odd")]:
         code, err = run_main(monkeypatch, capsys, "fuse", *pair, "-o", out, "--steps", "1", *args)
         assert_one_line_error(code, err, fragment)
         assert not out.exists()

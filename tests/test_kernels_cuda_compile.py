@@ -235,6 +235,14 @@ class FakeDriver:
         )
         return (0,)
 
+    def cuModuleGetGlobal(self, module, name):
+        sizes = {b"semfuse_first_layer_weight": 64 * 27 * 4, b"semfuse_first_layer_bias": 64 * 4}
+        return (0, f"&{name.decode()}", sizes[name])
+
+    def cuMemcpyDtoDAsync(self, destination, source, count, stream):
+        self.calls.append(("copy", destination, source, count, stream.handle))
+        return (0,)
+
     def cuModuleUnload(self, module):
         self.calls.append("unload")
         return (0,)
@@ -293,6 +301,22 @@ def test_runner_launches_with_the_callers_pointers_stream_and_grid(fake_runner):
     assert advance["values"] == [0x6] and advance["grid"] == (1, 1, 1)
     assert device_step["values"] == [0x1, 0x2, 0x3, 0x4, 663, 0.5, 0.9, 0.999, 1e-8, 0x6]
     assert driver.calls == ["retain", "push", "load", "unload", "pop", "release"]
+
+
+def test_first_layer_gradient_launch(fake_runner):
+    kernels, driver = fake_runner
+    with kernels:
+        kernels.set_first_layer_weights(0x100, 0x200, stream=3)
+        kernels.first_layer_gradient(0x10, 0x20, 0x30, (2, 3, 37, 53), True, 0x40, 0x50, 0x60, stream=3)
+        with pytest.raises(ValueError, match="N,3,H,W"):
+            kernels.first_layer_gradient(0x10, 0x20, 0x30, (1, 4, 8, 8), True, 0x40, 0x50, 0x60)
+    assert ("copy", "&semfuse_first_layer_weight", 0x100, 64 * 27 * 4, 3) in driver.calls
+    assert ("copy", "&semfuse_first_layer_bias", 0x200, 64 * 4, 3) in driver.calls
+    gradient, partial_sums = driver.launches
+    # 53 x 37 pixels in 16 x 16 tiles; one thread per position of an 18 x 18 halo tile
+    assert gradient["grid"] == (4, 3, 2) and gradient["block"] == (352, 1, 1) and gradient["stream"] == 3
+    assert gradient["values"] == [0x10, 0x20, 0x30, 37, 53, 1, 0x40, 0x60]
+    assert partial_sums["grid"] == (2, 1, 1) and partial_sums["values"] == [0x60, 12, 0x50]
 
 
 def test_runner_refuses_what_would_corrupt_memory(fake_runner):

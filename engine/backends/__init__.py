@@ -5,30 +5,39 @@ from semfuse_rt.engine.backends.base import FusionRunner, Optimised
 from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.weights import VGG19Weights
 
-BACKENDS = ("auto", "trt", "ort", "torch")
+BACKENDS = ("auto", "trt", "cuda", "ort", "torch")
 
 
-def available_backends() -> list[str]:
-    """Usable backends here, fastest first."""
-    from semfuse_rt.engine.backends import ort_backend, trt_backend
+def available_backends(layer: str | None = None) -> list[str]:
+    """Usable backends here (for `layer`, when given), fastest first."""
+    import torch
+
+    from semfuse_rt.engine.backends import cuda_backend, ort_backend, trt_backend
 
     found = []
     if trt_backend.usable():
         found.append("trt")
-    if ort_backend.usable():
+    if cuda_backend.usable(layer):
+        found.append("cuda")
+    # ONNX Runtime on the CPU comes after torch on a GPU.
+    ort_on_device = not torch.cuda.is_available() or "CUDAExecutionProvider" in ort_backend.providers()
+    if ort_backend.usable() and ort_on_device:
         found.append("ort")
     found.append("torch")
+    if ort_backend.usable() and not ort_on_device:
+        found.append("ort")
     return found
 
 
-def resolve_backend(name: str) -> str:
+def resolve_backend(name: str, layer: str | None = None) -> str:
     if name not in BACKENDS:
         raise SemfuseError(f"unknown backend {name!r}; use one of {', '.join(BACKENDS)}")
-    available = available_backends()
+    available = available_backends(layer)
     if name == "auto":
         return available[0]
     if name not in available:
-        raise SemfuseError(f"backend {name!r} is not usable here; available: {', '.join(available)}")
+        where = f" at {layer}" if layer else ""
+        raise SemfuseError(f"backend {name!r} is not usable here{where}; available: {', '.join(available)}")
     return name
 
 
@@ -46,6 +55,10 @@ def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> Fu
         from semfuse_rt.engine.backends.trt_backend import TrtRunner
 
         return TrtRunner(weights, layer, **options)
+    if name == "cuda":
+        from semfuse_rt.engine.backends.cuda_backend import CudaRunner
+
+        return CudaRunner(weights, layer, **options)
     raise SemfuseError(f"unknown backend {name!r}")
 
 

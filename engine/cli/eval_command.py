@@ -51,7 +51,7 @@ def eval_command(
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
     mean_base: Optional[float] = typer.Option(None, "--mean-base",
                                               help="semfuse methods: mean base layer sigma (default 0, off)."),
-    backend: str = typer.Option("auto", help="semfuse methods: auto | trt | ort | torch."),
+    backend: str = typer.Option("auto", help="semfuse methods: auto | trt | cuda | ort | torch."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
     grids: bool = typer.Option(True, "--grids/--no-grids", help="Write the PNG grids."),

@@ -41,7 +41,7 @@ def fuse_command(
     mean_base: Optional[float] = typer.Option(None, "--mean-base", min=0.0,
                                               help="Put the optimised detail over the inputs' mean base layer "
                                                    "(Gaussian sigma in pixels; 0: off) [preset: 8 | paper 0]."),
-    backend: str = typer.Option("auto", help="auto | trt | ort | torch"),
+    backend: str = typer.Option("auto", help="auto | trt | cuda | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
     classes: int = typer.Option(1, "--classes", min=1, max=1000,
                                 help="Semantic methods: CAMs of the K most probable classes, weighted by probability."),
