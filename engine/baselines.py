@@ -70,8 +70,24 @@ def dwt_choose_max(planes: Sequence[np.ndarray], *, wavelet: str = "db2", levels
     return pywt.waverec2(fused, wavelet_object, mode=mode)[:height, :width]
 
 
+def _verified_choose_max(bands: Sequence[np.ndarray], window: int) -> np.ndarray:
+    """Choose-max whose decisions are then majority-filtered over window x window in each
+    orientation (Li, Manjunath and Mitra's consistency verification): an isolated
+    coefficient from the other source, usually noise or a ringing lobe, follows its
+    neighbours."""
+    import torch
+
+    from semfuse_rt.kernels.torch_rules import majority_filter
+
+    stack = np.stack(bands)  # (K, h, w, orientations)
+    chosen = np.argmax(np.abs(stack), axis=0)
+    labels = torch.from_numpy(np.ascontiguousarray(np.moveaxis(chosen, -1, 0)).astype(np.int32))
+    verified = np.moveaxis(majority_filter(labels, len(bands), window).numpy(), 0, -1)
+    return np.take_along_axis(stack, verified[None].astype(np.int64), axis=0)[0]
+
+
 def dtcwt_choose_max(planes: Sequence[np.ndarray], *, levels: int = 4,
-                     biort: str = "near_sym_a", qshift: str = "qshift_a") -> np.ndarray:
+                     biort: str = "near_sym_a", qshift: str = "qshift_a", verify: int = 0) -> np.ndarray:
     """Dual-tree complex wavelet transform choose-max (the `dtcwt` package).
 
     N. G. Kingsbury, "Complex wavelets for shift invariant analysis and filtering of
@@ -93,9 +109,10 @@ def dtcwt_choose_max(planes: Sequence[np.ndarray], *, levels: int = 4,
         raise SemfuseError(f"dtcwt: unknown filters biort={biort!r} qshift={qshift!r}") from None
     pyramids = [transform.forward(plane, nlevels=int(levels)) for plane in padded]
     lowpass = np.mean([p.lowpass for p in pyramids], axis=0)
-    highpasses = tuple(
-        _choose_max([p.highpasses[level] for p in pyramids]) for level in range(int(levels))
-    )
+    def fuse_band(bands):
+        return _verified_choose_max(bands, int(verify)) if verify else _choose_max(bands)
+
+    highpasses = tuple(fuse_band([p.highpasses[level] for p in pyramids]) for level in range(int(levels)))
     return transform.inverse(dtcwt.Pyramid(lowpass, highpasses))[:height, :width]
 
 

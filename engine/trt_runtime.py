@@ -194,7 +194,10 @@ class EngineSession:
 
 
 class FixedStepLoop:
-    """The whole fixed-step optimisation for one image shape and schedule, as a CUDA graph."""
+    """The whole fixed-step optimisation for one image shape and schedule, as a CUDA graph.
+
+    `gradient` is a TensorRT EngineSession or anything with its set_input_shapes, shape and
+    enqueue (the cuda backend's fused kernel)."""
 
     def __init__(self, cuda: CudaDevice, gradient: EngineSession, kernels, image_shape: tuple[int, ...],
                  target_shape: tuple[int, ...], steps: int, lr: float, betas=BETAS, eps: float = EPS):

@@ -119,3 +119,18 @@ def test_dtcwt_qabf_matches_the_prototype(category, pairs, prototype):
         fused = fuse_baseline(images, "dtcwt")
         scores.append(qabf([to_luma_255(i) for i in images], to_luma_255(fused)))
     assert np.mean(scores) == pytest.approx(prototype, abs=0.015)
+
+
+def test_dtcwt_consistency_verification_outvotes_isolated_choices(rng):
+    """With verify=3 a coefficient whose 3 x 3 neighbours all came from the other source
+    follows them; without it choose-max keeps the lone maximum."""
+    from semfuse_rt.engine.baselines import _choose_max, _verified_choose_max
+
+    a = rng.uniform(1, 2, (9, 9, 6))
+    b = a * 0.5
+    b[4, 4, :] = 10.0  # one lone winner for b
+    plain = _choose_max([a, b])
+    verified = _verified_choose_max([a, b], 3)
+    assert np.all(plain[4, 4] == 10.0) and np.array_equal(verified, a)
+    sharp, flat = textured_half(rng, 64, True), textured_half(rng, 64, False)
+    assert qabf([sharp, flat], fuse_baseline([sharp, flat], "dtcwt", verify=3)) > 0.5
