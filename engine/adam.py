@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.kernels.adam_scalars import DECAYS, step_lr
 
 
 @dataclass(frozen=True)
@@ -20,15 +21,21 @@ class AdamSchedule:
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
+    decay: str = "constant"  # or "cosine" (kernels/adam_scalars.py: step_lr)
 
     def __post_init__(self):
         if self.steps < 0:
             raise SemfuseError(f"steps must be >= 0, got {self.steps}")
         if not (self.lr > 0 and math.isfinite(self.lr)):
             raise SemfuseError(f"learning rate must be a positive number, got {self.lr}")
+        if self.decay not in DECAYS:
+            raise SemfuseError(f"unknown learning-rate decay {self.decay!r}; use one of {', '.join(DECAYS)}")
+
+    def lr_at(self, t: int) -> float:
+        return step_lr(self.lr, t, self.steps, self.decay)
 
     def step_size(self, t: int) -> float:
-        return self.lr / (1.0 - self.beta1**t)
+        return self.lr_at(t) / (1.0 - self.beta1**t)
 
     def root_correction(self, t: int) -> float:
         return math.sqrt(1.0 - self.beta2**t)

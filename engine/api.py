@@ -63,6 +63,7 @@ def fuse_result(
     preset: str = DEFAULT_PRESET,
     steps: int | None = None,
     lr: float | None = None,
+    decay: str | None = None,
     init: str | None = None,
     window: int = 5,
     backend: str = "auto",
@@ -77,20 +78,20 @@ def fuse_result(
     Semantic methods (`cam`, `cam-max`, `cam-majority`) classify each input with the CAM
     network (EfficientNet-Lite0, or VGG19 when `cam_weights` is a full torchvision file)
     and weight by the Grad-CAM maps of its `classes` most probable classes.
-    `preset` (engine/presets.py) supplies `steps`, `lr`, `init` and `mean_base` where they
-    are None: "refined" by default, "paper" for the method exactly as published.
+    `preset` (engine/presets.py) supplies `steps`, `lr`, `decay`, `init` and `mean_base`
+    where they are None: "refined" by default, "paper" for the method exactly as published.
     `mean_base` > 0 puts the optimised detail over the inputs' mean base layer (Gaussian of
     that sigma, engine/base_layer.py).
     """
     started = time.perf_counter()
     chosen = get_method(method)
     check_layer(layer)
-    settings = resolve_preset(preset, steps=steps, lr=lr, init=init, mean_base=mean_base)
+    settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base)
     steps, lr, init, mean_base = settings["steps"], settings["lr"], settings["init"], settings["mean_base"]
     check_initialisation(init)
     if mean_base < 0:
         raise SemfuseError(f"mean base sigma must be >= 0, got {mean_base}")
-    schedule = AdamSchedule(steps=steps, lr=lr)
+    schedule = AdamSchedule(steps=steps, lr=lr, decay=settings["decay"])
     sources = prepare(images)
     backend_name = resolve_backend(backend, layer)
     cams = None

@@ -1,7 +1,8 @@
 """Where the image optimisation starts: the mean of the inputs by default.
 
 `max` is the per-pixel maximum; `dtcwt` is DT-CWT choose-max fusion of the inputs (a
-classic multiresolution result the optimisation then refines).
+classic multiresolution result the optimisation then refines); `dtcwt-verified` the same
+with 3 x 3 consistency verification of the choices.
 """
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ import torch
 
 from semfuse_rt.engine.errors import SemfuseError
 
-INITIALISATIONS = ("mean", "max", "dtcwt")
+INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified")
+VERIFY_WINDOW = 3
 
 
 def check_initialisation(how: str) -> str:
@@ -19,7 +21,7 @@ def check_initialisation(how: str) -> str:
     return how
 
 
-def _dtcwt(pixels: torch.Tensor) -> torch.Tensor:
+def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
     from semfuse_rt.engine.baselines import dtcwt_choose_max
 
     planes = pixels.double().numpy()
@@ -27,7 +29,7 @@ def _dtcwt(pixels: torch.Tensor) -> torch.Tensor:
     for c in range(3):
         same_as = next((j for j in range(c) if np.array_equal(planes[:, c], planes[:, j])), None)
         # Grey inputs are three equal channels: transform one of them.
-        channels.append(channels[same_as] if same_as is not None else dtcwt_choose_max(list(planes[:, c])))
+        channels.append(channels[same_as] if same_as is not None else dtcwt_choose_max(list(planes[:, c]), verify=verify))
     return torch.from_numpy(np.stack(channels)[None]).to(pixels.dtype)
 
 
@@ -38,4 +40,4 @@ def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:
         return pixels.mean(dim=0, keepdim=True)
     if how == "max":
         return pixels.max(dim=0, keepdim=True).values
-    return _dtcwt(pixels)
+    return _dtcwt(pixels, VERIFY_WINDOW if how == "dtcwt-verified" else 0)

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.kernels.adam_scalars import step_lr
 
 FLOAT_BYTES = 4
 BETAS = (0.9, 0.999)
@@ -200,12 +201,14 @@ class FixedStepLoop:
     enqueue (the cuda backend's fused kernel)."""
 
     def __init__(self, cuda: CudaDevice, gradient: EngineSession, kernels, image_shape: tuple[int, ...],
-                 target_shape: tuple[int, ...], steps: int, lr: float, betas=BETAS, eps: float = EPS):
+                 target_shape: tuple[int, ...], steps: int, lr: float, betas=BETAS, eps: float = EPS,
+                 decay: str = "constant"):
         if steps < 0:
             raise SemfuseError(f"steps must be >= 0, got {steps}")
         self.cuda, self.gradient, self.kernels = cuda, gradient, kernels
         self.image_shape, self.target_shape = tuple(image_shape), tuple(target_shape)
         self.steps, self.lr, self.betas, self.eps = steps, float(lr), tuple(betas), float(eps)
+        self.decay = decay
         self.count = _volume(image_shape)
         self.batch = image_shape[0]
         gradient.set_input_shapes({"image": self.image_shape, "target": self.target_shape})
@@ -236,7 +239,8 @@ class FixedStepLoop:
             self._evaluate(t - 1)
             # t is known here, so each step's Adam scalars are baked into its launch.
             self.kernels.adam_update(self.x.ptr, self.grad.ptr, self.m.ptr, self.v.ptr, self.count, t,
-                                     self.lr, self.betas, self.eps, stream=cuda.stream)
+                                     step_lr(self.lr, t, self.steps, self.decay), self.betas, self.eps,
+                                     stream=cuda.stream)
         self._evaluate(self.steps)
 
     def capture(self) -> None:
@@ -418,25 +422,26 @@ class TrtFusionRuntime:
         return loss, grad
 
     # -- the optimisation ---------------------------------------------------------------------
-    def loop(self, image_shape, target_shape, steps: int, lr: float, betas=BETAS, eps: float = EPS) -> FixedStepLoop:
-        key = (tuple(image_shape), tuple(target_shape), steps, float(lr), tuple(betas), float(eps))
+    def loop(self, image_shape, target_shape, steps: int, lr: float, betas=BETAS, eps: float = EPS,
+             decay: str = "constant") -> FixedStepLoop:
+        key = (tuple(image_shape), tuple(target_shape), steps, float(lr), tuple(betas), float(eps), decay)
         if key not in self._loops:
             self._loops[key] = FixedStepLoop(self.cuda, self.gradient_engine, self.kernels, image_shape,
-                                             target_shape, steps, lr, betas, eps)
+                                             target_shape, steps, lr, betas, eps, decay)
         return self._loops[key]
 
     def optimise_device(self, init_ptr: int, target_ptr: int, out_ptr: int, image_shape, target_shape,
-                        steps: int, lr: float, betas=BETAS, eps: float = EPS) -> list[float]:
+                        steps: int, lr: float, betas=BETAS, eps: float = EPS, decay: str = "constant") -> list[float]:
         """Optimise from the device image at init_ptr towards the device target; the result
         goes to out_ptr. Returns the summed loss before each step and after the last."""
-        loop = self.loop(image_shape, target_shape, steps, lr, betas, eps)
+        loop = self.loop(image_shape, target_shape, steps, lr, betas, eps, decay)
         return run_loop_on_device(self.cuda, loop, init_ptr, target_ptr, out_ptr)
 
     def optimise(self, init: np.ndarray, target: np.ndarray, steps: int, lr: float, betas=BETAS,
-                 eps: float = EPS) -> tuple[np.ndarray, list[float]]:
+                 eps: float = EPS, decay: str = "constant") -> tuple[np.ndarray, list[float]]:
         init = np.ascontiguousarray(init, dtype=np.float32)
         target = np.ascontiguousarray(target, dtype=np.float32)
-        loop = self.loop(init.shape, target.shape, steps, lr, betas, eps)
+        loop = self.loop(init.shape, target.shape, steps, lr, betas, eps, decay)
         self.cuda.upload(loop.init.ptr, init)
         self.cuda.upload(loop.target.ptr, target)
         loop.launch()

@@ -9,6 +9,18 @@ from semfuse_rt.kernels.abi import AdamScalars
 
 BETAS = (0.9, 0.999)
 EPS = 1e-8
+DECAYS = ("constant", "cosine")
+
+
+def step_lr(lr: float, t: int, steps: int, decay: str = "constant") -> float:
+    """The learning rate of step t (from 1) of `steps`: constant, or cosine-annealed from lr
+    towards 0 (torch's CosineAnnealingLR with eta_min 0, in closed form), which lets the
+    last steps settle instead of moving every pixel by about lr."""
+    if decay == "constant":
+        return lr
+    if decay == "cosine":
+        return lr * (0.5 * (1.0 + math.cos(math.pi * (t - 1) / steps)))
+    raise ValueError(f"unknown learning-rate decay {decay!r}; use one of {', '.join(DECAYS)}")
 
 
 def adam_scalars(t: int, lr: float, betas: tuple[float, float] = BETAS, eps: float = EPS) -> AdamScalars:

@@ -97,8 +97,9 @@ def test_presets_fill_only_what_is_not_given():
     from semfuse_rt.engine.errors import SemfuseError
     from semfuse_rt.engine.presets import resolve_preset
 
-    assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "mean_base": 0.0}
+    assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0}
     refined = resolve_preset("refined", steps=7, lr=None)
-    assert refined["steps"] == 7 and refined["lr"] == 0.25 and refined["init"] == "dtcwt"
+    assert refined["steps"] == 7 and refined["lr"] == 0.15 and refined["init"] == "dtcwt-verified"
+    assert refined["decay"] == "cosine"
     with pytest.raises(SemfuseError, match="unknown preset"):
         resolve_preset("fast")

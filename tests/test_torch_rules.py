@@ -8,6 +8,8 @@ path, so there the tolerance is rtol 1e-5, atol 1e-6.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -129,6 +131,25 @@ def test_adam_update_is_torch_optim_adam(rng, device):
         else:
             torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
     assert not torch.equal(x, x0)
+
+
+def test_cosine_decay_is_torch_adam_with_cosine_annealing(rng):
+    """The annealed schedule is torch.optim.Adam under a cosine LambdaLR, bit for bit."""
+    steps, lr = 12, 0.3
+    x0 = torch.from_numpy(rng.standard_normal((2, 9, 7)).astype(np.float32) * 50)
+    x, m, v = x0.clone(), torch.zeros_like(x0), torch.zeros_like(x0)
+    schedule = AdamSchedule(steps=steps, lr=lr, decay="cosine")
+    param = x0.clone().requires_grad_(True)
+    optimiser = torch.optim.Adam([param], lr=lr)
+    annealing = torch.optim.lr_scheduler.LambdaLR(optimiser, lambda epoch: 0.5 * (1.0 + math.cos(math.pi * epoch / steps)))
+    for t in range(1, steps + 1):
+        g = torch.from_numpy(rng.standard_normal((2, 9, 7)).astype(np.float32))
+        adam_update(x, m, v, g, t, schedule)
+        param.grad = g.clone()
+        optimiser.step()
+        annealing.step()
+    assert torch.equal(x, param.detach())
+    assert schedule.lr_at(1) == lr and schedule.lr_at(steps) < 0.02 * lr
 
 
 def test_rules_reject_bad_arguments():

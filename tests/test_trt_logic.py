@@ -464,7 +464,8 @@ class TorchAdamKernels:
         self.device.do(lambda: adam_update(*views, t, schedule))
 
 
-def test_fixed_step_loop_replays_the_reference_optimisation(rng):
+@pytest.mark.parametrize("decay", ["constant", "cosine"])
+def test_fixed_step_loop_replays_the_reference_optimisation(rng, decay):
     from semfuse_rt.engine.adam import AdamSchedule
     from semfuse_rt.engine.backends.base import FusionRunner
     from semfuse_rt.engine.trt_runtime import FixedStepLoop
@@ -472,7 +473,7 @@ def test_fixed_step_loop_replays_the_reference_optimisation(rng):
     shape, steps = (1, 3, 5, 4), 7
     device = HostDevice()
     loop = FixedStepLoop(device, QuadraticGradient(device, shape), TorchAdamKernels(device), shape, shape,
-                         steps=steps, lr=2.0)
+                         steps=steps, lr=2.0, decay=decay)
     init = (rng.random(shape) * 255).astype(np.float32)
     target = (rng.random(shape) * 255).astype(np.float32)
 
@@ -485,7 +486,7 @@ def test_fixed_step_loop_replays_the_reference_optimisation(rng):
         def loss_and_grad(self, image, goal):
             return (image - goal).square().sum(dim=(1, 2, 3)), 2 * (image - goal)
 
-    want = Reference().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 2.0))
+    want = Reference().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 2.0, decay=decay))
     for _ in range(2):  # the second run replays the graph captured by the first
         device.view(loop.init.ptr, init.size)[:] = init.ravel()
         device.view(loop.target.ptr, target.size)[:] = target.ravel()

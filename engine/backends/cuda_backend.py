@@ -164,10 +164,11 @@ class CudaRunner(FusionRunner):
 
         init, target = self._tensor(init), self._tensor(target)
         betas = (schedule.beta1, schedule.beta2)
-        key = (tuple(init.shape), tuple(target.shape), schedule.steps, schedule.lr, betas, schedule.eps)
+        key = (tuple(init.shape), tuple(target.shape), schedule.steps, schedule.lr, betas, schedule.eps,
+               schedule.decay)
         if key not in self._loops:
             self._loops[key] = FixedStepLoop(self.cuda, self.gradient, self.kernels, init.shape, target.shape,
-                                             schedule.steps, schedule.lr, betas, schedule.eps)
+                                             schedule.steps, schedule.lr, betas, schedule.eps, schedule.decay)
         image = torch.empty_like(init)
         self._handover()
         losses = run_loop_on_device(self.cuda, self._loops[key], init.data_ptr(), target.data_ptr(), image.data_ptr())

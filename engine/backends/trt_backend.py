@@ -147,7 +147,7 @@ class TrtRunner(FusionRunner):
         init, target = self._tensor(init), self._tensor(target)
         self._fit((1, *init.shape[1:]))
         options = {"steps": schedule.steps, "lr": schedule.lr, "betas": (schedule.beta1, schedule.beta2),
-                   "eps": schedule.eps}
+                   "eps": schedule.eps, "decay": schedule.decay}
         if self._on_cuda:
             image = torch.empty_like(init)
             self._handover()

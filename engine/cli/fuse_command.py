@@ -34,9 +34,12 @@ def fuse_command(
     preset: str = typer.Option(DEFAULT_PRESET, help="refined (default) | paper: the settings below, "
                                                     "as published (paper) or as measured best (refined)."),
     steps: Optional[int] = typer.Option(None, help="Adam steps of the image optimisation [preset: 30 | paper 100]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, 0..255 [preset: 0.25 | paper 1.0]."),
-    init: Optional[str] = typer.Option(None, help="Starting image: mean | max of the inputs | dtcwt "
-                                                  "(DT-CWT choose-max fusion) [preset: dtcwt | paper mean]."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, 0..255 [preset: 0.15 | paper 1.0]."),
+    decay: Optional[str] = typer.Option(None, help="Learning rate over the steps: constant | cosine (annealed to 0) "
+                                                   "[preset: cosine | paper constant]."),
+    init: Optional[str] = typer.Option(None, help="Starting image: mean | max of the inputs | dtcwt (DT-CWT "
+                                                  "choose-max fusion) | dtcwt-verified (with 3 x 3 consistency "
+                                                  "verification) [preset: dtcwt-verified | paper mean]."),
     window: int = typer.Option(5, help="Majority filter window (odd)."),
     mean_base: Optional[float] = typer.Option(None, "--mean-base", min=0.0,
                                               help="Put the optimised detail over the inputs' mean base layer "
@@ -54,7 +57,7 @@ def fuse_command(
     """Fuse registered images into one that keeps the important content of all."""
     with step_progress("fusing", enabled=not quiet) as progress:
         result = fuse_files(
-            inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, init=init,
+            inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress,
         )
