@@ -25,19 +25,13 @@ COPY_BYTES = 512 * 1024 * 1024
 def unavailable_reason() -> str | None:
     """Why this machine cannot run the benchmark, or None."""
     try:
-        import torch
+        import torch  # noqa: F401
     except ImportError:
         return "torch is not installed"
-    if not torch.cuda.is_available():
-        return "no CUDA GPU is visible to torch"
-    from semfuse_rt.engine.errors import SemfuseError
-    from semfuse_rt.kernels.cuda_api import cuda_modules
+    # The kernels need what the cuda backend needs: a GPU visible to torch and cuda-python.
+    from semfuse_rt.engine.backends.cuda_backend import unusable_reason
 
-    try:
-        cuda_modules()
-    except SemfuseError as error:
-        return str(error)
-    return None
+    return unusable_reason()
 
 
 def mean_time_ms(launch, repeats: int) -> float:
