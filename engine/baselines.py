@@ -95,10 +95,13 @@ def dtcwt_choose_max(planes: Sequence[np.ndarray], *, levels: int = 4,
     image fusion with complex wavelets", Information Fusion 8(2), 2007. Choose-max by complex
     magnitude in each of the six orientations at every level, mean of the lowpass; 4 levels,
     near_sym_a / qshift_a filters (the package defaults), as in the prototype of
-    docs/quality-notes.md.
+    docs/quality-notes.md. `verify` > 0: the choices are majority-filtered over that odd
+    window first (consistency verification).
     """
     import dtcwt
 
+    if verify and not (verify > 0 and verify % 2 == 1):
+        raise SemfuseError(f"dtcwt: the verification window must be odd and positive, got {verify}")
     height, width = planes[0].shape
     # dtcwt needs even sizes and would pad itself, logging a warning on the root logger each
     # call; pad here the same way (edge replication) and crop afterwards.
@@ -109,6 +112,7 @@ def dtcwt_choose_max(planes: Sequence[np.ndarray], *, levels: int = 4,
         raise SemfuseError(f"dtcwt: unknown filters biort={biort!r} qshift={qshift!r}") from None
     pyramids = [transform.forward(plane, nlevels=int(levels)) for plane in padded]
     lowpass = np.mean([p.lowpass for p in pyramids], axis=0)
+
     def fuse_band(bands):
         return _verified_choose_max(bands, int(verify)) if verify else _choose_max(bands)
 

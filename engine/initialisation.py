@@ -29,7 +29,10 @@ def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
     for c in range(3):
         same_as = next((j for j in range(c) if np.array_equal(planes[:, c], planes[:, j])), None)
         # Grey inputs are three equal channels: transform one of them.
-        channels.append(channels[same_as] if same_as is not None else dtcwt_choose_max(list(planes[:, c]), verify=verify))
+        if same_as is not None:
+            channels.append(channels[same_as])
+        else:
+            channels.append(dtcwt_choose_max(list(planes[:, c]), verify=verify))
     return torch.from_numpy(np.stack(channels)[None]).to(pixels.dtype)
 
 

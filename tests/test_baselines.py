@@ -134,3 +134,5 @@ def test_dtcwt_consistency_verification_outvotes_isolated_choices(rng):
     assert np.all(plain[4, 4] == 10.0) and np.array_equal(verified, a)
     sharp, flat = textured_half(rng, 64, True), textured_half(rng, 64, False)
     assert qabf([sharp, flat], fuse_baseline([sharp, flat], "dtcwt", verify=3)) > 0.5
+    with pytest.raises(SemfuseError, match="odd"):
+        fuse_baseline([sharp, flat], "dtcwt", verify=4)
