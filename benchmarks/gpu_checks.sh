@@ -6,6 +6,12 @@
 # Uses the machine's python3 (torch with CUDA, cuda-python, CuPy where present) and
 # semfuse-rt as installed or importable there. Each step has its own time limit and its log
 # in OUTDIR, so one failing step does not hide the others. The exit status is the worst step's.
+#
+# Where that machine has no network, build a wheel beside the checkout first
+# (`pip wheel --no-deps -w WHEELS .`, plus platformdirs), install it there with
+# `pip install --no-deps --target DIR WHEELS/*.whl`, and run with PYTHONPATH=DIR. Point
+# SEMFUSE_RT_DATASETS at a copy of a few shared pairs for the fuse-parity check; without
+# the Oxford weights the VGG19 checks use seeded random weights of the same shapes.
 set -u
 out=${1:-benchmarks/out/gpu}
 mkdir -p "$out"
