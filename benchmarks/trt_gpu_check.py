@@ -11,9 +11,10 @@ this checkout). Whatever cannot run here is listed as NOT MEASURED with the reas
 2. Loop check without TensorRT: the runtime's captured fixed-step loop (engine/trt_runtime.py:
    CUDA graph, fused Adam kernel, per-step loss slots, one sync) driven by a CuPy quadratic
    gradient, against the same Adam on the host.
-3. Parity: fused images from Torch on CUDA and from the cuda backend (fusion rules in the
-   CUDA kernels) against Torch on the CPU (target <= 1 grey level), and with TensorRT at each precision against the fp32
-   Torch reference on the shared pairs (max difference in grey levels; target <= 2 for fp16).
+3. Parity on the shared pairs (max difference in grey levels): fused images from Torch on
+   CUDA and from the cuda backend (fusion rules in the CUDA kernels) against Torch on the CPU
+   (target <= 1), and with TensorRT at each precision against the fp32 Torch reference
+   (target <= 2 for fp16).
 4. Latency for 2 x SIZE^2 RGB at LAYER, STEPS steps, data on the device: the optimisation loop
    alone and end to end (features, fusion rule, loop, result), for TensorRT fp16/fp32,
    ONNX Runtime CUDA, the cuda backend (fused first-layer gradient kernel, relu1_1 and
