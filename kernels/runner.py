@@ -338,7 +338,7 @@ class KernelRunner:
         """loss (N,) and grad (N,3,H,W) of sum (act(conv1_1(image - offset)) - target)^2 for fp32
         images of `shape` and targets (N,64,H,W), with the weights of set_first_layer_weights;
         act is ReLU when `relu`. `partials` holds first_layer_partials(shape) floats."""
-        n, c, h, w = check_first_layer_shape(shape)
+        n, _, h, w = check_first_layer_shape(shape)
         grid = (-(-w // GRAD_TILE), -(-h // GRAD_TILE), n)
         self._launch("semfuse_first_layer_gradient", grid, (GRAD_THREADS, 1, 1), 0, stream,
                      image, target, offset, h, w, int(bool(relu)), grad, partials)
