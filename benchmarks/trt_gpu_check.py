@@ -28,7 +28,6 @@ Exit status: 0 every check ran and passed; 1 a check failed; 2 no GPU (one line 
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib
 import json
 import os
@@ -117,25 +116,14 @@ def environment() -> dict:
 def load_weights(layer: str):
     """The Oxford weights when cached here, else seeded random ones (timings are the same;
     parity still compares backends on one set of weights)."""
-    import torch
-
     from semfuse_rt.engine.errors import SemfuseError
-    from semfuse_rt.export.normalisation import CAFFE
-    from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
-    from semfuse_rt.export.weights import VGG19Weights, load_vgg19
+    from semfuse_rt.export.weights import load_vgg19, random_vgg19
 
     try:
         return load_vgg19(show_progress=False), "Oxford VGG19"
     except (SemfuseError, OSError, ImportError) as error:
         reason = str(error).splitlines()[0]
-    generator = torch.Generator().manual_seed(0)
-    convs = {}
-    for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes()):
-        std = (2.0 / (9 * c_in)) ** 0.5
-        convs[name] = (torch.randn(c_out, c_in, 3, 3, generator=generator) * std / 64,
-                       torch.randn(c_out, generator=generator) * 0.1)
-    digest = hashlib.sha256(b"semfuse-rt random vgg19 seed 0").hexdigest()
-    return VGG19Weights(convs, CAFFE, digest, "random (seed 0)"), f"random, seeded ({reason})"
+    return random_vgg19(), f"random, seeded ({reason})"
 
 
 def shared_pairs(limit: int) -> list[tuple[str, list]]:

@@ -55,6 +55,18 @@ class VGG19Weights:
     classifier: dict[str, torch.Tensor] | None = field(default=None, repr=False)
 
 
+def random_vgg19(seed: int = 0) -> VGG19Weights:
+    """Seeded weights with VGG19's shapes and Caffe normalisation, for checks that need no
+    real ones (machines that cannot fetch them time and compare backends just the same).
+    He-scaled, then shrunk so activations of 0..255 pixels stay moderate through the layers."""
+    generator = torch.Generator().manual_seed(seed)
+    convs = {name: (torch.randn(c_out, c_in, 3, 3, generator=generator) * (2 / (9 * c_in)) ** 0.5 / 64,
+                    torch.randn(c_out, generator=generator) * 0.1)
+             for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes())}
+    return VGG19Weights(convs, CAFFE, hashlib.sha256(f"semfuse-rt random vgg19 seed {seed}".encode()).hexdigest(),
+                        f"random (seed {seed})")
+
+
 def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str) -> None:
     for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes()):
         if name not in convs:

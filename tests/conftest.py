@@ -44,16 +44,6 @@ def tie_prone_features(rng, k: int, shape, dtype) -> list[np.ndarray]:
 def random_vgg_weights():
     """Seeded weights with VGG19's shapes, for tests that need no real ones (the GPU
     machines cannot fetch those)."""
-    import hashlib
+    from semfuse_rt.export.weights import random_vgg19
 
-    import torch
-
-    from semfuse_rt.export.normalisation import CAFFE
-    from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
-    from semfuse_rt.export.weights import VGG19Weights
-
-    generator = torch.Generator().manual_seed(0)
-    convs = {name: (torch.randn(c_out, c_in, 3, 3, generator=generator) * (2 / (9 * c_in)) ** 0.5 / 64,
-                    torch.randn(c_out, generator=generator) * 0.1)
-             for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes())}
-    return VGG19Weights(convs, CAFFE, hashlib.sha256(b"seed 0").hexdigest(), "random (seed 0)")
+    return random_vgg19()
