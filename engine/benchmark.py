@@ -61,7 +61,8 @@ def _measure(runner, size: int, steps: int, repeats: int, warmup: int, generator
         _, grad = evaluate()
         adam_update(x, m, v, grad, next(counter), schedule, scratch)
 
-    step_ms = median_ms(one_step, repeats, warmup)
+    with runner.loop_context():
+        step_ms = median_ms(one_step, repeats, warmup)
     rss = {}
 
     def watch(step, total, loss):

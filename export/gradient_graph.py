@@ -12,6 +12,11 @@ The normalisation's channel order and scale are folded into conv1_1's weights (e
 padding of the scaled input is zero padding of the shifted pixels), so both graphs start
 with one subtraction on the 3-channel pixels, and the gradient needs no normalisation
 backward. The loss's factor 2 is folded into the first backward convolution.
+
+For a layer that is one convolution (conv1_1, relu1_1) there is a third graph, the gradient
+of a band of rows (`RowBandLossGradient`): a CPU runs the whole-image graph at the speed of
+memory, because each 64-channel map of a 512^2 image (64 MiB) streams through it several
+times a step; bands of a few rows keep those maps in cache.
 """
 from __future__ import annotations
 
@@ -118,3 +123,33 @@ class ExplicitLossGradient(_PixelSpaceChain):
                 flat = torch.zeros_like(before).flatten(2)
                 grad = flat.scatter(2, indices.flatten(2), grad.flatten(2)).view_as(before)
         return loss, grad
+
+
+def supports_row_bands(features: VGG19Features) -> bool:
+    return [kind for _, kind, _ in features.plan] in (["conv"], ["conv", "relu"])
+
+
+class RowBandLossGradient(ExplicitLossGradient):
+    """The loss and gradient of feature rows a..b-1, for a layer that is one convolution.
+
+    (pixels (N,3,h+2,W): image rows a-1..b, a row outside the image holding `offset` so it
+    shifts to the zero padding; target (N,C,h,W): rows a..b-1) -> (those rows' share of the
+    loss (N,), their share of dL/dI on image rows a-1..b (N,3,h+2,W)). Feature row r depends
+    on image rows r-1..r+1 only, so the shares of bands that tile the rows sum to the
+    whole-image loss and gradient exactly: vertically the convolution uses no padding, and
+    its transpose returns all h+2 rows it touches.
+    """
+
+    def __init__(self, features: VGG19Features, normalisation: Normalisation):
+        if not supports_row_bands(features):
+            raise ValueError("row bands need a layer that is one convolution")
+        super().__init__(features, normalisation)
+
+    def forward(self, pixels: torch.Tensor, target: torch.Tensor):
+        relu = self.plan[-1] == "relu"
+        x = F.conv2d(pixels - self.offset, *self.conv(0), padding=(0, 1))
+        x = F.relu(x) if relu else x
+        residual = x - target
+        loss = residual.square().sum(dim=3).sum(dim=2).sum(dim=1)
+        grad = residual * (x > 0).to(residual.dtype) if relu else residual
+        return loss, F.conv_transpose2d(grad, self.backward0, padding=(0, 1))

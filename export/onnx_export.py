@@ -2,6 +2,8 @@
 
 An engine directory holds `features.onnx` (image -> F_l), `gradient.onnx`
 ((image, target) -> (loss, dL/dimage)) and a manifest. Batch, height and width are dynamic.
+For a layer that is one convolution it also holds `gradient_rows.onnx`, the gradient of a
+band of rows (gradient_graph.RowBandLossGradient), which the ONNX Runtime CPU loop runs.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export import gradient_graph
 from semfuse_rt.export import normalisation as normalisation_module
 from semfuse_rt.export import vgg19 as vgg19_module
-from semfuse_rt.export.gradient_graph import ExplicitLossGradient, NormalisedFeatures
+from semfuse_rt.export.gradient_graph import (ExplicitLossGradient, NormalisedFeatures, RowBandLossGradient,
+                                              pixel_space_convs, supports_row_bands)
 from semfuse_rt.export.manifest import (artefacts_intact, matches, read_manifest, tool_versions,
                                         write_manifest)
 from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
@@ -31,6 +34,8 @@ FEATURES_FILE = "features.onnx"
 GRADIENT_FILE = "gradient.onnx"
 FEATURES_IO = {"inputs": ["image"], "outputs": ["features"]}
 GRADIENT_IO = {"inputs": ["image", "target"], "outputs": ["loss", "grad"]}
+ROW_BAND_FILE = "gradient_rows.onnx"
+ROW_BAND_IO = {"inputs": ["image_rows", "target_rows"], "outputs": ["loss", "grad_rows"]}
 
 
 @dataclass
@@ -40,6 +45,16 @@ class ExportedGraphs:
     gradient: Path
     manifest: dict
     built: bool  # False when an up-to-date directory was reused
+
+    @property
+    def row_bands(self) -> Path | None:
+        """The row-band gradient graph, where the layer has one."""
+        return self.directory / ROW_BAND_FILE if "row_bands" in self.manifest else None
+
+    @property
+    def row_band_padding(self) -> list[float]:
+        """The pixel that a band's rows outside the image hold (it shifts to zero)."""
+        return self.manifest["row_bands"]["padding_pixel"]
 
 
 def _source_sha256(*modules) -> str:
@@ -121,6 +136,17 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
                                GRADIENT_IO, {"image": spatial, "target": feature_spatial,
                                              "loss": {0: "batch"}, "grad": spatial}, opset),
     }
+    io = {FEATURES_FILE: FEATURES_IO, GRADIENT_FILE: GRADIENT_IO}
+    extra = {}
+    if supports_row_bands(features):
+        with_halo = {0: "batch", 2: "rows_with_halo", 3: "width"}
+        graphs[ROW_BAND_FILE] = _export(
+            RowBandLossGradient(features, weights.normalisation).eval(), (image, target[:, :, 1:-1]), ROW_BAND_IO,
+            {"image_rows": with_halo, "target_rows": {0: "batch", 2: "rows", 3: "width"},
+             "loss": {0: "batch"}, "grad_rows": with_halo}, opset)
+        io[ROW_BAND_FILE] = ROW_BAND_IO
+        padding = pixel_space_convs(features, weights.normalisation)[0].flatten().tolist()
+        extra["row_bands"] = {"file": ROW_BAND_FILE, "halo_rows": 1, "padding_pixel": padding}
     simplified = {}
     files = {}
     for name, model in graphs.items():
@@ -134,7 +160,8 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
         files=files,
         simplified=simplified,
         feature_channels=output_channels(layer),
-        io={FEATURES_FILE: FEATURES_IO, GRADIENT_FILE: GRADIENT_IO},
+        io=io,
+        **extra,
         shape_policy="dynamic batch, height and width; image (N,3,H,W) float32 RGB pixels 0..255",
         tools=tool_versions("torch", "onnx", "onnxslim", "onnxruntime"),
     )

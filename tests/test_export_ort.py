@@ -8,6 +8,7 @@ import torch
 
 from semfuse_rt.engine.api import fuse
 from semfuse_rt.engine.backends import create_runner, resolve_backend
+from semfuse_rt.engine.backends.ort_row_bands import band_ranges
 from semfuse_rt.export.onnx_export import export_graphs
 
 
@@ -60,6 +61,47 @@ def test_ort_gradient_matches_autograd_at_odd_sizes(vgg_weights, engine_dirs, la
         want_loss, want_grad = reference.loss_and_grad(pixels, target)
     assert abs(loss.item() - want_loss.item()) <= 1e-5 * want_loss.item()
     assert ((grad - want_grad).norm() / want_grad.norm()).item() <= 1e-5
+
+
+def test_row_band_graph_is_exported_for_one_convolution_only(vgg_weights, engine_dirs):
+    banded = export_graphs(vgg_weights, "relu1_1", engine_dirs / "relu1_1")
+    assert banded.row_bands.is_file() and banded.manifest["io"]["gradient_rows.onnx"]["outputs"] == ["loss", "grad_rows"]
+    onnx.checker.check_model(onnx.load(banded.row_bands), full_check=True)
+    # The padding pixel is what the graph subtracts first, so such rows shift to exact zeros.
+    assert banded.row_band_padding == pytest.approx([123.68, 116.779, 103.939], abs=1e-3)
+    assert export_graphs(vgg_weights, "relu1_2", engine_dirs / "relu1_2").row_bands is None
+
+
+def test_band_ranges_tile_the_rows():
+    assert band_ranges(37, 16) == [(0, 16), (16, 32), (32, 37)]
+    assert band_ranges(5, 64) == [(0, 5)] and band_ranges(3, 1) == [(0, 1), (1, 2), (2, 3)]
+    with pytest.raises(ValueError):
+        band_ranges(5, 0)
+
+
+@pytest.mark.parametrize("layer", ["relu1_1", "conv1_1"])
+@pytest.mark.parametrize("batch, height, width, rows", [(1, 37, 53, 16), (2, 37, 53, 5), (2, 6, 9, 1), (1, 1, 7, 16), (1, 20, 3, 64)])
+def test_row_bands_match_autograd_and_the_whole_image_graph(vgg_weights, engine_dirs, layer, batch, height, width, rows):
+    generator = torch.Generator().manual_seed(height * width + rows)
+    pixels = torch.rand(batch, 3, height, width, generator=generator) * 255
+    directory = engine_dirs / f"bands-{layer}"
+    with create_runner("torch", vgg_weights, layer) as reference, \
+            create_runner("ort", vgg_weights, layer, engine_dir=directory, band_rows=rows) as banded, \
+            create_runner("ort", vgg_weights, layer, engine_dir=directory, band_rows=None) as whole:
+        assert banded.band_session is not None and whole.band_session is None
+        target = reference.features(torch.rand(batch, 3, height, width, generator=generator) * 255)
+        got = banded.loss_and_grad(pixels, target)
+        for want in (reference.loss_and_grad(pixels, target), whole.loss_and_grad(pixels, target)):
+            assert ((got[0] - want[0]).abs().max() / want[0].abs().max()).item() <= 1e-5
+            assert ((got[1] - want[1]).norm() / want[1].norm()).item() <= 1e-5
+
+
+def test_ort_loop_runs_torch_on_one_thread_and_restores_it(vgg_weights):
+    before = torch.get_num_threads()
+    with create_runner("ort", vgg_weights, "relu1_1") as runner:
+        with runner.loop_context():
+            assert torch.get_num_threads() == 1
+    assert torch.get_num_threads() == before
 
 
 def test_ort_and_torch_fusions_agree_within_one_grey_level(vgg_weights, rng):

@@ -6,6 +6,7 @@ optimisation towards a target map. Parity tests loop over runners with this one 
 """
 from __future__ import annotations
 
+import contextlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Callable
@@ -59,6 +60,10 @@ class FusionRunner(ABC):
         buffers once return one that writes into the same memory every call."""
         return lambda: self.loss_and_grad(x, target)
 
+    def loop_context(self) -> contextlib.AbstractContextManager:
+        """What the optimisation loop (and a benchmark of its steps) runs inside."""
+        return contextlib.nullcontext()
+
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
                  progress: ProgressCallback | None = None) -> Optimised:
         x = init.to(self.device, torch.float32).clone().contiguous()
@@ -68,11 +73,12 @@ class FusionRunner(ABC):
         # Losses stay on the device until the end, so a GPU loop has no per-step sync
         # unless a progress bar asks for the value.
         history = torch.empty(schedule.steps + 1, device=self.device)
-        for t in range(1, schedule.steps + 1):
-            loss, grad = evaluate()
-            torch.sum(loss, 0, keepdim=True, out=history[t - 1:t])
-            adam_update(x, m, v, grad, t, schedule, scratch)
-            if progress:
-                progress(t, schedule.steps, float(history[t - 1]))
-        torch.sum(evaluate()[0], 0, keepdim=True, out=history[schedule.steps:])
+        with self.loop_context():
+            for t in range(1, schedule.steps + 1):
+                loss, grad = evaluate()
+                torch.sum(loss, 0, keepdim=True, out=history[t - 1:t])
+                adam_update(x, m, v, grad, t, schedule, scratch)
+                if progress:
+                    progress(t, schedule.steps, float(history[t - 1]))
+            torch.sum(evaluate()[0], 0, keepdim=True, out=history[schedule.steps:])
         return Optimised(x, history.tolist())

@@ -1,0 +1,83 @@
+"""The whole-image loss gradient on ONNX Runtime's CPU provider, one band of rows at a time.
+
+The row-band graph (export/gradient_graph.py: RowBandLossGradient) gives band [a, b)'s share
+of the loss and its share of dL/dI on image rows a-1..b; the shares add up to the
+whole-image values exactly. Each band's 64-channel maps then fit in cache, where the
+whole-image graph streams 64 MiB maps through memory several times a step (measured in
+benchmarks/RESULTS.md, "Optimisation-step latency").
+
+Every buffer is bound once; a call copies the current image rows into the bands, runs them
+and adds their shares up, allocating nothing.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+# Rows per band. At 512^2 and relu1_1 on the 2-core CI VM, bands of 8 to 32 rows all ran a
+# step in 25-28 ms against 45 ms for the whole image; 64 rows lost most of the gain.
+BAND_ROWS = 16
+
+
+def band_ranges(height: int, rows: int) -> list[tuple[int, int]]:
+    """Row ranges [a, b) of at most `rows` rows that tile 0..height."""
+    if rows < 1:
+        raise ValueError(f"a band needs at least one row, got {rows}")
+    return [(a, min(a + rows, height)) for a in range(0, height, rows)]
+
+
+@dataclass
+class _Band:
+    image_rows: slice  # the image rows this band reads and writes: a-1..b clipped to the image
+    band_rows: slice  # the same rows in the band's own buffers
+    pixels: np.ndarray  # (N, 3, h+2, W)
+    loss: np.ndarray  # (N,)
+    grad: np.ndarray  # (N, 3, h+2, W)
+    target: np.ndarray  # (N, C, h, W), the band's copy of the target rows
+    binding: object
+
+
+class RowBandGradient:
+    """Callable giving (loss, grad) at x's current contents, computed band by band."""
+
+    def __init__(self, session, x: torch.Tensor, target: torch.Tensor, padding_pixel, rows: int = BAND_ROWS):
+        n, _, height, width = x.shape
+        self.session = session
+        self.x = x.numpy()  # shares x's memory: the optimiser updates it in place
+        self.loss = torch.zeros(n)
+        self.grad = torch.zeros_like(x)
+        self._loss, self._grad = self.loss.numpy(), self.grad.numpy()
+        padding = np.asarray(padding_pixel, np.float32).reshape(1, 3, 1)
+        target = target.numpy()
+        self.bands = []
+        for a, b in band_ranges(height, rows):
+            pixels = np.empty((n, 3, b - a + 2, width), np.float32)
+            # Rows above and below the image hold the padding pixel for good.
+            if a == 0:
+                pixels[:, :, 0] = padding
+            if b == height:
+                pixels[:, :, -1] = padding
+            top, bottom = max(a - 1, 0), min(b + 1, height)
+            band = _Band(slice(top, bottom), slice(top - (a - 1), bottom - (a - 1)), pixels,
+                         np.empty(n, np.float32), np.empty_like(pixels),
+                         np.ascontiguousarray(target[:, :, a:b]), session.io_binding())
+            for name, array in (("image_rows", band.pixels), ("target_rows", band.target)):
+                band.binding.bind_input(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            for name, array in (("loss", band.loss), ("grad_rows", band.grad)):
+                band.binding.bind_output(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
+            self.bands.append(band)
+
+    def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
+        # numpy, not torch, for the copies and sums: torch's OpenMP workers would spin on
+        # the cores that ONNX Runtime's threads need next.
+        self._loss.fill(0)
+        self._grad.fill(0)
+        run = self.session.run_with_iobinding
+        for band in self.bands:
+            np.copyto(band.pixels[:, :, band.band_rows], self.x[:, :, band.image_rows])
+            run(band.binding)
+            self._loss += band.loss
+            self._grad[:, :, band.image_rows] += band.grad[:, :, band.band_rows]
+        return self.loss, self.grad
