@@ -9,6 +9,7 @@ import torch
 from semfuse_rt.engine.api import fuse
 from semfuse_rt.engine.backends import create_runner, resolve_backend
 from semfuse_rt.engine.backends.ort_row_bands import band_ranges
+from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.onnx_export import export_graphs
 
 
@@ -72,11 +73,13 @@ def test_row_band_graph_is_exported_for_one_convolution_only(vgg_weights, engine
     assert export_graphs(vgg_weights, "relu1_2", engine_dirs / "relu1_2").row_bands is None
 
 
-def test_band_ranges_tile_the_rows():
+def test_band_ranges_tile_the_rows(random_vgg_weights):
     assert band_ranges(37, 16) == [(0, 16), (16, 32), (32, 37)]
     assert band_ranges(5, 64) == [(0, 5)] and band_ranges(3, 1) == [(0, 1), (1, 2), (2, 3)]
     with pytest.raises(ValueError):
         band_ranges(5, 0)
+    with pytest.raises(SemfuseError, match="at least one row"):
+        create_runner("ort", random_vgg_weights, "relu1_1", band_rows=0)
 
 
 @pytest.mark.parametrize("layer", ["relu1_1", "conv1_1"])

@@ -19,6 +19,7 @@ import torch
 
 from semfuse_rt.engine.backends.base import FusionRunner
 from semfuse_rt.engine.backends.ort_row_bands import BAND_ROWS, RowBandGradient
+from semfuse_rt.engine.errors import SemfuseError
 from semfuse_rt.export.onnx_export import export_graphs
 from semfuse_rt.export.weights import VGG19Weights
 
@@ -49,6 +50,8 @@ class OrtRunner(FusionRunner):
         """threads: ONNX Runtime's intra-op threads, and with row bands the number of
         single-threaded band sessions (default: one per core). band_rows: rows per band of
         the CPU gradient where the layer allows bands; None runs the whole-image graph."""
+        if band_rows is not None and band_rows < 1:
+            raise SemfuseError(f"a band needs at least one row, got band_rows={band_rows}")
         self.weights = weights
         self.layer = layer
         self.provider = provider
