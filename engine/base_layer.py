@@ -4,8 +4,8 @@ Choose-max at relu1_1 compares responses that include each input's local brightn
 where the inputs' brightness differs (infrared against visible, CT against MR) the target
 pulls the result towards one input's level. Multiresolution fusion avoids this by averaging
 the lowpass band; this does the same for the optimised image: with B = Gaussian blur of
-standard deviation `sigma`, result = I* - B(I*) + B(mean_k I_k). Off (sigma 0) by default,
-which is the paper's method.
+standard deviation `sigma`, result = I* - B(I*) + B(mean_k I_k). The `refined` preset uses
+sigma 8; `paper` leaves it off (sigma 0), as the method was published.
 """
 from __future__ import annotations
 

@@ -50,7 +50,7 @@ def eval_command(
     init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max | dtcwt."),
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
     mean_base: Optional[float] = typer.Option(None, "--mean-base",
-                                              help="semfuse methods: mean base layer sigma (default 0, off)."),
+                                              help="semfuse methods: mean base layer sigma, 0 off (default: the preset's)."),
     backend: str = typer.Option("auto", help="semfuse methods: auto | trt | cuda | ort | torch."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
