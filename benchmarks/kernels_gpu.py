@@ -29,7 +29,7 @@ def unavailable_reason() -> str | None:
     except ImportError:
         return "torch is not installed"
     # The kernels need what the cuda backend needs: a GPU visible to torch and cuda-python.
-    from semfuse_rt.engine.backends.cuda_backend import unusable_reason
+    from semfuse_rt.engine.backends.cuda.loader import unusable_reason
 
     return unusable_reason()
 

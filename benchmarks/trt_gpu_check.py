@@ -8,7 +8,7 @@ onnxruntime-gpu; needs no network and no installed semfuse-rt (it imports the pa
 this checkout). Whatever cannot run here is listed as NOT MEASURED with the reason.
 
 1. Builds the ONNX graphs and, with TensorRT, the engines for each precision (timed).
-2. Loop check without TensorRT: the runtime's captured fixed-step loop (engine/trt_runtime.py:
+2. Loop check without TensorRT: the runtime's captured fixed-step loop (engine/backends/captured_loop.py:
    CUDA graph, fused Adam kernel, per-step loss slots, one sync) driven by a CuPy quadratic
    gradient, against the same Adam on the host.
 3. Parity on the shared pairs (max difference in grey levels): fused images from Torch on
@@ -59,7 +59,7 @@ def bootstrap() -> list[str]:
     try:
         importlib.import_module("platformdirs")
     except ImportError:
-        # Only export/cache.py uses it, for the cache root; SEMFUSE_RT_CACHE overrides it anyway.
+        # Only semfuse_rt/cache.py uses it, for the cache root; SEMFUSE_RT_CACHE overrides it anyway.
         shim = types.ModuleType("platformdirs")
         shim.user_cache_dir = lambda name: str(Path.home() / ".cache" / name)
         sys.modules["platformdirs"] = shim
@@ -116,7 +116,7 @@ def environment() -> dict:
 def load_weights(layer: str):
     """The Oxford weights when cached here, else seeded random ones (timings are the same;
     parity still compares backends on one set of weights)."""
-    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.export.weights import load_vgg19, random_vgg19
 
     try:
@@ -174,36 +174,10 @@ def median_ms(run, repeats: int) -> float:
 
 # --- the pieces every backend row runs ---------------------------------------------------
 def torch_reference(weights, layer):
-    """The Torch backend on CUDA with its input normalisation kept on the device.
+    """The Torch backend on CUDA (its normalisation lives on the device, so graphs capture it)."""
+    from semfuse_rt.engine.backends import create_runner
 
-    (Normalisation.apply builds its offset and scale as CPU tensors on every call, which a
-    CUDA tensor cannot be combined with, and which a CUDA graph could not capture.)"""
-    import torch
-
-    from semfuse_rt.engine.backends.torch_backend import TorchRunner
-
-    class DeviceTorchRunner(TorchRunner):
-        def activate(self):
-            super().activate()
-            offset, scale = self.weights.normalisation.tensors()
-            self.offset, self.scale = offset.to(self.device), scale.to(self.device)
-            # A device index: a list index is copied from the host, which a capture refuses.
-            self.order = torch.tensor(self.weights.normalisation.order, device=self.device)
-
-        def normalise(self, pixels):
-            return (pixels.index_select(1, self.order) - self.offset) / self.scale
-
-        def features(self, pixels):
-            with torch.no_grad():
-                return self.model(self.normalise(pixels.to(self.device)))
-
-        def loss_and_grad(self, image, target):
-            x = image.detach().requires_grad_(True)
-            loss = (self.model(self.normalise(x)) - target).square().sum(dim=(1, 2, 3))
-            (grad,) = torch.autograd.grad(loss.sum(), x)
-            return loss.detach(), grad
-
-    return DeviceTorchRunner(weights, layer, device="cuda")
+    return create_runner("torch", weights, layer, device="cuda")
 
 
 def pipeline(runner, pixels, schedule):
@@ -243,7 +217,7 @@ def graph_timing(features, loss_and_grad, pixels, schedule, repeats: int) -> tup
     torch CUDA graph; end to end adds eager features and the fusion rule."""
     import torch
 
-    from semfuse_rt.engine.adam import adam_update
+    from semfuse_rt.kernels.torch_rules import adam_update
     from semfuse_rt.engine.fusion_rules import fuse_features
     from semfuse_rt.engine.initialisation import initial_image
 
@@ -353,9 +327,10 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
     import numpy as np
     import torch
 
-    from semfuse_rt.engine.adam import AdamSchedule
+    from semfuse_rt.kernels.adam_scalars import AdamSchedule
     from semfuse_rt.engine.backends.base import FusionRunner
-    from semfuse_rt.engine.trt_runtime import CudaDevice, FixedStepLoop
+    from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
+    from semfuse_rt.engine.backends.cuda_device import CudaDevice
     from semfuse_rt.kernels.runner import KernelRunner
 
     shape = (1, 3, size, size)
@@ -365,7 +340,7 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
     cuda = CudaDevice(0)
     try:
         with KernelRunner(0) as kernels:
-            loop = FixedStepLoop(cuda, CupyQuadratic(cuda, shape), kernels, shape, shape, steps, lr=1.0)
+            loop = FixedStepLoop(cuda, CupyQuadratic(cuda, shape), kernels, shape, shape, AdamSchedule(steps, 1.0))
             cuda.upload(loop.init.ptr, init)
             cuda.upload(loop.target.ptr, target)
             started = time.perf_counter()
@@ -418,10 +393,10 @@ def device_parity(gpu_runner, weights, layer, pairs, schedule, crop: int = 256) 
     rules), on crops of the shared pairs: the whole fuse path, max difference in grey levels."""
     import numpy as np
 
-    from semfuse_rt.engine.backends.torch_backend import TorchRunner
+    from semfuse_rt.engine.backends import create_runner
 
     results = []
-    with gpu_runner as gpu, TorchRunner(weights, layer, device="cpu") as cpu:
+    with gpu_runner as gpu, create_runner("torch", weights, layer, device="cpu") as cpu:
         for name, images in pairs:
             crops = [im[:crop, :crop] for im in images]
             want = fuse_pair(cpu, crops, schedule).astype(np.int64)
@@ -433,10 +408,10 @@ def device_parity(gpu_runner, weights, layer, pairs, schedule, crop: int = 256) 
 def parity(weights, layer, precision, pairs, schedule) -> list[tuple[str, int]]:
     import numpy as np
 
-    from semfuse_rt.engine.backends.trt_backend import TrtRunner
+    from semfuse_rt.engine.backends import create_runner
 
     results = []
-    with torch_reference(weights, layer) as reference, TrtRunner(weights, layer, precision=precision) as trt:
+    with torch_reference(weights, layer) as reference, create_runner("trt", weights, layer, precision=precision) as trt:
         for name, images in pairs:
             want = fuse_pair(reference, images, schedule).astype(np.int64)
             got = fuse_pair(trt, images, schedule).astype(np.int64)
@@ -467,7 +442,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cudnn.allow_tf32 = False
     torch.backends.cuda.matmul.allow_tf32 = False
 
-    from semfuse_rt.engine.adam import AdamSchedule
+    from semfuse_rt.kernels.adam_scalars import AdamSchedule
     from semfuse_rt.export.trt_build import unavailable_reason as trt_reason
 
     report = {"environment": environment(), "notes": notes, "not_measured": [], "failures": []}
@@ -525,9 +500,9 @@ def main(argv: list[str] | None = None) -> int:
     ort_providers = report["environment"].get("ort providers", "")
     if "CUDAExecutionProvider" in ort_providers:
         def ort_cuda():
-            from semfuse_rt.engine.backends.ort_backend import OrtRunner
+            from semfuse_rt.engine.backends import create_runner
 
-            with OrtRunner(weights, args.layer, provider="CUDAExecutionProvider") as runner:
+            with create_runner("ort", weights, args.layer, provider="CUDAExecutionProvider") as runner:
                 return time_runner(runner, pixels, schedule, args.repeats)
 
         timings["ORT CUDA (IO binding)"] = attempt("ORT CUDA", ort_cuda)
@@ -536,7 +511,7 @@ def main(argv: list[str] | None = None) -> int:
         not_measured("ORT CUDA", f"onnxruntime offers no CUDAExecutionProvider ({ort_providers or 'not installed'})")
 
     from semfuse_rt.engine.backends import create_runner
-    from semfuse_rt.engine.backends.cuda_backend import LAYERS as CUDA_LAYERS
+    from semfuse_rt.engine.backends.cuda.first_layer_gradient import LAYERS as CUDA_LAYERS
 
     if args.layer in CUDA_LAYERS:
         def cuda_backend():
@@ -574,12 +549,12 @@ def main(argv: list[str] | None = None) -> int:
             timings[f"TensorRT {precision}"] = None
             not_measured(f"TensorRT {precision} build, parity and latency", missing)
     else:
-        from semfuse_rt.engine.backends.trt_backend import TrtRunner
+        from semfuse_rt.engine.backends import create_runner
 
         for precision in precisions:
             def run_trt(precision=precision):
                 started = time.perf_counter()
-                with TrtRunner(weights, args.layer, precision=precision) as runner:
+                with create_runner("trt", weights, args.layer, precision=precision) as runner:
                     build_s = time.perf_counter() - started
                     result = time_runner(runner, pixels, schedule, args.repeats)
                 report.setdefault("build_seconds", {})[precision] = build_s

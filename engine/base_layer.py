@@ -12,7 +12,7 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 
 def gaussian_base(planes: np.ndarray, sigma: float) -> np.ndarray:

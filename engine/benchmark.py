@@ -13,10 +13,11 @@ from typing import Callable, Sequence
 
 import torch
 
-from semfuse_rt.engine.adam import AdamSchedule, adam_update
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from semfuse_rt.kernels.torch_rules import adam_update
 from semfuse_rt.engine.backends import available_backends, create_runner
 from semfuse_rt.engine.memory import PeakResident, resident_bytes
-from semfuse_rt.export.cache import atomic_write_bytes
+from semfuse_rt.cache import atomic_write_bytes
 from semfuse_rt.export.weights import VGG19Weights
 
 BASELINE = "torch-eager"  # the straightforward implementation: TorchRunner, autograd

@@ -22,7 +22,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from semfuse_rt.engine.classifier import Classifier, network_pixels, predict
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.sources import check_images, finish, prepare
 
 # Where the CAMs of all inputs sum to less than this (maps are in [0, 1], so: no input shows
@@ -167,19 +167,22 @@ def cam_extractor(classifier: Classifier, backend: str = "torch"):
     if backend == "torch":
         return GradCAM(classifier.model, classifier.cam_layers)
     if backend == "ort":
-        from semfuse_rt.engine.backends.ort_cam import OrtCamRunner
+        from semfuse_rt.engine.backends.ort.cam_runner import OrtCamRunner
 
         return OrtCamRunner(classifier)
     raise SemfuseError(f"unknown CAM backend {backend!r}; use one of {', '.join(CAM_BACKENDS)}")
 
 
 def input_cams(classifier: Classifier, images: Sequence[np.ndarray], classes: int = 1,
-               backend: str = "torch") -> CAMResult:
-    """CAMs M_k of images of one size (N, H, W), each classified at the classifier's size."""
+               backend: str = "torch", extractor=None) -> CAMResult:
+    """CAMs M_k of images of one size (N, H, W), each classified at the classifier's size.
+    `extractor`: an open cam_extractor to reuse (else one for `backend` is opened and closed)."""
     sizes = {image.shape[:2] for image in images if isinstance(image, np.ndarray)}
     pixels = network_pixels(images, classifier.input_size)  # checks modes first
     if len(sizes) != 1:
         raise SemfuseError("CAM inputs must share one size; got " + ", ".join(f"{w}x{h}" for h, w in sorted(sizes)))
+    if extractor is not None:
+        return extractor(pixels, classes=classes, size=sizes.pop())
     with cam_extractor(classifier, backend) as cam:
         return cam(pixels, classes=classes, size=sizes.pop())
 
@@ -214,10 +217,10 @@ class CAMFusion:
 
 
 def fuse_cam(images: Sequence[np.ndarray], classifier: Classifier, classes: int = 1,
-             eps: float = CAM_EPS, backend: str = "torch") -> CAMFusion:
+             eps: float = CAM_EPS, backend: str = "torch", extractor=None) -> CAMFusion:
     """Method `cam`: direct CAM fusion. Each input is classified as it is (colour stays colour)."""
     check_images(images)
-    cams = input_cams(classifier, images, classes, backend)
+    cams = input_cams(classifier, images, classes, backend, extractor)
     weights = cam_weights(cams.maps, eps)
     return CAMFusion(fuse_with_weights(images, weights), cams, weights)
 

@@ -24,7 +24,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 __all__ = ["IMAGE_SUFFIXES", "FusionSet", "Discovery", "split_stem", "group_by_stem",
            "discover_sets", "read_sets_csv", "find_sets", "natural_key"]

@@ -29,11 +29,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
 from semfuse_rt.engine.datasets import FusionSet
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
 from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
 from semfuse_rt.engine.metrics import fusion_metrics
-from semfuse_rt.export.cache import atomic_write_bytes
+from semfuse_rt.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
            "evaluate", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",

@@ -1,27 +1,21 @@
-"""The target map F* (method.md): K feature maps (K, C, H, W) -> (C, H, W).
+"""Feature rules: how K feature maps (K, C, H, W) become the target F* (method.md).
 
-On a CUDA device with cuda-python the custom kernels run on torch's current stream, on
-torch's own buffers; everywhere else their torch-op twins in `kernels.torch_rules` do.
-Both follow the same conventions (ties to the lowest k, NaN never wins, clipped windows).
+A rule is one class. On a CUDA device with cuda-python it runs its custom kernel on torch's
+current stream, on torch's own buffers; everywhere else its torch-op twin in
+`kernels.torch_rules` does. Both follow the same conventions (ties to the lowest k, NaN
+never wins, clipped windows). With CAM weights (K, H, W), choose-max compares W_k * |F_k|.
 """
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from functools import lru_cache
 
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels import torch_rules
-
-RULES = ("max", "majority")
-
-
-def check_rule(rule: str, window: int) -> None:
-    if rule not in RULES:
-        raise SemfuseError(f"unknown fusion rule {rule!r}; use one of {', '.join(RULES)}")
-    if rule == "majority" and (window < 1 or window % 2 == 0):
-        raise SemfuseError(f"majority window must be an odd positive number, got {window}")
+from semfuse_rt.kernels.arguments import MAX_WINDOW
 
 
 @lru_cache(maxsize=None)
@@ -37,40 +31,91 @@ def _kernel_runner(device_index: int):
         return None
 
 
-def _fuse_with_kernels(runner, features, rule, window, weights):
-    k, c, h, w = features.shape
-    dtype = {torch.float32: "float32", torch.float16: "float16"}[features.dtype]
-    inputs = [features[i].data_ptr() for i in range(k)]
-    fused = torch.empty_like(features[0])
-    labels = torch.empty((c, h, w), dtype=torch.int32, device=features.device)
-    stream = torch.cuda.current_stream(features.device).cuda_stream
-    if weights is None:
-        runner.choose_max(inputs, fused.data_ptr(), labels.data_ptr(), c * h * w, dtype, stream=stream)
-    else:
-        weights = weights.to(torch.float32).contiguous()
-        runner.cam_choose_max(inputs, [weights[i].data_ptr() for i in range(k)], fused.data_ptr(),
-                              labels.data_ptr(), (1, c, h, w), dtype, stream=stream)
-    if rule == "majority":
+def _kernels_for(features: torch.Tensor):
+    if features.is_cuda and features.dtype in (torch.float32, torch.float16):
+        return _kernel_runner(features.device.index or 0)
+    return None
+
+
+def _dtype_name(features: torch.Tensor) -> str:
+    return {torch.float32: "float32", torch.float16: "float16"}[features.dtype]
+
+
+class FeatureRule(ABC):
+    name: str
+
+    @abstractmethod
+    def fuse(self, features: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """(K, C, H, W) features, optional (K, H, W) CAM weights -> (C, H, W) target."""
+
+
+class ChooseMax(FeatureRule):
+    """Per element, the input whose (weighted) magnitude is largest."""
+
+    name = "max"
+
+    def choose(self, features: torch.Tensor, weights: torch.Tensor | None):
+        """(fused, int32 labels) of the choice; the kernel path when the features are on a GPU."""
+        features = features.contiguous()
+        kernels = _kernels_for(features)
+        if kernels is None:
+            maps = list(features)
+            if weights is None:
+                return torch_rules.choose_max(maps)
+            return torch_rules.cam_choose_max(maps, list(weights))
+        k, c, h, w = features.shape
+        inputs = [features[i].data_ptr() for i in range(k)]
+        fused = torch.empty_like(features[0])
+        labels = torch.empty((c, h, w), dtype=torch.int32, device=features.device)
+        stream = torch.cuda.current_stream(features.device).cuda_stream
+        if weights is None:
+            kernels.choose_max(inputs, fused.data_ptr(), labels.data_ptr(), c * h * w, _dtype_name(features),
+                               stream=stream)
+        else:
+            weights = weights.to(torch.float32).contiguous()
+            kernels.cam_choose_max(inputs, [weights[i].data_ptr() for i in range(k)], fused.data_ptr(),
+                                   labels.data_ptr(), (1, c, h, w), _dtype_name(features), stream=stream)
+        return fused, labels
+
+    def fuse(self, features, weights=None):
+        return self.choose(features, weights)[0]
+
+
+class Majority(ChooseMax):
+    """Choose-max, then each element takes the label most common in its window x window
+    neighbourhood of the same channel (method.md, "local majority")."""
+
+    name = "majority"
+
+    def __init__(self, window: int = 5):
+        if not (isinstance(window, int) and 1 <= window <= MAX_WINDOW and window % 2 == 1):
+            raise SemfuseError(f"majority window must be an odd number from 1 to {MAX_WINDOW}, got {window}")
+        self.window = window
+
+    def fuse(self, features, weights=None):
+        features = features.contiguous()
+        fused, labels = self.choose(features, weights)
+        kernels = _kernels_for(features)
+        if kernels is None:
+            return torch_rules.majority_fuse(list(features), labels, self.window)[1]
+        k, c, h, w = features.shape
         filtered = torch.empty_like(labels)
-        runner.majority_fuse(inputs, labels.data_ptr(), filtered.data_ptr(), fused.data_ptr(),
-                             c, h, w, dtype, window, stream=stream)
-    return fused
+        kernels.majority_fuse([features[i].data_ptr() for i in range(k)], labels.data_ptr(), filtered.data_ptr(),
+                              fused.data_ptr(), c, h, w, _dtype_name(features), self.window,
+                              stream=torch.cuda.current_stream(features.device).cuda_stream)
+        return fused
+
+
+RULES: dict[str, type[FeatureRule]] = {rule.name: rule for rule in (ChooseMax, Majority)}
+
+
+def feature_rule(name: str, window: int = 5) -> FeatureRule:
+    if name not in RULES:
+        raise SemfuseError(f"unknown fusion rule {name!r}; use one of {', '.join(RULES)}")
+    return Majority(window) if RULES[name] is Majority else RULES[name]()
 
 
 def fuse_features(features: torch.Tensor, rule: str, window: int = 5,
                   weights: torch.Tensor | None = None) -> torch.Tensor:
-    """F* by choose-max (`weights` (K, H, W): CAM-weighted), then the majority filter."""
-    check_rule(rule, window)
-    features = features.contiguous()
-    if features.is_cuda and features.dtype in (torch.float32, torch.float16):
-        runner = _kernel_runner(features.device.index or 0)
-        if runner is not None:
-            return _fuse_with_kernels(runner, features, rule, window, weights)
-    maps = list(features)
-    if weights is None:
-        fused, labels = torch_rules.choose_max(maps)
-    else:
-        fused, labels = torch_rules.cam_choose_max(maps, list(weights))
-    if rule == "majority":
-        _, fused = torch_rules.majority_fuse(maps, labels, window)
-    return fused
+    """F* by the named rule (`weights` (K, H, W): CAM-weighted)."""
+    return feature_rule(rule, window).fuse(features, weights)

@@ -21,7 +21,7 @@ def save_cam_overlays(directory, names, images, cams) -> list:
     """One `<name>_cam.png` per input in `directory` (created if needed); returns the paths."""
     from pathlib import Path
 
-    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.engine.images import save_image
 
     directory = Path(directory)

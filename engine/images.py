@@ -11,8 +11,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes
 
 WRITE_FORMATS = {".png": ".png", ".tif": ".tiff", ".tiff": ".tiff", ".jpg": ".jpg",
                  ".jpeg": ".jpg", ".bmp": ".bmp"}

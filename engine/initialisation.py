@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified")
 VERIFY_WINDOW = 3

@@ -9,7 +9,7 @@ to 0), and the optimised detail over the inputs' mean base layer (sigma 8 px). O
 """
 from __future__ import annotations
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 PRESETS: dict[str, dict] = {
     "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0},

@@ -12,7 +12,7 @@ from typing import Sequence
 import numpy as np
 
 from semfuse_rt.engine.colour import luma, rgb_to_ycbcr, ycbcr_to_rgb
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import describe_size
 
 

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.export.cam_graph import MAP_NAMES, build_cam_graph, io_names, weights_sha256
 from semfuse_rt.export.manifest import read_manifest, tool_versions, write_manifest
 from semfuse_rt.export.onnx_export import DEFAULT_OPSET, _export, _simplify
-from semfuse_rt.export.cache import sha256_of
+from semfuse_rt.cache import sha256_of
 
 CLASSES_FILE = "cam_classes.onnx"
 

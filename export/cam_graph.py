@@ -48,7 +48,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.efficientnet_lite0 import CAM_LAYERS as EFFICIENTNET_CAM_LAYERS
 from semfuse_rt.export.efficientnet_lite0 import EfficientNetLite0, MBConvBlock, same_padding
 from semfuse_rt.export.normalisation import Normalisation

@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.normalisation import Normalisation
 
 BLOCK_STRINGS = (
@@ -187,7 +187,7 @@ def checkpoint_path() -> Path:
 
 def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0:
     """The pretrained network in eval mode, frozen; every checkpoint key must match."""
-    from semfuse_rt.export.cache import sha256_of
+    from semfuse_rt.cache import sha256_of
 
     path = Path(path) if path is not None else checkpoint_path()
     if not path.is_file():

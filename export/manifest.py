@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
 
-from semfuse_rt.export.cache import atomic_write_bytes, sha256_of
+from semfuse_rt.cache import atomic_write_bytes, sha256_of
 
 MANIFEST_NAME = "manifest.json"
 

@@ -17,8 +17,8 @@ from pathlib import Path
 import onnx
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export import gradient_graph
 from semfuse_rt.export import normalisation as normalisation_module
 from semfuse_rt.export import vgg19 as vgg19_module

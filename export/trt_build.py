@@ -31,8 +31,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export.trt_profiles import (
     DEFAULT_SHAPES,
     Profile,
@@ -95,14 +95,12 @@ class TrtEnvironment:
 
 # --- what is here ------------------------------------------------------------------------
 def _cudart():
+    from semfuse_rt.kernels.cuda_api import cuda_runtime
+
     try:
-        from cuda.bindings import runtime
-    except ImportError:
-        try:
-            from cuda import cudart as runtime
-        except ImportError as error:
-            raise TrtUnavailable("cuda-python is not installed (pip install 'semfuse-rt[gpu]')") from error
-    return runtime
+        return cuda_runtime()
+    except SemfuseError as error:
+        raise TrtUnavailable(str(error)) from error
 
 
 def tensorrt_version() -> str:

@@ -20,7 +20,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 SHAPES_FORMAT = "MIN,OPT,MAX with each NxHxW (images x height x width), e.g. 1x256x256,2x512x512,4x1024x1024"
 _POINT = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*[xX]\s*(\d+)\s*$")

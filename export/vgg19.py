@@ -9,7 +9,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 # Convolutions per block and their output channels (Simonyan & Zisserman, configuration E).
 BLOCKS: tuple[tuple[int, int], ...] = ((2, 64), (2, 128), (4, 256), (4, 512), (4, 512))

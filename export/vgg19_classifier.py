@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.vgg19 import LAYER_NAMES, VGG19Features
 from semfuse_rt.export.weights import VGG19Weights
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import re
 import subprocess
 import sys
@@ -23,8 +24,8 @@ from pathlib import Path
 
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir, sha256_of
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export.normalisation import BY_NAME, CAFFE, TORCHVISION, Normalisation
 from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
 
@@ -67,7 +68,8 @@ def random_vgg19(seed: int = 0) -> VGG19Weights:
                         f"random (seed {seed})")
 
 
-def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str) -> None:
+def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str, finite: bool = True) -> None:
+    """Names and shapes always; with `finite`, a scan of every value (0.1-0.6 s)."""
     for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes()):
         if name not in convs:
             raise SemfuseError(f"{where}: missing VGG19 layer {name}")
@@ -77,7 +79,7 @@ def _check_convs(convs: dict[str, tuple[torch.Tensor, torch.Tensor]], where: str
                 f"{where}: {name} has shapes {tuple(weight.shape)}/{tuple(bias.shape)}, "
                 f"expected {(c_out, c_in, 3, 3)}/{(c_out,)}; not VGG19 weights"
             )
-        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+        if finite and not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
             raise SemfuseError(f"{where}: {name} holds non-finite values")
 
 
@@ -143,9 +145,18 @@ def _save_cache(path: Path, weights: VGG19Weights) -> None:
     atomic_write_bytes(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest().encode())
 
 
+def _file_stamp(path: Path) -> str:
+    status = path.stat()
+    return json.dumps({"size": status.st_size, "mtime_ns": status.st_mtime_ns, "inode": status.st_ino})
+
+
 def _load_cache_file(path: Path, verify_sidecar: bool) -> VGG19Weights:
-    sidecar = path.with_suffix(".sha256")
-    if verify_sidecar:
+    """A cache file. With `verify_sidecar`, the first load checks the checksum and scans the
+    values, then records the file's stamp (size, mtime, inode); later loads of an unchanged
+    file trust that stamp and skip both."""
+    sidecar, stamp = path.with_suffix(".sha256"), path.with_suffix(".verified")
+    verified = verify_sidecar and stamp.exists() and stamp.read_text() == _file_stamp(path)
+    if verify_sidecar and not verified:
         if not sidecar.exists() or sidecar.read_text().strip() != sha256_of(path):
             raise SemfuseError(f"{path}: checksum does not match {sidecar.name}")
     try:
@@ -155,7 +166,12 @@ def _load_cache_file(path: Path, verify_sidecar: bool) -> VGG19Weights:
     if not isinstance(payload, dict) or payload.get("format") != CACHE_FORMAT:
         raise SemfuseError(f"{path}: not a semfuse-rt weights cache file")
     convs = {k: tuple(v) for k, v in payload["convs"].items()}
-    _check_convs(convs, str(path))
+    _check_convs(convs, str(path), finite=not verified)
+    if verify_sidecar and not verified:
+        try:
+            atomic_write_bytes(stamp, _file_stamp(path).encode())
+        except OSError:
+            pass  # a read-only cache: verify again next time
     return VGG19Weights(
         convs=convs,
         normalisation=BY_NAME[payload["normalisation"]],

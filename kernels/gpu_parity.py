@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 import torch
 
-from semfuse_rt.engine.adam import AdamSchedule, adam_update
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from semfuse_rt.kernels.torch_rules import adam_update
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.runner import KernelRunner
 

@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import cache_dir
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import cache_dir
 from semfuse_rt.kernels.source import KERNEL_FILE, kernel_sources, source_digest
 
 # -ffp-contract=off: no fused multiply-adds, so the host rounds like numpy and torch's CPU

@@ -7,8 +7,8 @@ cache key covers the sources, the NVRTC version and the options, so any change r
 
 from __future__ import annotations
 
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.cache import atomic_write_bytes, cache_dir
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.kernels.cuda_api import checked, cuda_modules
 from semfuse_rt.kernels.source import HEADER_FILES, KERNEL_FILE, kernel_sources, source_digest
 

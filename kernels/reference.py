@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from semfuse_rt.kernels.adam_scalars import BETAS, EPS
+
 
 def _rank(key: np.ndarray) -> np.ndarray:
     return np.where(np.isnan(key), np.float32(-np.inf), key)
@@ -73,8 +75,8 @@ def adam_update(
     v: np.ndarray,
     t: int,
     lr: float,
-    betas: tuple[float, float] = (0.9, 0.999),
-    eps: float = 1e-8,
+    betas: tuple[float, float] = BETAS,
+    eps: float = EPS,
 ) -> None:
     """In place, float32, the operation order of torch.optim.Adam's single-tensor path."""
     beta1, beta2 = betas

@@ -15,7 +15,7 @@ from __future__ import annotations
 import ctypes
 from collections.abc import Sequence
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.abi import KERNEL_PARAMETERS, input_pointers, kernel_arguments
 from semfuse_rt.kernels.adam_scalars import BETAS, EPS, adam_scalars
 from semfuse_rt.kernels.arguments import check_input_count, check_window, dtype_suffix, elements_per_pack

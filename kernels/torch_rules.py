@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch.nn import functional as F
 
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
 from semfuse_rt.kernels.arguments import check_input_count, check_window
 
 
@@ -99,3 +100,15 @@ def majority_fuse(
     features = list(features)
     filtered = majority_filter(labels, len(features), window)
     return filtered, gather_by_label(features, filtered)
+
+
+def adam_update(x: torch.Tensor, m: torch.Tensor, v: torch.Tensor, grad: torch.Tensor,
+                t: int, schedule: AdamSchedule, scratch: torch.Tensor | None = None) -> None:
+    """The Adam kernel's twin: one in-place step (t from 1) in torch.optim.Adam's arithmetic
+    order, so the Torch path can be checked against torch.optim.Adam itself. With `scratch`
+    (like x) the step allocates nothing."""
+    m.lerp_(grad, 1.0 - schedule.beta1)
+    v.mul_(schedule.beta2).addcmul_(grad, grad, value=1.0 - schedule.beta2)
+    denominator = torch.sqrt(v, out=scratch) if scratch is not None else v.sqrt()
+    denominator.div_(schedule.root_correction(t)).add_(schedule.eps)
+    x.addcdiv_(m, denominator, value=-schedule.step_size(t))

@@ -5,7 +5,7 @@ import pytest
 from conftest import dataset
 from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
 from semfuse_rt.engine.colour import rgb_to_ycbcr
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image
 from semfuse_rt.engine.metrics import qabf, to_luma_255
 

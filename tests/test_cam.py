@@ -13,7 +13,7 @@ from semfuse_rt.engine.cam import (
 )
 from semfuse_rt.engine.classifier import load_classifier, network_pixels
 from semfuse_rt.engine.colour import rgb_to_ycbcr, ycbcr_to_rgb
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
 
 # torchcam's maps and ours are the same arithmetic in a different order.

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.adam import AdamSchedule
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
 from semfuse_rt.engine.backends import create_runner
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
@@ -20,7 +20,7 @@ def test_loss_and_grad_match_autograd(random_vgg_weights, layer, shape):
     image = torch.rand(shape, generator=generator) * 255
     with create_runner("torch", random_vgg_weights, layer, device="cpu") as reference:
         target = reference.features(torch.rand(shape, generator=generator) * 255)
-        model = reference.model.double()
+        model = reference.model.chain.double()
         x = image.double().requires_grad_(True)
         offset, scale = (t.double() for t in random_vgg_weights.normalisation.tensors())
         normalised = (x[:, list(random_vgg_weights.normalisation.order)] - offset) / scale

@@ -7,7 +7,7 @@ from conftest import dataset
 from semfuse_rt.engine.classifier import (
     classify, imagenet_class_names, load_classifier, network_pixels, rgb_pixels,
 )
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image
 from semfuse_rt.export.efficientnet_lite0 import (
     BLOCK_SPECS, INCEPTION, Conv2dSame, EfficientNetLite0, checkpoint_path,

@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from semfuse_rt.engine.datasets import find_sets, group_by_stem, split_stem
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.evaluation import (
     METRIC_NAMES,
     THUMBNAIL, evaluate, parse_methods, summarise, write_reports,

@@ -8,8 +8,8 @@ import torch
 
 from semfuse_rt.engine.api import fuse
 from semfuse_rt.engine.backends import create_runner, resolve_backend
-from semfuse_rt.engine.backends.ort_row_bands import band_ranges
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.engine.backends.ort.row_bands import band_ranges
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.onnx_export import export_graphs
 
 
@@ -93,7 +93,7 @@ def test_row_bands_match_autograd_and_the_whole_image_graph(vgg_weights, engine_
     with create_runner("torch", vgg_weights, layer) as reference, \
             create_runner("ort", vgg_weights, layer, engine_dir=directory, band_rows=rows, threads=threads) as banded, \
             create_runner("ort", vgg_weights, layer, engine_dir=directory, band_rows=None) as whole:
-        assert banded.band_sessions and not whole.band_sessions
+        assert banded.sessions.band_sessions and not whole.sessions.band_sessions
         target = reference.features(torch.rand(batch, 3, height, width, generator=generator) * 255)
         got = banded.loss_and_grad(pixels, target)
         for want in (reference.loss_and_grad(pixels, target), whole.loss_and_grad(pixels, target)):

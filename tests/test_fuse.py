@@ -94,7 +94,7 @@ def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
 
 
 def test_presets_fill_only_what_is_not_given():
-    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.engine.presets import resolve_preset
 
     assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0}

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.fusion_rules import fuse_features
 from semfuse_rt.kernels.torch_rules import cam_choose_max, choose_max, majority_filter
 

@@ -2,7 +2,7 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
 
 

@@ -112,7 +112,7 @@ def test_host_build_compiles_without_warnings(tmp_path):
 
 
 def _nvrtc_or_skip():
-    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.kernels.cuda_api import cuda_modules
 
     try:

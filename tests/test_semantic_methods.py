@@ -5,8 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine import api
+import contextlib
+
+from semfuse_rt.engine import api, fuser
 from semfuse_rt.engine.cam import CAMResult
+from semfuse_rt.engine.fusion_rules import ChooseMax
 from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.images import load_image, save_image
 
@@ -18,6 +21,13 @@ def fixed_cams(maps):
     return CAMResult(maps, layer_maps, torch.zeros(n, 1000), torch.zeros(n, 1, dtype=torch.long), torch.ones(n, 1))
 
 
+def use_cams(monkeypatch, maps):
+    """Every semantic fuse sees these CAMs, with no classifier loaded."""
+    monkeypatch.setattr(fuser, "load_classifier", lambda path=None: None)
+    monkeypatch.setattr(fuser, "cam_extractor", lambda classifier, backend: contextlib.nullcontext())
+    monkeypatch.setattr(fuser, "input_cams", lambda classifier, images, classes, extractor: fixed_cams(maps))
+
+
 @pytest.fixture
 def pair(rng):
     a = rng.integers(0, 256, (24, 28, 3), dtype=np.uint8)
@@ -26,8 +36,7 @@ def pair(rng):
 
 
 def test_equal_cams_make_cam_max_plain_max(monkeypatch, pair, vgg_weights):
-    monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(np.ones((2, 24, 28))))
+    use_cams(monkeypatch, np.ones((2, 24, 28)))
     options = dict(steps=5, weights=vgg_weights, backend="torch")
     assert np.array_equal(api.fuse(list(pair), "cam-max", **options), api.fuse(list(pair), "max", **options))
     assert np.array_equal(api.fuse(list(pair), "cam-majority", **options), api.fuse(list(pair), "majority", **options))
@@ -36,16 +45,15 @@ def test_equal_cams_make_cam_max_plain_max(monkeypatch, pair, vgg_weights):
 def test_cam_max_takes_the_features_of_the_input_with_all_the_class_evidence(monkeypatch, pair, vgg_weights):
     maps = np.zeros((2, 24, 28))
     maps[1] = 1.0  # input 2 holds all the evidence everywhere: W = (0, 1)
-    monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(maps))
+    use_cams(monkeypatch, maps)
     seen = {}
-    real_fuse_features = api.fuse_features
+    real_fuse = ChooseMax.fuse
 
-    def spy(features, rule, window, weights):
-        seen["features"], seen["target"] = features, real_fuse_features(features, rule, window, weights)
+    def spy(rule, features, weights=None):
+        seen["features"], seen["target"] = features, real_fuse(rule, features, weights)
         return seen["target"]
 
-    monkeypatch.setattr(api, "fuse_features", spy)
+    monkeypatch.setattr(ChooseMax, "fuse", spy)
     result = api.fuse_result(list(pair), "cam-max", steps=1, weights=vgg_weights, backend="torch")
     evidence = seen["features"][1] != 0  # where input 2's magnitude is 0, 0 * |F_1| ties it: lowest k
     assert torch.equal(seen["target"][evidence], seen["features"][1][evidence])
@@ -58,8 +66,7 @@ def test_cam_weights_at_a_pooled_layer_come_from_the_layer_maps(monkeypatch, pai
     maps = np.zeros((2, 24, 28))
     maps[0, :, :14] = 1.0
     maps[1, :, 14:] = 1.0
-    monkeypatch.setattr(api, "load_classifier", lambda path=None: None)
-    monkeypatch.setattr(api, "input_cams", lambda classifier, images, classes, backend: fixed_cams(maps))
+    use_cams(monkeypatch, maps)
     out = api.fuse([*pair], "cam-max", layer="pool1", steps=2, weights=vgg_weights, backend="torch")
     assert out.shape == pair[0].shape
 

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from semfuse_rt.engine.colour import rgb_to_ycbcr
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.sources import finish, prepare
 
 

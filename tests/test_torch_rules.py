@@ -15,7 +15,8 @@ import pytest
 import torch
 
 from conftest import tie_prone_features
-from semfuse_rt.engine.adam import AdamSchedule, adam_update
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from semfuse_rt.kernels.torch_rules import adam_update
 from semfuse_rt.kernels import reference, torch_rules
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])

@@ -15,7 +15,7 @@ import pytest
 import torch
 from onnx import TensorProto
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export import trt_build
 from semfuse_rt.export.onnx_export import export_graphs
 from semfuse_rt.export.trt_build import (
@@ -386,7 +386,7 @@ class HostDevice:
         self.memory, self.stream, self.recording, self.events = {}, 7, None, []
 
     def alloc(self, nbytes):
-        from semfuse_rt.engine.trt_runtime import DeviceBuffer
+        from semfuse_rt.engine.backends.cuda_device import DeviceBuffer
 
         ptr = 4096 * (len(self.memory) + 1) << 20
         self.memory[ptr] = np.zeros(nbytes // 4, np.float32)
@@ -457,7 +457,8 @@ class TorchAdamKernels:
         self.device = device
 
     def adam_update(self, x, g, m, v, count, t, lr, betas, eps, stream):
-        from semfuse_rt.engine.adam import AdamSchedule, adam_update
+        from semfuse_rt.kernels.adam_scalars import AdamSchedule
+        from semfuse_rt.kernels.torch_rules import adam_update
 
         schedule = AdamSchedule(steps=t, lr=lr, beta1=betas[0], beta2=betas[1], eps=eps)
         views = [torch.from_numpy(self.device.view(p, count)) for p in (x, m, v, g)]
@@ -466,14 +467,14 @@ class TorchAdamKernels:
 
 @pytest.mark.parametrize("decay", ["constant", "cosine"])
 def test_fixed_step_loop_replays_the_reference_optimisation(rng, decay):
-    from semfuse_rt.engine.adam import AdamSchedule
+    from semfuse_rt.kernels.adam_scalars import AdamSchedule
     from semfuse_rt.engine.backends.base import FusionRunner
-    from semfuse_rt.engine.trt_runtime import FixedStepLoop
+    from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
 
     shape, steps = (1, 3, 5, 4), 7
     device = HostDevice()
     loop = FixedStepLoop(device, QuadraticGradient(device, shape), TorchAdamKernels(device), shape, shape,
-                         steps=steps, lr=2.0, decay=decay)
+                         AdamSchedule(steps, 2.0, decay=decay))
     init = (rng.random(shape) * 255).astype(np.float32)
     target = (rng.random(shape) * 255).astype(np.float32)
 
@@ -520,7 +521,7 @@ def test_build_trt_without_tensorrt_says_so_in_one_line_and_writes_onnx(vgg_weig
 @no_tensorrt
 def test_trt_backend_is_not_offered_and_says_why(vgg_weights):
     from semfuse_rt.engine.backends import available_backends, create_runner, resolve_backend
-    from semfuse_rt.engine.backends.trt_backend import usable
+    from semfuse_rt.engine.backends.trt.loader import usable
 
     assert not usable() and "trt" not in available_backends() and resolve_backend("auto") != "trt"
     with pytest.raises(SemfuseError) as error, create_runner("trt", vgg_weights, "relu1_1"):
@@ -529,6 +530,6 @@ def test_trt_backend_is_not_offered_and_says_why(vgg_weights):
 
 
 def test_the_runtime_does_not_import_torch():
-    code = ("import sys, semfuse_rt.engine.trt_runtime, semfuse_rt.export.trt_build, "
+    code = ("import sys, semfuse_rt.engine.backends.trt.runtime, semfuse_rt.export.trt_build, "
             "semfuse_rt.export.trt_profiles; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export import weights as W
 from semfuse_rt.export.normalisation import CAFFE, TORCHVISION
 from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes

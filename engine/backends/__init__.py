@@ -1,9 +1,16 @@
-"""Backends: one runner per engine, chosen by name or by `auto`."""
+"""Backends, one package each (after Polygraphy's backend/<name>/{loader,runner}): a loader
+builds or loads the backend's artefacts (calling the export stage), and a runner with one
+interface (base.py) receives what the loader made. `create_runner` pairs them by name.
+"""
 from __future__ import annotations
 
-from semfuse_rt.engine.backends.base import FusionRunner, Optimised
-from semfuse_rt.engine.errors import SemfuseError
-from semfuse_rt.export.weights import VGG19Weights
+from typing import TYPE_CHECKING
+
+from semfuse_rt.errors import SemfuseError
+
+if TYPE_CHECKING:  # torch stays unimported until a runner is made: trt/runtime.py runs without it
+    from semfuse_rt.engine.backends.base import FusionRunner
+    from semfuse_rt.export.weights import VGG19Weights
 
 BACKENDS = ("auto", "trt", "cuda", "ort", "torch")
 
@@ -12,19 +19,21 @@ def available_backends(layer: str | None = None) -> list[str]:
     """Usable backends here (for `layer`, when given), fastest first."""
     import torch
 
-    from semfuse_rt.engine.backends import cuda_backend, ort_backend, trt_backend
+    from semfuse_rt.engine.backends.cuda import loader as cuda
+    from semfuse_rt.engine.backends.ort import loader as ort
+    from semfuse_rt.engine.backends.trt import loader as trt
 
     found = []
-    if trt_backend.usable():
+    if trt.usable():
         found.append("trt")
-    if cuda_backend.usable(layer):
+    if cuda.usable(layer):
         found.append("cuda")
     # ONNX Runtime on the CPU comes after torch on a GPU.
-    ort_on_device = not torch.cuda.is_available() or "CUDAExecutionProvider" in ort_backend.providers()
-    if ort_backend.usable() and ort_on_device:
+    ort_on_device = not torch.cuda.is_available() or "CUDAExecutionProvider" in ort.providers()
+    if ort.usable() and ort_on_device:
         found.append("ort")
     found.append("torch")
-    if ort_backend.usable() and not ort_on_device:
+    if ort.usable() and not ort_on_device:
         found.append("ort")
     return found
 
@@ -42,24 +51,29 @@ def resolve_backend(name: str, layer: str | None = None) -> str:
 
 
 def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> FusionRunner:
-    """A runner for a resolved backend name (see resolve_backend)."""
+    """The runner of a resolved backend name (see resolve_backend), with its loader;
+    `options` go to the loader."""
     if name == "torch":
-        from semfuse_rt.engine.backends.torch_backend import TorchRunner
+        from semfuse_rt.engine.backends.torch.loader import TorchModelLoader
+        from semfuse_rt.engine.backends.torch.runner import TorchRunner
 
-        return TorchRunner(weights, layer, device=options.get("device"))
+        return TorchRunner(TorchModelLoader(weights, layer, **options))
     if name == "ort":
-        from semfuse_rt.engine.backends.ort_backend import OrtRunner
+        from semfuse_rt.engine.backends.ort.loader import OrtSessionLoader
+        from semfuse_rt.engine.backends.ort.runner import OrtRunner
 
-        return OrtRunner(weights, layer, **options)
+        return OrtRunner(OrtSessionLoader(weights, layer, **options))
     if name == "trt":
-        from semfuse_rt.engine.backends.trt_backend import TrtRunner
+        from semfuse_rt.engine.backends.trt.loader import TrtEngineLoader
+        from semfuse_rt.engine.backends.trt.runner import TrtRunner
 
-        return TrtRunner(weights, layer, **options)
+        return TrtRunner(TrtEngineLoader(weights, layer, **options))
     if name == "cuda":
-        from semfuse_rt.engine.backends.cuda_backend import CudaRunner
+        from semfuse_rt.engine.backends.cuda.loader import CudaKernelLoader
+        from semfuse_rt.engine.backends.cuda.runner import CudaRunner
 
-        return CudaRunner(weights, layer, **options)
+        return CudaRunner(CudaKernelLoader(weights, layer, **options))
     raise SemfuseError(f"unknown backend {name!r}")
 
 
-__all__ = ["BACKENDS", "FusionRunner", "Optimised", "available_backends", "create_runner", "resolve_backend"]
+__all__ = ["BACKENDS", "available_backends", "create_runner", "resolve_backend"]

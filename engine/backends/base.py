@@ -13,10 +13,19 @@ from typing import Callable
 
 import torch
 
-from semfuse_rt.engine.adam import AdamSchedule, adam_update
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from semfuse_rt.kernels.torch_rules import adam_update
 
 # progress(step, total, loss) after each step
 ProgressCallback = Callable[[int, int, float], None]
+
+
+def report_steps(losses: list[float], progress: ProgressCallback | None) -> None:
+    """For loops that run on the device in one go: tell the callback about every step after."""
+    if progress:
+        steps = len(losses) - 1
+        for t in range(1, steps + 1):
+            progress(t, steps, losses[t - 1])
 
 
 @dataclass

@@ -8,7 +8,7 @@ import sys
 
 import typer
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 
 app = typer.Typer(
     name="semfuse-rt",

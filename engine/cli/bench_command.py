@@ -30,7 +30,7 @@ def bench_command(
     """Time one optimisation step and a whole fuse for each backend and layer."""
     from semfuse_rt.engine.backends import resolve_backend
     from semfuse_rt.engine.benchmark import run_benchmark, write_reports
-    from semfuse_rt.engine.errors import SemfuseError
+    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.export.vgg19 import check_layer
     from semfuse_rt.export.weights import load_vgg19
 

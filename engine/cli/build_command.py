@@ -7,7 +7,7 @@ import typer
 
 from semfuse_rt.engine.api import DEFAULT_LAYER
 from semfuse_rt.engine.cli import app
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.onnx_export import DEFAULT_OPSET, export_graphs
 from semfuse_rt.export.trt_build import DEFAULT_PRECISION, DEFAULT_WORKSPACE_MIB, PRECISIONS
 from semfuse_rt.export.trt_profiles import DEFAULT_SHAPES, parse_shapes

@@ -63,9 +63,4 @@ def fuse_command(
         )
     if report:
         Console().print(retention_table(inputs, result.retention))
-    relative = result.relative_loss
-    loss_text = f", final loss {relative:.3f} of the first step" if relative is not None else ""
-    typer.echo(
-        f"fused {len(inputs)} images with {result.method} on {result.backend} in "
-        f"{result.seconds:.2f} s{loss_text} -> {output}"
-    )
+    typer.echo(f"{result.summary(len(inputs))} -> {output}")

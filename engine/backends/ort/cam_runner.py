@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import torch
 
-from semfuse_rt.engine.errors import SemfuseError
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.cam_graph import MAP_NAMES, weights_sha256
 
 
@@ -40,7 +40,7 @@ class OrtCamRunner:
         return False
 
     def activate(self) -> None:
-        from semfuse_rt.engine.backends.ort_backend import providers
+        from semfuse_rt.engine.backends.ort.loader import providers
 
         try:
             import onnxruntime  # noqa: F401

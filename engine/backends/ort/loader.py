@@ -1,0 +1,81 @@
+"""Exports the graphs for a layer (once, cached) and opens ONNX Runtime sessions on them."""
+from __future__ import annotations
+
+import importlib.util
+import os
+from dataclasses import dataclass, field
+
+import torch
+
+from semfuse_rt.engine.backends.ort.row_bands import BAND_ROWS
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.export.onnx_export import export_graphs
+from semfuse_rt.export.weights import VGG19Weights
+
+
+def usable() -> bool:
+    return importlib.util.find_spec("onnxruntime") is not None
+
+
+def providers() -> list[str]:
+    """Fastest first among what this onnxruntime build offers (TensorRT's EP is the trt
+    backend's business). CUDA only where torch can hold the bound device buffers too."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider") if torch.cuda.is_available() else ("CPUExecutionProvider",)
+    return [p for p in wanted if p in available]
+
+
+def cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@dataclass
+class OrtSessions:
+    provider: str
+    features: object
+    gradient: object
+    band_sessions: list = field(default_factory=list)  # single-threaded row-band gradient sessions
+    band_rows: int | None = None
+    band_padding: float | None = None
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.provider == "CUDAExecutionProvider"
+
+
+class OrtSessionLoader:
+    def __init__(self, weights: VGG19Weights, layer: str, *, provider: str | None = None,
+                 threads: int | None = None, engine_dir=None, band_rows: int | None = BAND_ROWS):
+        """threads: ONNX Runtime's intra-op threads, and with row bands the number of
+        single-threaded band sessions (default: one per core). band_rows: rows per band of
+        the CPU gradient where the layer allows bands; None runs the whole-image graph."""
+        if band_rows is not None and band_rows < 1:
+            raise SemfuseError(f"a band needs at least one row, got band_rows={band_rows}")
+        self.weights, self.layer = weights, layer
+        self.provider, self.threads, self.engine_dir, self.band_rows = provider, threads, engine_dir, band_rows
+
+    @property
+    def device(self) -> torch.device:
+        return torch.device("cuda" if (self.provider or providers()[0]) == "CUDAExecutionProvider" else "cpu")
+
+    def __call__(self) -> OrtSessions:
+        import onnxruntime as ort
+
+        graphs = export_graphs(self.weights, self.layer, self.engine_dir)
+        provider = self.provider or providers()[0]
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        chosen = [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
+        sessions = OrtSessions(provider, ort.InferenceSession(str(graphs.features), options, providers=chosen),
+                               ort.InferenceSession(str(graphs.gradient), options, providers=chosen))
+        # Bands are a CPU measure: they keep the 64-channel maps in cache.
+        if self.band_rows and graphs.row_bands and not sessions.on_cuda:
+            options.intra_op_num_threads = 1
+            sessions.band_sessions = [ort.InferenceSession(str(graphs.row_bands), options, providers=chosen)
+                                      for _ in range(self.threads or cores())]
+            sessions.band_rows, sessions.band_padding = self.band_rows, graphs.row_band_padding
+        return sessions

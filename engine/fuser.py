@@ -1,0 +1,204 @@
+"""`Fuser`: set up once, fuse many times.
+
+    with Fuser("max", backend="ort") as fuser:
+        for pair in pairs:
+            result = fuser(pair)          # FusionResult
+
+Everything that does not depend on the images is done on entering: options are checked,
+the preset resolved, the VGG19 weights loaded and checked (once), the backend's loader
+builds or loads its artefacts and the runner keeps its sessions, engines and buffers; for
+the semantic methods the CAM classifier and its extractor are kept open too. A call does
+only the per-image work: sources, CAMs, features, the rule, the start image, the loop, the
+base layer.
+"""
+from __future__ import annotations
+
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from semfuse_rt.engine.backends import create_runner, resolve_backend
+from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
+from semfuse_rt.engine.base_layer import with_mean_base
+from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
+                                   input_cams, semantic_retention)
+from semfuse_rt.engine.classifier import Classifier, load_classifier
+from semfuse_rt.engine.heatmaps import save_cam_overlays
+from semfuse_rt.engine.images import check_output, load_image, save_image
+from semfuse_rt.engine.initialisation import check_initialisation, initial_image
+from semfuse_rt.engine.methods import get_method
+from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
+from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.export.vgg19 import check_layer
+from semfuse_rt.export.weights import VGG19Weights, load_vgg19
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+
+DEFAULT_LAYER = "relu1_1"
+
+
+@dataclass
+class FusionResult:
+    image: np.ndarray
+    method: str
+    backend: str | None  # None where nothing runs on a backend (method `cam`)
+    preset: str | None  # None where nothing is optimised
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
+    retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
+
+    @property
+    def relative_loss(self) -> float | None:
+        """Final loss over the loss at the first step (None without optimisation)."""
+        if len(self.losses) < 2 or self.losses[0] == 0:
+            return None
+        return self.losses[-1] / self.losses[0]
+
+    def summary(self, count: int) -> str:
+        """One line for people: what ran, where, how long, how far the loss fell."""
+        how = f"{self.method}" + (f" (preset {self.preset}) on {self.backend}" if self.backend else "")
+        relative = self.relative_loss
+        loss = f", final loss {relative:.3f} of the first step" if relative is not None else ""
+        return f"fused {count} images with {how} in {self.seconds:.2f} s{loss}"
+
+
+class Fuser:
+    """Fusion with one set of options, for many image sets; a context manager that owns the
+    runner and the CAM classifier. Options are those of `fuse_result`."""
+
+    def __init__(self, method: str = "max", *, layer: str = DEFAULT_LAYER, preset: str = DEFAULT_PRESET,
+                 steps: int | None = None, lr: float | None = None, decay: str | None = None,
+                 init: str | None = None, window: int = 5, backend: str = "auto",
+                 weights: str | os.PathLike | VGG19Weights | None = None, classes: int = 1,
+                 cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
+                 **backend_options):
+        self.method = get_method(method)
+        self.rule = self.method.feature_rule(window)
+        self.layer = check_layer(layer)
+        if not 1 <= classes <= 1000:
+            raise SemfuseError(f"classes must be from 1 to 1000, got {classes}")
+        self.classes, self.cam_weights_path = classes, cam_weights
+        settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base)
+        self.preset = preset
+        self.init = check_initialisation(settings["init"])
+        self.mean_base = settings["mean_base"]
+        if self.mean_base < 0:
+            raise SemfuseError(f"mean base sigma must be >= 0, got {self.mean_base}")
+        self.schedule = AdamSchedule(steps=settings["steps"], lr=settings["lr"], decay=settings["decay"])
+        self.backend = resolve_backend(backend, layer) if self.method.optimised else None
+        self._weights_option, self._backend_options = weights, backend_options
+        self.weights: VGG19Weights | None = None
+        self.runner: FusionRunner | None = None
+        self.classifier: Classifier | None = None
+        self._cam = None
+
+    # -- lifetime ------------------------------------------------------------------------------
+    def __enter__(self) -> Fuser:
+        self.open()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    @property
+    def is_open(self) -> bool:
+        return self.runner is not None or self._cam is not None
+
+    def open(self) -> None:
+        if self.is_open:
+            return
+        try:
+            if self.method.semantic:
+                self.classifier = load_classifier(self.cam_weights_path)
+                self._cam = cam_extractor(self.classifier, self._cam_backend()).__enter__()
+            if self.method.optimised:
+                given = self._weights_option
+                self.weights = given if isinstance(given, VGG19Weights) else load_vgg19(given)
+                runner = create_runner(self.backend, self.weights, self.layer, **self._backend_options)
+                runner.__enter__()
+                self.runner = runner
+        except BaseException:
+            self.close()
+            raise
+
+    def close(self) -> None:
+        if self.runner is not None:
+            self.runner.__exit__(None, None, None)
+            self.runner = None
+        if self._cam is not None:
+            self._cam.__exit__(None, None, None)
+            self._cam = None
+
+    def _cam_backend(self) -> str:
+        """The CAM graph runs where the fusion does: ONNX Runtime for the engine backends."""
+        from semfuse_rt.engine.backends.ort.loader import usable as ort_usable
+
+        return "torch" if self.backend == "torch" or not ort_usable() else "ort"
+
+    # -- fusion --------------------------------------------------------------------------------
+    def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> FusionResult:
+        """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode."""
+        started = time.perf_counter()
+        self.open()
+        sources = prepare(images)
+        if not self.method.optimised:
+            fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
+            return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
+                                cams=fused.cams.maps.numpy())
+        cams = input_cams(self.classifier, images, self.classes, extractor=self._cam) if self.method.semantic else None
+        pixels = torch.from_numpy(sources.pixels)
+        features = self.runner.features(pixels)
+        weights = None
+        if cams is not None:
+            weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
+        target = self.rule.fuse(features, weights)
+        optimised = self.runner.optimise(initial_image(pixels, self.init), target[None], self.schedule, progress)
+        result = optimised.image[0].detach().cpu().numpy()
+        if not np.isfinite(result).all():
+            raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
+        if self.mean_base:
+            result = with_mean_base(result, sources.pixels, self.mean_base)
+        return FusionResult(finish(result, sources), self.method.name, self.backend, self.preset,
+                            time.perf_counter() - started, optimised.losses,
+                            cams.maps.numpy() if cams is not None else None)
+
+    def retention(self, images: Sequence[np.ndarray], fused: np.ndarray) -> list[Retention]:
+        """Whether each input's top-1 class survives in the fused image (rank and probability)."""
+        if self.classifier is None:
+            self.classifier = load_classifier(self.cam_weights_path)
+        return semantic_retention(images, fused, self.classifier)
+
+    def fuse_files(self, paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
+                   save_cams: str | os.PathLike | None = None, report: bool = False,
+                   progress: ProgressCallback | None = None) -> FusionResult:
+        """Read, fuse and write atomically; the output's format follows its extension.
+
+        `save_cams` names a folder for each input's CAM overlay (semantic methods); `report`
+        fills `result.retention`."""
+        if save_cams is not None and not self.method.semantic:
+            raise SemfuseError(f"--save-cams needs a semantic method (cam, cam-max, cam-majority), "
+                               f"not {self.method.name}")
+        images = [load_image(p) for p in paths]
+        deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
+        check_output(output, deepest)
+        result = self(images, progress)
+        save_image(Path(output), result.image)
+        if save_cams is not None:
+            save_cam_overlays(save_cams, paths, images, result.cams)
+        if report:
+            result.retention = self.retention(images, result.image)
+        return result
+
+
+def _maps_at(cams: CAMResult, size) -> torch.Tensor:
+    """CAMs at a feature map's resolution: combined from the layer maps, not resized from
+    the full-size maps, so deeper fusion layers see the same construction."""
+    if tuple(size) == tuple(cams.maps.shape[-2:]):
+        return cams.maps
+    return combine_layer_maps(cams.layer_maps, cams.class_weights, tuple(size))

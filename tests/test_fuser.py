@@ -1,0 +1,104 @@
+"""Fuser: set up once, fuse many times; reuse is proven by counting, not timing."""
+import ast
+import contextlib
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnxruntime
+import pytest
+
+from semfuse_rt.engine.fuser import Fuser
+from semfuse_rt.export import weights as weights_module
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def pair(rng):
+    return [rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2)]
+
+
+class Counter:
+    def __init__(self, monkeypatch, owner, name):
+        self.calls, real = 0, getattr(owner, name)
+
+        def counted(*args, **kwargs):
+            self.calls += 1
+            return real(*args, **kwargs)
+
+        monkeypatch.setattr(owner, name, counted)
+
+
+@pytest.mark.parametrize("backend", ["ort", "torch"])
+def test_second_and_later_calls_set_nothing_up(monkeypatch, tmp_path, pair, rng, backend):
+    monkeypatch.setenv("SEMFUSE_RT_CACHE", str(tmp_path))
+    weights_module._save_cache(tmp_path / "weights.pt", weights_module.random_vgg19())
+    sessions = Counter(monkeypatch, onnxruntime, "InferenceSession")
+    scans = Counter(monkeypatch, weights_module, "_check_convs")
+    hashes = Counter(monkeypatch, weights_module, "sha256_of")
+    with Fuser("max", backend=backend, weights=tmp_path / "weights.pt", steps=3) as fuser:
+        first = fuser(pair)
+        counts = (sessions.calls, scans.calls, hashes.calls)
+        assert counts[1] == 1 and (counts[0] > 0) == (backend == "ort")
+        for _ in range(3):
+            again = fuser(pair)
+            assert np.array_equal(again.image, first.image)
+        fuser([rng.integers(0, 256, (40, 52, 3), dtype=np.uint8) for _ in range(2)])
+        assert (sessions.calls, scans.calls, hashes.calls) == counts
+    assert fuser.runner is None  # closed with the context
+
+
+def test_cached_weights_are_verified_once_then_trusted_by_their_stamp(monkeypatch, tmp_path):
+    path = tmp_path / "weights.pt"
+    weights_module._save_cache(path, weights_module.random_vgg19())
+    load = weights_module._load_cache_file
+    hashes = Counter(monkeypatch, weights_module, "sha256_of")
+    first = load(path, verify_sidecar=True)
+    assert hashes.calls == 1
+    again = load(path, verify_sidecar=True)
+    assert hashes.calls == 1 and all(again.convs[n][0].equal(first.convs[n][0]) for n in first.convs)
+    data = bytearray(path.read_bytes())  # the same size, other bytes: the stamp no longer matches
+    data[-100] ^= 0xFF
+    path.write_bytes(bytes(data))
+    with pytest.raises(Exception, match="checksum"):
+        load(path, verify_sidecar=True)
+
+
+def test_cam_fuser_names_no_backend_or_preset(monkeypatch, pair):
+    from semfuse_rt.engine import fuser as fuser_module
+    from test_semantic_methods import fixed_cams
+
+    fused = SimpleNamespace(image=pair[0], cams=fixed_cams(np.ones((2, 40, 52))))
+    monkeypatch.setattr(fuser_module, "load_classifier", lambda path=None: None)
+    monkeypatch.setattr(fuser_module, "cam_extractor", lambda classifier, backend: contextlib.nullcontext())
+    monkeypatch.setattr(fuser_module, "fuse_cam", lambda images, classifier, classes, extractor: fused)
+    result = Fuser("cam")(pair)
+    assert result.backend is None and result.preset is None
+    assert result.summary(2).startswith("fused 2 images with cam in ")
+
+
+def _imported_modules(folder: Path):
+    for path in folder.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module:
+                yield path, node.module
+            elif isinstance(node, ast.Import):
+                yield from ((path, alias.name) for alias in node.names)
+
+
+@pytest.mark.parametrize("package", ["export", "kernels"])
+def test_export_and_kernels_never_import_the_engine(package):
+    offenders = [f"{path.relative_to(ROOT)}: {module}" for path, module in _imported_modules(ROOT / package)
+                 if module.startswith("semfuse_rt.engine")]
+    assert offenders == []
+
+
+def test_the_package_seen_from_the_clone_root_is_the_checkout():
+    import semfuse_rt.engine.api
+    import semfuse_rt.export.weights
+    import semfuse_rt.kernels.torch_rules
+
+    for module, folder in ((semfuse_rt.engine.api, "engine"), (semfuse_rt.export.weights, "export"),
+                           (semfuse_rt.kernels.torch_rules, "kernels")):
+        assert Path(module.__file__).resolve().parent == ROOT / folder
