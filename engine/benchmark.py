@@ -28,12 +28,22 @@ class BenchRow:
     backend: str
     layer: str
     size: int
-    step_ms: float  # median of one gradient evaluation plus the Adam update
+    step_ms: float  # median over runs of (STEP_RUN consecutive steps) / STEP_RUN: gradient plus Adam
     fuse_ms: float  # median of a whole `steps`-step optimisation
+    steps: int
     step_speedup: float  # baseline step_ms / step_ms, same run
     fuse_speedup: float
     peak_mib: float  # peak resident growth during the fuse runs
-    loop_growth_mib: float  # resident growth from step 10 to the last step of one run
+    loop_growth_mib: float  # highest resident size after step 10 over the size at step 10, one run
+
+    @property
+    def fuse_step_ms(self) -> float:
+        return self.fuse_ms / max(self.steps, 1)
+
+
+# Steps timed back to back per run: one step alone includes waking thread pools and cold
+# caches, which a loop does not pay every step.
+STEP_RUN = 10
 
 
 def median_ms(function: Callable[[], object], repeats: int, warmup: int) -> float:
@@ -58,50 +68,58 @@ def _measure(runner, size: int, steps: int, repeats: int, warmup: int, generator
     schedule = AdamSchedule(steps=steps)
     counter = iter(range(1, 10**9))
 
-    def one_step():
-        _, grad = evaluate()
-        adam_update(x, m, v, grad, next(counter), schedule, scratch)
+    def step_run():
+        for _ in range(STEP_RUN):
+            _, grad = evaluate()
+            adam_update(x, m, v, grad, next(counter), schedule, scratch)
 
     with runner.loop_context():
-        step_ms = median_ms(one_step, repeats, warmup)
+        step_ms = median_ms(step_run, repeats, warmup) / STEP_RUN
     rss = {}
 
     def watch(step, total, loss):
-        if step in (10, total):
+        if step >= 10:
             rss[step] = resident_bytes()
 
     init = pixels.mean(dim=0, keepdim=True)
     with PeakResident() as peak:
-        fuse_ms = median_ms(lambda: runner.optimise(init, target, schedule), repeats, warmup)
-    runner.optimise(init, target, schedule, progress=watch)
-    growth = (rss.get(steps, 0) - rss.get(10, 0)) / 2**20 if steps > 10 else 0.0
+        runner.optimise(init, target, schedule, progress=watch)  # the first warm-up run, watched
+        fuse_ms = median_ms(lambda: runner.optimise(init, target, schedule), repeats, max(warmup - 1, 0))
+    growth = (max(rss.values()) - rss[10]) / 2**20 if steps > 10 else 0.0
     return {"step_ms": step_ms, "fuse_ms": fuse_ms, "peak_mib": peak.growth / 2**20, "loop_growth_mib": growth}
 
 
-def run_benchmark(weights: VGG19Weights, backends: Sequence[str] | None = None,
-                  layers: Sequence[str] = ("relu1_1", "relu1_2"), sizes: Sequence[int] = (256, 512),
-                  steps: int = 100, repeats: int = 5, warmup: int = 1,
-                  on_row: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
-    backends = [b for b in (backends or available_backends()) if b != "torch"]
-    rows = []
+def planned_measurements(backends: Sequence[str], layers: Sequence[str], sizes: Sequence[int]) -> list[tuple]:
+    """(size, layer, backend) in the order they run, the eager baseline first in each group."""
+    plan = []
     for size in sizes:
         for layer in layers:
-            generator = torch.Generator().manual_seed(size)
-            with create_runner("torch", weights, layer) as eager:
-                base = _measure(eager, size, steps, repeats, warmup, generator)
-            measured = [(BASELINE, base)]
-            for backend in backends:
-                if backend not in available_backends(layer):
-                    continue  # the cuda backend stops at relu1_1
-                generator = torch.Generator().manual_seed(size)
-                with create_runner(backend, weights, layer) as runner:
-                    measured.append((backend, _measure(runner, size, steps, repeats, warmup, generator)))
-            for name, result in measured:
-                row = BenchRow(name, layer, size, step_speedup=base["step_ms"] / result["step_ms"],
-                               fuse_speedup=base["fuse_ms"] / result["fuse_ms"], **result)
-                rows.append(row)
-                if on_row:
-                    on_row(row)
+            usable = available_backends(layer)
+            plan.append((size, layer, BASELINE))
+            plan.extend((size, layer, b) for b in backends if b != "torch" and b in usable)
+    return plan
+
+
+def run_benchmark(weights: VGG19Weights, backends: Sequence[str] | None = None,
+                  layers: Sequence[str] = ("relu1_1",), sizes: Sequence[int] = (256, 512),
+                  steps: int = 20, repeats: int = 3, warmup: int = 1,
+                  on_row: Callable[[BenchRow], None] | None = None,
+                  on_start: Callable[[tuple], None] | None = None) -> list[BenchRow]:
+    """Every planned measurement; `on_start(size, layer, backend)` before each, `on_row` after."""
+    rows, base = [], None
+    for size, layer, backend in planned_measurements(backends or available_backends(), layers, sizes):
+        if on_start:
+            on_start((size, layer, backend))
+        generator = torch.Generator().manual_seed(size)
+        with create_runner("torch" if backend == BASELINE else backend, weights, layer) as runner:
+            result = _measure(runner, size, steps, repeats, warmup, generator)
+        if backend == BASELINE:
+            base = result
+        row = BenchRow(backend, layer, size, steps=steps, step_speedup=base["step_ms"] / result["step_ms"],
+                       fuse_speedup=base["fuse_ms"] / result["fuse_ms"], **result)
+        rows.append(row)
+        if on_row:
+            on_row(row)
     return rows
 
 
@@ -123,7 +141,7 @@ def machine_description() -> dict:
 def write_reports(rows: Sequence[BenchRow], directory: Path, command: str) -> dict[str, Path]:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "machine": machine_description(), "rows": [asdict(r) for r in rows]}
+    payload = {"command": command, "machine": machine_description(), "rows": [{**asdict(r), "fuse_step_ms": r.fuse_step_ms} for r in rows]}
     paths = {"json": directory / "bench.json", "png": directory / "bench.png", "md": directory / "bench.md"}
     atomic_write_bytes(paths["json"], (json.dumps(payload, indent=2) + "\n").encode())
     atomic_write_bytes(paths["md"], markdown_table(rows).encode())
@@ -132,11 +150,13 @@ def write_reports(rows: Sequence[BenchRow], directory: Path, command: str) -> di
 
 
 def markdown_table(rows: Sequence[BenchRow]) -> str:
-    lines = ["| size | layer | backend | step ms | x eager | fuse ms | x eager | peak MiB | loop growth MiB |",
-             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    lines = ["| size | layer | backend | step ms | x eager | fuse ms | fuse ms / step | x eager | peak MiB "
+             "| loop growth MiB |",
+             "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"]
     for r in rows:
         lines.append(f"| {r.size}^2 | {r.layer} | {r.backend} | {r.step_ms:.1f} | {r.step_speedup:.2f} | "
-                     f"{r.fuse_ms:.0f} | {r.fuse_speedup:.2f} | {r.peak_mib:.0f} | {r.loop_growth_mib:.1f} |")
+                     f"{r.fuse_ms:.0f} | {r.fuse_step_ms:.1f} | {r.fuse_speedup:.2f} | {r.peak_mib:.0f} | "
+                     f"{r.loop_growth_mib:.1f} |")
     return "\n".join(lines) + "\n"
 
 
@@ -148,7 +168,7 @@ def _chart(rows: Sequence[BenchRow], path: Path) -> None:
 
     groups = sorted({(r.size, r.layer) for r in rows})
     backends = list(dict.fromkeys(r.backend for r in rows))
-    figure, axis = plt.subplots(figsize=(2.2 * len(groups) + 2, 4))
+    figure, axis = plt.subplots(figsize=(max(2.2 * len(groups) + 2, 6.5), 4.4))
     width = 0.8 / len(backends)
     for i, backend in enumerate(backends):
         values = [next((r.step_ms for r in rows if (r.size, r.layer) == g and r.backend == backend), 0) for g in groups]
@@ -161,7 +181,7 @@ def _chart(rows: Sequence[BenchRow], path: Path) -> None:
     axis.set_xticks([g + 0.4 - width / 2 for g in range(len(groups))])
     axis.set_xticklabels([f"{layer}\n{size}^2" for size, layer in groups])
     axis.set_ylabel("one step, ms (median)")
-    axis.set_title("Optimisation step latency (label: speed-up over PyTorch eager)")
+    axis.set_title("Optimisation step latency\n(label: speed-up over PyTorch eager)")
     axis.legend()
     figure.tight_layout()
     tmp = path.with_name(f".{path.name}.tmp.png")

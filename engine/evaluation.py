@@ -23,9 +23,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
 from semfuse_rt.engine.datasets import FusionSet
@@ -33,6 +32,7 @@ from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
 from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
 from semfuse_rt.engine.metrics import fusion_metrics
+from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
@@ -219,8 +219,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     records, outcomes = [], []
     run_started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True), transient=True,
-                  disable=not show_progress) as bar:
+    with progress_bar(*columns, enabled=show_progress) as bar:
         task = bar.add_task("sets", total=len(sets))
         for fusion_set in sets:
             images = [downscale(load_image(path), max_size) for path in fusion_set.sources]

@@ -32,6 +32,8 @@ from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.images import check_output, load_image, save_image
 from semfuse_rt.engine.initialisation import check_initialisation, initial_image
 from semfuse_rt.engine.methods import get_method
+from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
+                                       check_window)
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
 from semfuse_rt.engine.sources import finish, prepare
 from semfuse_rt.errors import SemfuseError
@@ -79,18 +81,15 @@ class Fuser:
                  cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
                  **backend_options):
         self.method = get_method(method)
-        self.rule = self.method.feature_rule(window)
+        self.rule = self.method.feature_rule(check_window(window))
         self.layer = check_layer(layer)
-        if not 1 <= classes <= 1000:
-            raise SemfuseError(f"classes must be from 1 to 1000, got {classes}")
-        self.classes, self.cam_weights_path = classes, cam_weights
+        self.classes, self.cam_weights_path = check_classes(classes), cam_weights
         settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base)
         self.preset = preset
         self.init = check_initialisation(settings["init"])
-        self.mean_base = settings["mean_base"]
-        if self.mean_base < 0:
-            raise SemfuseError(f"mean base sigma must be >= 0, got {self.mean_base}")
-        self.schedule = AdamSchedule(steps=settings["steps"], lr=settings["lr"], decay=settings["decay"])
+        self.mean_base = check_mean_base(settings["mean_base"])
+        self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
+                                     decay=settings["decay"])
         self.backend = resolve_backend(backend, layer) if self.method.optimised else None
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
@@ -147,6 +146,8 @@ class Fuser:
         started = time.perf_counter()
         self.open()
         sources = prepare(images)
+        if self.method.optimised:
+            check_image_fits(self.layer, self.mean_base, *sources.size)
         if not self.method.optimised:
             fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
@@ -160,7 +161,7 @@ class Fuser:
         target = self.rule.fuse(features, weights)
         optimised = self.runner.optimise(initial_image(pixels, self.init), target[None], self.schedule, progress)
         result = optimised.image[0].detach().cpu().numpy()
-        if not np.isfinite(result).all():
+        if not (np.isfinite(result).all() and np.isfinite(optimised.losses).all()):
             raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
         if self.mean_base:
             result = with_mean_base(result, sources.pixels, self.mean_base)

@@ -13,9 +13,10 @@ from functools import lru_cache
 
 import torch
 
+from semfuse_rt.engine.options import check_window
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels import torch_rules
-from semfuse_rt.kernels.arguments import MAX_WINDOW
+from semfuse_rt.kernels.source import MAX_INPUTS
 
 
 @lru_cache(maxsize=None)
@@ -32,7 +33,8 @@ def _kernel_runner(device_index: int):
 
 
 def _kernels_for(features: torch.Tensor):
-    if features.is_cuda and features.dtype in (torch.float32, torch.float16):
+    """The kernels where they apply (a GPU, a float type, no more inputs than they take)."""
+    if features.is_cuda and features.dtype in (torch.float32, torch.float16) and len(features) <= MAX_INPUTS:
         return _kernel_runner(features.device.index or 0)
     return None
 
@@ -88,9 +90,7 @@ class Majority(ChooseMax):
     name = "majority"
 
     def __init__(self, window: int = 5):
-        if not (isinstance(window, int) and 1 <= window <= MAX_WINDOW and window % 2 == 1):
-            raise SemfuseError(f"majority window must be an odd number from 1 to {MAX_WINDOW}, got {window}")
-        self.window = window
+        self.window = check_window(window)
 
     def fuse(self, features, weights=None):
         features = features.contiguous()

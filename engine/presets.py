@@ -26,3 +26,12 @@ def resolve_preset(name: str, **given) -> dict:
         raise SemfuseError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}") from None
     settings.update({key: value for key, value in given.items() if value is not None})
     return settings
+
+
+def preset_values(key: str) -> str:
+    """What each preset sets `key` to, for option help: "refined 30, paper 100"."""
+    return ", ".join(f"{name} {_shown(settings[key])}" for name, settings in PRESETS.items())
+
+
+def _shown(value) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)

@@ -12,7 +12,8 @@ def test_rows_reports_and_chart(tmp_path, vgg_weights):
     baseline = rows[0]
     assert baseline.step_speedup == 1.0 and baseline.fuse_speedup == 1.0
     for row in rows:
-        assert row.step_ms > 0 and row.fuse_ms > 0 and row.size == 32
+        assert row.step_ms > 0 and row.fuse_ms > 0 and row.size == 32 and row.loop_growth_mib >= 0
+        assert row.fuse_step_ms == row.fuse_ms / 12
     paths = write_reports(rows, tmp_path, "semfuse-rt bench --sizes 32")
     payload = json.loads(paths["json"].read_text())
     assert payload["command"] == "semfuse-rt bench --sizes 32" and len(payload["rows"]) == 2

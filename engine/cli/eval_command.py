@@ -11,6 +11,8 @@ from rich.console import Console
 from semfuse_rt.engine.cli import app
 from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.evaluation import evaluate, parse_methods, summary_table, write_reports
+from semfuse_rt.engine.initialisation import INITIALISATIONS
+from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
 
 
 def _reproducing_command(location, methods, out, categories, limit, max_size, options) -> str:
@@ -44,10 +46,12 @@ def eval_command(
         help="Quick runs: shrink each set so its longer side is at most N pixels (area averaging) "
              "before fusing; scores are then not comparable with full-size runs."),
     layer: Optional[str] = typer.Option(None, help="semfuse methods: VGG19 layer (default relu1_1)."),
-    preset: Optional[str] = typer.Option(None, help="semfuse methods: refined (default) | paper."),
+    preset: Optional[str] = typer.Option(None, help=f"semfuse methods: {' | '.join(PRESETS)} "
+                                                    f"(default {DEFAULT_PRESET})."),
     steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default: the preset's)."),
     lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default: the preset's)."),
-    init: Optional[str] = typer.Option(None, help="semfuse methods: starting image, mean | max | dtcwt."),
+    init: Optional[str] = typer.Option(None, help=f"semfuse methods: starting image, {' | '.join(INITIALISATIONS)} "
+                                                  "(default: the preset's)."),
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
     mean_base: Optional[float] = typer.Option(None, "--mean-base",
                                               help="semfuse methods: mean base layer sigma, 0 off (default: the preset's)."),

@@ -10,7 +10,11 @@ from rich.console import Console
 from rich.table import Table
 
 from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
-from semfuse_rt.engine.presets import DEFAULT_PRESET
+from semfuse_rt.engine.methods import METHODS
+from semfuse_rt.engine.initialisation import INITIALISATIONS
+from semfuse_rt.engine.options import MAX_LR
+from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS, preset_values
+from semfuse_rt.kernels.adam_scalars import DECAYS
 from semfuse_rt.engine.cli import app
 from semfuse_rt.engine.cli.progress import step_progress
 
@@ -29,24 +33,26 @@ def retention_table(paths, rows) -> Table:
 def fuse_command(
     inputs: List[Path] = typer.Argument(..., help="Two or more registered images of one scene."),
     output: Path = typer.Option(..., "--output", "-o", help="Fused image (.png, .tif, .jpg, .bmp)."),
-    method: str = typer.Option("max", "--method", "-m", help="max | majority | cam | cam-max | cam-majority"),
+    method: str = typer.Option("max", "--method", "-m", help=" | ".join(METHODS)),
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
-    preset: str = typer.Option(DEFAULT_PRESET, help="refined (default) | paper: the settings below, "
-                                                    "as published (paper) or as measured best (refined)."),
-    steps: Optional[int] = typer.Option(None, help="Adam steps of the image optimisation [preset: 30 | paper 100]."),
-    lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, 0..255 [preset: 0.15 | paper 1.0]."),
-    decay: Optional[str] = typer.Option(None, help="Learning rate over the steps: constant | cosine (annealed to 0) "
-                                                   "[preset: cosine | paper constant]."),
-    init: Optional[str] = typer.Option(None, help="Starting image: mean | max of the inputs | dtcwt (DT-CWT "
-                                                  "choose-max fusion) | dtcwt-verified (with 3 x 3 consistency "
-                                                  "verification) [preset: dtcwt-verified | paper mean]."),
+    preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below as published "
+                                                    "(paper) or as measured best (refined)."),
+    steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "
+                                                   f"{preset_values('steps')})."),
+    lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, above 0 and at most "
+                                                  f"{MAX_LR:g} (preset: {preset_values('lr')})."),
+    decay: Optional[str] = typer.Option(None, help=f"Learning rate over the steps: {' | '.join(DECAYS)} "
+                                                   f"(preset: {preset_values('decay')})."),
+    init: Optional[str] = typer.Option(None, help=f"Starting image: {' | '.join(INITIALISATIONS)} "
+                                                  f"(preset: {preset_values('init')})."),
     window: int = typer.Option(5, help="Majority filter window (odd)."),
-    mean_base: Optional[float] = typer.Option(None, "--mean-base", min=0.0,
+    mean_base: Optional[float] = typer.Option(None, "--mean-base",
                                               help="Put the optimised detail over the inputs' mean base layer "
-                                                   "(Gaussian sigma in pixels; 0: off) [preset: 8 | paper 0]."),
+                                                   f"(Gaussian sigma in pixels; 0: off) (preset: "
+                                                   f"{preset_values('mean_base')})."),
     backend: str = typer.Option("auto", help="auto | trt | cuda | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
-    classes: int = typer.Option(1, "--classes", min=1, max=1000,
+    classes: int = typer.Option(1, "--classes",
                                 help="Semantic methods: CAMs of the K most probable classes, weighted by probability."),
     cam_weights: Optional[Path] = typer.Option(None, "--cam-weights",
                                                help="Full torchvision VGG19 file: VGG19 is then the CAM network."),

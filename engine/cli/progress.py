@@ -3,10 +3,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-console = Console(stderr=True)
+from semfuse_rt.engine.progress import progress_bar
 
 
 @contextmanager
@@ -14,7 +13,7 @@ def step_progress(description: str, enabled: bool = True):
     """Yields a callback(step, total, loss) that advances a bar showing the loss."""
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())
-    with Progress(*columns, console=console, transient=True, disable=not enabled) as bar:
+    with progress_bar(*columns, enabled=enabled) as bar:
         task = bar.add_task(description, total=None, loss="-")
 
         def advance(step: int, total: int, loss: float) -> None:
