@@ -32,8 +32,8 @@ step() {  # step NAME SECONDS COMMAND...
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee "$out/gpu.csv"
 python3 -c "import sys, numpy, torch; print(sys.version.split()[0], 'numpy', numpy.__version__, 'torch', torch.__version__)"
 step pytest 240 python3 -P -m pytest -q -p no:cacheprovider \
-    tests/test_kernels_cuda_compile.py tests/test_torch_rules.py tests/test_fusion_rules.py \
-    tests/test_first_layer_gradient.py tests/test_cuda_backend_gpu.py
+    tests/test_nvrtc.py tests/test_torch_rules.py tests/test_fusion_rules.py \
+    tests/test_first_layer_gradient.py tests/test_cuda_runner.py
 step kernels 180 python3 benchmarks/kernels_gpu.py
 step trt_gpu_check 300 python3 benchmarks/trt_gpu_check.py --pairs 4 --json "$out/trt_gpu_check.json"
 exit $status

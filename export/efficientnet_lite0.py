@@ -19,7 +19,7 @@ evaluates with `MEAN_RGB = [127.0, 127.0, 127.0]`, `STDDEV_RGB = [128.0, 128.0, 
 agrees: its batch norms' running variances were measured on training inputs, and real
 photos scaled this way reproduce them (mean |log(variance / running variance)| over the 49
 batch norms, 10 Lytro photos: 0.087, against 0.308 with ImageNet mean/std;
-tests/test_efficientnet.py checks this). Prediction entropy does not separate the two
+tests/test_efficientnet_lite0.py checks this). Prediction entropy does not separate the two
 (top-1 classes of clear photos agree either way), so it is not used as evidence.
 """
 from __future__ import annotations

@@ -145,6 +145,7 @@ def vgg(tmp_path_factory):
     return dataclasses.replace(load_classifier(path), input_size=48)
 
 
+@pytest.mark.slow
 def test_vgg19_graph_matches_autograd_and_torchcam(vgg):
     from test_cam import torchcam_layer_maps
 
@@ -176,6 +177,7 @@ def test_vgg19_graph_matches_autograd_and_torchcam(vgg):
 
 # --- export ---------------------------------------------------------------------------------
 
+@pytest.mark.slow
 def test_export_is_valid_dynamic_recorded_and_reused(classifier, engine_dir):
     first = export_cam_graph(classifier, 2, engine_dir)
     model = onnx.load(first.path)
@@ -299,6 +301,7 @@ class SameSideOfTheKinks:
             handle.remove()
 
 
+@pytest.mark.slow
 def test_ort_cam_maps_match_the_torch_path_and_torchcam(classifier, runner, engine_dir, rng):
     """Fresh random images and a real photo, top-2 classes picked in the graph."""
     from test_cam import torchcam_layer_maps
@@ -332,6 +335,7 @@ def test_ort_cam_maps_match_the_torch_path_and_torchcam(classifier, runner, engi
     assert (result.maps - reference.maps).abs().max() <= PARITY_RTOL
 
 
+@pytest.mark.slow
 def test_classes_input_graph_takes_any_batch_and_class_count(classifier, runner, engine_dir, rng):
     """The graph with a `classes` input (dynamic K), here 1 image and 3 classes, none its top."""
     pixels = torch.from_numpy(rng.uniform(0, 255, (1, 3, 224, 224)).astype(np.float32))
@@ -348,6 +352,7 @@ def test_classes_input_graph_takes_any_batch_and_class_count(classifier, runner,
         assert relative_error(ours, mine) <= PARITY_RTOL
 
 
+@pytest.mark.slow
 def test_input_cams_backend_switch(classifier, engine_dir):
     """`input_cams(..., backend="ort")` on a real pair: the default engine directory, the
     top-2 graph, the combination at the photos' 520 x 520."""
@@ -362,11 +367,13 @@ def test_input_cams_backend_switch(classifier, engine_dir):
         input_cams(classifier, images, backend="trt")
 
 
+@pytest.mark.slow
 def test_runner_refuses_other_image_sizes(runner):
     with pytest.raises(SemfuseError, match=r"\(N, 3, 224, 224\)"):
         runner(torch.zeros(1, 3, 200, 224))
 
 
+@pytest.mark.slow
 def test_vgg19_cam_graph_in_onnx_runtime(vgg, tmp_path):
     """The VGG19 graph through export and ONNX Runtime (ReLU masks, max-pool scatters)."""
     pixels = torch.rand(2, 3, 48, 48, generator=torch.Generator().manual_seed(9)) * 255

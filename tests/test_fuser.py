@@ -67,7 +67,7 @@ def test_cached_weights_are_verified_once_then_trusted_by_their_stamp(monkeypatc
 
 def test_cam_fuser_names_no_backend_or_preset(monkeypatch, pair):
     from semfuse_rt.engine import fuser as fuser_module
-    from test_semantic_methods import fixed_cams
+    from test_methods import fixed_cams
 
     fused = SimpleNamespace(image=pair[0], cams=fixed_cams(np.ones((2, 40, 52))))
     monkeypatch.setattr(fuser_module, "load_classifier", lambda path=None: None)

@@ -153,6 +153,7 @@ def test_fp16_graphs_keep_fp32_io_and_loss_and_match_fp32(graphs, rng):
         lower_precision(gradient, "fp16", ["nope"])
 
 
+@pytest.mark.slow
 def test_fp16_backward_is_scaled_into_range(graphs, rng):
     from onnx.reference import ReferenceEvaluator
 

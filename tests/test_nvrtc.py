@@ -85,10 +85,12 @@ def ctypes_layout(kind: type) -> tuple[str, int, int]:
     return ("float" if is_float else "int"), ctypes.sizeof(kind), ctypes.alignment(kind)
 
 
+@pytest.mark.slow
 def test_nvcc_emits_exactly_the_kernels_the_launcher_knows(ptx):
     assert set(ptx_entries(ptx)) == set(abi.KERNEL_PARAMETERS)
 
 
+@pytest.mark.slow
 def test_launcher_packs_each_kernel_parameter_as_the_kernel_declares_it(ptx):
     entries = ptx_entries(ptx)
     for name, kinds in abi.KERNEL_PARAMETERS.items():
@@ -97,6 +99,7 @@ def test_launcher_packs_each_kernel_parameter_as_the_kernel_declares_it(ptx):
         assert packed == declared, name
 
 
+@pytest.mark.slow
 def test_kernels_use_16_byte_vector_memory_access(ptx):
     body = ptx.split(".entry semfuse_choose_max_f16(")[1].split(".entry")[0]
     assert "ld.global.v4.u32" in body and "st.global.v4" in body
@@ -121,6 +124,7 @@ def _nvrtc_or_skip():
         pytest.skip("cuda-python is not installed: NVRTC cannot be exercised (pip install 'semfuse-rt[gpu]')")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("capability", [(8, 7), (9, 0)])
 def test_nvrtc_compiles_the_same_source_to_a_cubin(tmp_path, monkeypatch, capability):
     _nvrtc_or_skip()
