@@ -3,7 +3,7 @@
 They exist so that every quality number semfuse-rt reports has reference points computed in
 the same process, on the same pixels, with the same metric code.
 
-Colour follows method.md's "Inputs": grey sets fuse as one plane and stay grey; all-colour
+Colour follows docs/method.md's "Inputs": grey sets fuse as one plane and stay grey; all-colour
 sets fuse each RGB channel separately; mixed grey + colour sets fuse luma (Y of full-range
 BT.601 YCbCr) and keep the colour inputs' chroma. The result has the deepest input's bit
 depth. Options a rule does not know are user errors (SemfuseError).

@@ -1,11 +1,11 @@
-"""Class activation maps and the `cam` fusion method (method.md section 2).
+"""Class activation maps and the `cam` fusion method (docs/method.md section 2).
 
 Grad-CAM: R. R. Selvaraju, M. Cogswell, A. Das, R. Vedantam, D. Parikh, D. Batra,
 "Grad-CAM: Visual Explanations from Deep Networks via Gradient-based Localization",
 ICCV 2017. For class c at layer l: alpha_m = spatial mean of d(logit_c)/d(A^l_m),
 M^l = ReLU(sum_m alpha_m A^l_m).
 
-Combination (method.md): each layer's map is bilinearly upsampled to H x W and normalised to
+Combination (docs/method.md): each layer's map is bilinearly upsampled to H x W and normalised to
 [0, 1]; the layers' maps are averaged and the average normalised to [0, 1] again. With
 `classes=K > 1` this is done per class for the K most probable classes, and the per-class
 maps are averaged with weights p_c / sum(p) (softmax probabilities), then normalised again,
@@ -198,7 +198,7 @@ def cam_weights(maps, eps: float = CAM_EPS):
 
 
 def fuse_with_weights(images: Sequence[np.ndarray], weights) -> np.ndarray:
-    """sum_k W_k * I_k under method.md's input rules (grey / colour / mixed via luma)."""
+    """sum_k W_k * I_k under docs/method.md's input rules (grey / colour / mixed via luma)."""
     sources = prepare(images)
     weights = torch.as_tensor(np.asarray(weights) if not isinstance(weights, torch.Tensor) else weights)
     if tuple(weights.shape) != (sources.count, *sources.size):

@@ -8,7 +8,7 @@ Resize policy: the whole image is resized (bilinear, antialiased, aspect not kep
 224 x 224. No centre crop, so every input pixel is seen by the network and the CAM maps
 back onto the full image by one plain resize; the aspect distortion of the data sets here
 (square to 4:3) costs little confidence. 16-bit images are scaled to 0..255 (/257) and
-grey images replicated to 3 channels first, as method.md's "Inputs" says.
+grey images replicated to 3 channels first, as docs/method.md's "Inputs" says.
 
 ImageNet class names (export/imagenet_classes.txt, one per line, index = line number) are
 Keras' `imagenet_class_index.json` short names as listed in pytorch/hub's

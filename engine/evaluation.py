@@ -174,7 +174,7 @@ class Evaluation:
 
 
 # R5: share of the inputs whose top-1 ImageNet class is in the fused image's top 5
-# (semantic retention, issue 5); NaN when the run skips the classifier.
+# (semantic retention); NaN when the run skips the classifier.
 METRIC_NAMES = (*FUSION_METRIC_NAMES, "R5")
 
 

@@ -1,4 +1,4 @@
-"""Feature rules: how K feature maps (K, C, H, W) become the target F* (method.md).
+"""Feature rules: how K feature maps (K, C, H, W) become the target F* (docs/method.md).
 
 A rule is one class. On a CUDA device with cuda-python it runs its custom kernel on torch's
 current stream, on torch's own buffers; everywhere else its torch-op twin in
@@ -85,7 +85,7 @@ class ChooseMax(FeatureRule):
 
 class Majority(ChooseMax):
     """Choose-max, then each element takes the label most common in its window x window
-    neighbourhood of the same channel (method.md, "local majority")."""
+    neighbourhood of the same channel (docs/method.md, "local majority")."""
 
     name = "majority"
 

@@ -1,4 +1,4 @@
-"""The named fusion methods of method.md: each one is its feature rule (None for pixel-domain
+"""The named fusion methods of docs/method.md: each one is its feature rule (None for pixel-domain
 CAM fusion, which optimises nothing) and whether CAMs weight the choice."""
 from __future__ import annotations
 

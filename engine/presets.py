@@ -1,6 +1,6 @@
 """Named bundles of optimisation settings. Explicit options override a preset's values.
 
-`paper`: Hill & Bull's image optimisation as method.md states it: 100 Adam steps at lr 1.0
+`paper`: Hill & Bull's image optimisation as docs/method.md states it: 100 Adam steps at lr 1.0
 from the mean of the inputs. `refined` (the default): DT-CWT choose-max with 3 x 3
 consistency verification as the starting image, 30 gentler steps (lr 0.15, cosine-annealed
 to 0), and the optimised detail over the inputs' mean base layer (sigma 8 px). On

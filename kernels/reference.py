@@ -1,6 +1,6 @@
 """Plain numpy versions of the kernels' rules: slow, obvious, and the yardstick for the tests.
 
-Conventions (method.md plus the kernels' own choices, see README.md): labels are int32 in
+Conventions (docs/method.md plus the kernels' own choices, see README.md): labels are int32 in
 0..K-1; choose-max ties go to the lowest k; a NaN key ranks as -inf; majority windows are
 clipped at the border, labels outside 0..K-1 do not vote, and a tie keeps the centre label
 if it is tied, else the lowest tied label.

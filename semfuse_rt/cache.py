@@ -1,34 +1,126 @@
-"""Where semfuse-rt keeps converted weights, exported graphs and compiled kernels."""
+"""Where semfuse-rt keeps converted weights, exported graphs and compiled kernels, and how
+every file it writes (cache or output) gets there: a temp file beside the destination,
+renamed into place, with the mode a plain open() would have given."""
 from __future__ import annotations
 
 import hashlib
 import os
+import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import platformdirs
 
+from semfuse_rt.errors import SemfuseError
+
 CACHE_ENV = "SEMFUSE_RT_CACHE"
+# Temp files and folders older than this are left over from a killed run (a live one
+# renames or removes its own within minutes).
+STALE_SECONDS = 24 * 3600
+TEMP_SUFFIX = ".tmp"
+WEIGHTS_TEMP_PREFIX = "semfuse-weights-"
+
+_swept = False
+
+
+def cache_root() -> Path:
+    return Path(os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("semfuse-rt"))
+
+
+def cache_problem(path: Path, error: OSError) -> SemfuseError:
+    """One line naming the cache path, why it cannot be used, and how to move it."""
+    reason = "it is a file, not a folder" if isinstance(error, (FileExistsError, NotADirectoryError)) \
+        else (error.strerror or str(error)).lower()
+    return SemfuseError(f"cache folder {path} cannot be used ({reason}); set {CACHE_ENV} to a writable folder")
 
 
 def cache_dir(*parts: str) -> Path:
-    root = os.environ.get(CACHE_ENV) or platformdirs.user_cache_dir("semfuse-rt")
+    """The cache folder `parts` under the root, created if missing. An existing folder that
+    cannot be written is returned as it is: what it holds can still be read."""
+    root = cache_root()
     path = Path(root, *parts)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise cache_problem(path, error) from None
+    _sweep_once(root)
     return path
+
+
+def in_cache(path: str | os.PathLike) -> bool:
+    try:
+        return Path(path).resolve().is_relative_to(cache_root().resolve())
+    except OSError:
+        return False
+
+
+def _sweep_once(root: Path) -> None:
+    """Remove temp files and weights-fetch folders that a killed run left behind."""
+    global _swept
+    if _swept:
+        return
+    _swept = True
+    cutoff = time.time() - STALE_SECONDS
+    for path in root.rglob(f".*{TEMP_SUFFIX}"):
+        remove_if_older(path, cutoff)
+    for path in Path(tempfile.gettempdir()).glob(f"{WEIGHTS_TEMP_PREFIX}*"):
+        remove_if_older(path, cutoff)
+
+
+def remove_if_older(path: Path, cutoff: float) -> None:
+    try:
+        if path.lstat().st_mtime >= cutoff:
+            return
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink()
+    except OSError:
+        pass  # another run's, or gone already
+
+
+def _umask() -> int:
+    try:
+        with open("/proc/self/status") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)  # no /proc: read it by setting it back at once
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode(path: Path) -> int:
+    """The mode of the file being replaced, else what open() under the umask would give."""
+    try:
+        return Path(path).stat().st_mode & 0o7777
+    except OSError:
+        return 0o666 & ~_umask()
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write beside the destination and rename, so readers never see half a file."""
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    mode = new_file_mode(path)
+    cutoff = time.time() - STALE_SECONDS
+    for stale in path.parent.glob(f".{glob_escape(path.name)}.*{TEMP_SUFFIX}"):
+        remove_if_older(stale, cutoff)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
+            os.fchmod(handle.fileno(), mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
 
 
 def sha256_of(path: Path) -> str:

@@ -1,4 +1,4 @@
-"""The fusion rules of method.md on small arrays worked out by hand."""
+"""The fusion rules of docs/method.md on small arrays worked out by hand."""
 import numpy as np
 import pytest
 import torch

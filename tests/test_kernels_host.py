@@ -51,7 +51,7 @@ def test_half_to_float_matches_numpy_for_every_bit_pattern():
 
 # -- choose-max ---------------------------------------------------------------------------
 
-# (values of inputs k = 0, 1, 2 at one element, the label method.md and our NaN rule give)
+# (values of inputs k = 0, 1, 2 at one element, the label docs/method.md and our NaN rule give)
 CHOOSE_MAX_CASES = [
     ((1.0, -1.0, 1.0), 0),  # |.| ties go to the lowest k, whatever the sign
     ((0.5, -2.0, 2.0), 1),

@@ -1,4 +1,4 @@
-"""method.md's input rules: grey, colour and mixed sets, bit depths, and the way back."""
+"""docs/method.md's input rules: grey, colour and mixed sets, bit depths, and the way back."""
 import numpy as np
 import pytest
 

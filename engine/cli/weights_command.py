@@ -6,6 +6,7 @@ from rich.console import Console
 from rich.table import Table
 
 from semfuse_rt.engine.cli import app
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.weights import cached_weights, load_vgg19
 
 
@@ -16,7 +17,7 @@ def weights_command(
 ) -> None:
     """Show the cached VGG19 weights; --fetch downloads, verifies and converts them."""
     if source not in ("oxford", "torchvision"):
-        raise typer.BadParameter("use oxford or torchvision", param_hint="--source")
+        raise SemfuseError(f"--source must be oxford or torchvision, got {source!r}")
     if fetch:
         weights = load_vgg19(source=source)
         typer.echo(f"ready: {weights.source} (sha256 {weights.sha256[:16]}..., {weights.normalisation.name} input)")
