@@ -10,7 +10,7 @@ import numpy as np
 from semfuse_rt.engine.backends.base import ProgressCallback
 from semfuse_rt.engine.cam import Retention
 from semfuse_rt.engine.fuser import DEFAULT_LAYER, Fuser, FusionResult
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, load_image, save_image
 
 __all__ = ["DEFAULT_LAYER", "Fuser", "FusionResult", "fuse", "fuse_files", "fuse_result", "load_image",
            "retention", "save_image"]
@@ -39,11 +39,13 @@ def fuse(images: Sequence[np.ndarray], method: str = "max", **options) -> np.nda
 
 def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, method: str = "max", *,
                save_cams: str | os.PathLike | None = None, report: bool = False,
-               progress: ProgressCallback | None = None, **options) -> FusionResult:
+               progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
+               **options) -> FusionResult:
     """Read, fuse and write atomically (see Fuser.fuse_files)."""
     fuser = Fuser(method, **options)  # checks the options; sets up only once the inputs are read
     try:
-        return fuser.fuse_files(paths, output, save_cams=save_cams, report=report, progress=progress)
+        return fuser.fuse_files(paths, output, save_cams=save_cams, report=report, progress=progress,
+                                max_pixels=max_pixels)
     finally:
         fuser.close()
 

@@ -29,7 +29,7 @@ from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weig
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
-from semfuse_rt.engine.images import check_output, load_image, save_image
+from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, check_not_an_input, check_output, load_image, save_image
 from semfuse_rt.engine.initialisation import check_initialisation, initial_image
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
@@ -177,15 +177,19 @@ class Fuser:
 
     def fuse_files(self, paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                    save_cams: str | os.PathLike | None = None, report: bool = False,
-                   progress: ProgressCallback | None = None) -> FusionResult:
-        """Read, fuse and write atomically; the output's format follows its extension.
+                   progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> FusionResult:
+        """Read, fuse and write atomically; the output's format follows its extension and
+        may not be one of the inputs.
 
         `save_cams` names a folder for each input's CAM overlay (semantic methods); `report`
-        fills `result.retention`."""
+        fills `result.retention`; `max_pixels` limits each input's size, read from its header."""
         if save_cams is not None and not self.method.semantic:
             raise SemfuseError(f"--save-cams needs a semantic method (cam, cam-max, cam-majority), "
                                f"not {self.method.name}")
-        images = [load_image(p) for p in paths]
+        if not (isinstance(max_pixels, int) and max_pixels > 0):
+            raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
+        check_not_an_input(output, paths)
+        images = [load_image(p, max_pixels) for p in paths]
         deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
         check_output(output, deepest)
         result = self(images, progress)

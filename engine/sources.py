@@ -16,6 +16,9 @@ from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import describe_size
 
 
+MIN_SIDE = 4
+
+
 @dataclass
 class Sources:
     pixels: np.ndarray  # (K, 3, H, W) float32, RGB in 0..255
@@ -41,8 +44,9 @@ def check_images(images: Sequence[np.ndarray]) -> None:
             raise SemfuseError(f"input {index}: unsupported mode ({kind}); use uint8 or uint16 arrays")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
             raise SemfuseError(f"input {index}: unsupported shape {image.shape}; use HxW or HxWx3")
-        if min(image.shape[:2]) < 4:
-            raise SemfuseError(f"input {index}: {describe_size(image)} is too small")
+        if min(image.shape[:2]) < MIN_SIDE:
+            raise SemfuseError(f"input {index}: {describe_size(image)} is too small; images need at least "
+                               f"{MIN_SIDE} pixels a side")
     first = images[0]
     for index, image in enumerate(images[1:], start=2):
         if image.shape[:2] != first.shape[:2]:

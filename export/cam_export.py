@@ -18,7 +18,7 @@ import torch
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.export.cam_graph import MAP_NAMES, build_cam_graph, io_names, weights_sha256
-from semfuse_rt.export.manifest import read_manifest, tool_versions, write_manifest
+from semfuse_rt.export.manifest import rebuild_reason, read_manifest, tool_versions, write_manifest
 from semfuse_rt.export.onnx_export import DEFAULT_OPSET, _export, _simplify
 from semfuse_rt.cache import sha256_of
 
@@ -112,9 +112,12 @@ def export_cam_graph(classifier, top_k: int | None = None, directory: Path | Non
            "cam_layers": list(classifier.cam_layers)}
     existing = read_manifest(directory)
     current = existing is not None and all(existing.get(k) == v for k, v in key.items())
-    recorded = existing.get("files", {}).get(name) if current else None
-    if not force and recorded and (directory / name).is_file() and sha256_of(directory / name) == recorded:
+    reason = "asked to" if force else rebuild_reason(directory, existing, key, [name])
+    if reason is None and current:
         return ExportedCamGraph(directory, directory / name, top_k, existing["io"][name], existing, False)
+    # A graph of another K not made yet is no rebuild; anything else says why.
+    if reason is not None and not (current and name not in existing.get("files", {})):
+        print(f"semfuse-rt: exporting the CAM graph {name} in {directory} again: {reason}", file=sys.stderr)
 
     graph = build_cam_graph(classifier, top_k)
     generator = torch.Generator().manual_seed(0)

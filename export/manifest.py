@@ -26,9 +26,31 @@ def tool_versions(*packages: str) -> dict[str, str]:
 def read_manifest(directory: Path) -> dict | None:
     path = Path(directory) / MANIFEST_NAME
     try:
-        return json.loads(path.read_text())
+        manifest = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
+    return manifest if isinstance(manifest, dict) else None
+
+
+def rebuild_reason(directory: Path, manifest: dict | None, key: dict, files: list[str] | None = None) -> str | None:
+    """Why the artefacts in `directory` cannot be reused, in a few words; None if they can.
+    A folder with nothing in it yet needs no reason: that is a first build."""
+    directory = Path(directory)
+    if manifest is None:
+        if (directory / MANIFEST_NAME).exists():
+            return f"{MANIFEST_NAME} is damaged"
+        return "its manifest is missing" if directory.is_dir() and any(directory.iterdir()) else None
+    changed = [k for k, v in key.items() if manifest.get(k) != v]
+    if changed:
+        return f"made for another {', '.join(k.replace('_', ' ') for k in changed)}"
+    recorded = manifest.get("files", {})
+    for name in files if files is not None else list(recorded):
+        path = directory / name
+        if name not in recorded or not path.is_file():
+            return f"{name} is missing"
+        if sha256_of(path) != recorded[name]:
+            return f"{name} is damaged (its sha256 differs from the manifest's)"
+    return None if recorded else "its manifest lists no files"
 
 
 def write_manifest(directory: Path, manifest: dict) -> Path:
@@ -36,16 +58,3 @@ def write_manifest(directory: Path, manifest: dict) -> Path:
     path = Path(directory) / MANIFEST_NAME
     atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
     return path
-
-
-def artefacts_intact(directory: Path, manifest: dict) -> bool:
-    """Every file the manifest lists exists with the recorded sha256."""
-    for name, recorded in manifest.get("files", {}).items():
-        path = Path(directory) / name
-        if not path.is_file() or sha256_of(path) != recorded:
-            return False
-    return bool(manifest.get("files"))
-
-
-def matches(manifest: dict | None, key: dict) -> bool:
-    return manifest is not None and all(manifest.get(k) == v for k, v in key.items())

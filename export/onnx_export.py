@@ -24,8 +24,7 @@ from semfuse_rt.export import normalisation as normalisation_module
 from semfuse_rt.export import vgg19 as vgg19_module
 from semfuse_rt.export.gradient_graph import (ExplicitLossGradient, NormalisedFeatures, RowBandLossGradient,
                                               pixel_space_convs, supports_row_bands)
-from semfuse_rt.export.manifest import (artefacts_intact, matches, read_manifest, tool_versions,
-                                        write_manifest)
+from semfuse_rt.export.manifest import read_manifest, rebuild_reason, tool_versions, write_manifest
 from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
 from semfuse_rt.export.weights import VGG19Weights
 
@@ -117,8 +116,11 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
     key = {"graph_source_sha256": GRAPH_SOURCE_SHA256, "weights_sha256": weights.sha256, "layer": layer,
            "opset": opset, "normalisation": weights.normalisation.name}
     existing = read_manifest(directory)
-    if not force and matches(existing, key) and artefacts_intact(directory, existing):
+    reason = "asked to" if force else rebuild_reason(directory, existing, key)
+    if existing is not None and reason is None:
         return ExportedGraphs(directory, directory / FEATURES_FILE, directory / GRADIENT_FILE, existing, False)
+    if reason is not None:
+        print(f"semfuse-rt: exporting the ONNX graphs in {directory} again: {reason}", file=sys.stderr)
 
     features = VGG19Features(weights.convs, layer).eval()
     image = torch.rand(1, 3, 37, 53) * 255

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
 from semfuse_rt.engine.methods import METHODS
+from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.options import MAX_LR
 from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS, preset_values
@@ -58,6 +59,8 @@ def fuse_command(
                                                help="Full torchvision VGG19 file: VGG19 is then the CAM network."),
     save_cams: Optional[Path] = typer.Option(None, "--save-cams", help="Folder for each input's CAM overlay."),
     report: bool = typer.Option(False, "--report", help="Print whether each input's top-1 class survives in the result."),
+    max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels",
+                                   help="Largest input accepted, in pixels per image (read from its header)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse registered images into one that keeps the important content of all."""
@@ -65,7 +68,7 @@ def fuse_command(
         result = fuse_files(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress,
+            cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
         )
     if report:
         Console().print(retention_table(inputs, result.retention))
