@@ -54,6 +54,7 @@ class FusionResult:
     losses: list[float] = field(default_factory=list)
     cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
     retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
+    stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, in order
 
     @property
     def relative_loss(self) -> float | None:
@@ -145,29 +146,42 @@ class Fuser:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode."""
         started = time.perf_counter()
         self.open()
+        clock = StageClock(self.runner.device if self.runner is not None else None)
         sources = prepare(images)
         if self.method.optimised:
             check_image_fits(self.layer, self.mean_base, *sources.size)
+        clock.lap("prepare")
         if not self.method.optimised:
             fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
+            clock.lap("cam fusion")
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
-                                cams=fused.cams.maps.numpy())
-        cams = input_cams(self.classifier, images, self.classes, extractor=self._cam) if self.method.semantic else None
+                                cams=fused.cams.maps.numpy(), stages=clock.stages)
+        cams = None
+        if self.method.semantic:
+            cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
+            clock.lap("cams")
         pixels = torch.from_numpy(sources.pixels)
         features = self.runner.features(pixels)
+        clock.lap("features")
         weights = None
         if cams is not None:
             weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
         target = self.rule.fuse(features, weights)
-        optimised = self.runner.optimise(initial_image(pixels, self.init), target[None], self.schedule, progress)
+        clock.lap("rule")
+        start = initial_image(pixels, self.init)
+        clock.lap("start")
+        optimised = self.runner.optimise(start, target[None], self.schedule, progress)
         result = optimised.image[0].detach().cpu().numpy()
+        clock.lap("loop")
         if not (np.isfinite(result).all() and np.isfinite(optimised.losses).all()):
             raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
         if self.mean_base:
             result = with_mean_base(result, sources.pixels, self.mean_base)
-        return FusionResult(finish(result, sources), self.method.name, self.backend, self.preset,
-                            time.perf_counter() - started, optimised.losses,
-                            cams.maps.numpy() if cams is not None else None)
+            clock.lap("base layer")
+        image = finish(result, sources)
+        clock.lap("finish")
+        return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
+                            optimised.losses, cams.maps.numpy() if cams is not None else None, stages=clock.stages)
 
     def retention(self, images: Sequence[np.ndarray], fused: np.ndarray) -> list[Retention]:
         """Whether each input's top-1 class survives in the fused image (rank and probability)."""
@@ -189,16 +203,38 @@ class Fuser:
         if not (isinstance(max_pixels, int) and max_pixels > 0):
             raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
         check_not_an_input(output, paths)
+        decoding = time.perf_counter()
         images = [load_image(p, max_pixels) for p in paths]
         deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
         check_output(output, deepest)
+        decoded = time.perf_counter()
         result = self(images, progress)
         save_image(Path(output), result.image)
+        encoded = time.perf_counter()
+        result.stages = {"decode": decoded - decoding, **result.stages,
+                         "encode": encoded - decoded - result.seconds}
         if save_cams is not None:
             save_cam_overlays(save_cams, paths, images, result.cams)
         if report:
             result.retention = self.retention(images, result.image)
         return result
+
+
+class StageClock:
+    """Seconds per stage; on a GPU each lap waits for the queued work, so a stage is charged
+    for its own kernels and not for the next stage's wait."""
+
+    def __init__(self, device: torch.device | None):
+        self.cuda = device is not None and device.type == "cuda"
+        self.stages: dict[str, float] = {}
+        self._last = time.perf_counter()
+
+    def lap(self, stage: str) -> None:
+        if self.cuda:
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
+        self._last = now
 
 
 def _maps_at(cams: CAMResult, size) -> torch.Tensor:
