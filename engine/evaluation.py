@@ -40,7 +40,7 @@ __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "
            "write_grids", "write_reports", "summary_markdown", "summary_table", "ALL_CATEGORIES"]
 
 # A function with api.fuse's contract: fuse(images, method, **options) -> image.
-Fuser = Callable[..., np.ndarray]
+FuseFunction = Callable[..., np.ndarray]
 
 ALL_CATEGORIES = "all sets"  # the pseudo-category of summaries over every set
 # Metrics judged against the sources; the best value per category is marked in markdown.
@@ -106,21 +106,36 @@ def parse_methods(text: str) -> list[MethodSpec]:
     return specs
 
 
-def semfuse_fuser(weights=None) -> Fuser:
-    """api.fuse with the VGG19 weights loaded once for the whole run, not once per set.
+class FuserPool:
+    """One Fuser per method variant for a whole run, each set up once (weights, sessions,
+    graphs) and closed at the end; called like api.fuse.
 
-    Loaded here, before the run's progress bar starts: a first-time download shows its own
-    rich progress bar, and rich allows only one live display at a time.
+    The weights are loaded here, before the run's progress bar starts: a first-time
+    download shows its own rich progress bar, and rich allows only one live display at a time.
     """
-    from semfuse_rt.engine.api import fuse
-    from semfuse_rt.export.weights import load_vgg19
 
-    loaded = load_vgg19(weights, show_progress=True)
+    def __init__(self, weights=None):
+        from semfuse_rt.export.weights import load_vgg19
 
-    def run(images, method, **options):
-        return fuse(images, method, weights=loaded, **options)
+        self.weights = load_vgg19(weights, show_progress=True)
+        self.fusers: dict[tuple, object] = {}
 
-    return run
+    def __call__(self, images, method, **options) -> np.ndarray:
+        from semfuse_rt.engine.fuser import Fuser
+
+        key = (method, tuple(sorted((name, repr(value)) for name, value in options.items())))
+        if key not in self.fusers:
+            self.fusers[key] = Fuser(method, weights=self.weights, **options)
+        return self.fusers[key](images).image
+
+    def close(self) -> None:
+        for fuser in self.fusers.values():
+            fuser.close()
+        self.fusers.clear()
+
+
+def semfuse_fuser(weights=None) -> FuserPool:
+    return FuserPool(weights)
 
 
 # --------------------------------------------------------------------------- running
@@ -193,7 +208,7 @@ def _safe_name(text: str) -> str:
 
 def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
              semfuse_options: dict | None = None, max_size: int | None = None,
-             fuser: Fuser | None = None, save_fused: Path | None = None,
+             fuser: FuseFunction | None = None, save_fused: Path | None = None,
              show_progress: bool = True, source: str = "", command: str = "",
              retention: bool = True) -> Evaluation:
     """Fuse every set with every method and score each result.
@@ -208,8 +223,14 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     recorded_options = {k: _jsonable(v) for k, v in semfuse_options.items()}
     weights = semfuse_options.pop("weights", None)
     if fuser is None and any(not m.is_baseline for m in methods):
-        fuser = semfuse_fuser(weights)
-    elif weights is not None:
+        pool = semfuse_fuser(weights)
+        try:
+            return evaluate(sets, methods, semfuse_options=semfuse_options, max_size=max_size, fuser=pool,
+                            save_fused=save_fused, show_progress=show_progress, source=source, command=command,
+                            retention=retention)
+        finally:
+            pool.close()
+    if weights is not None:
         semfuse_options["weights"] = weights
     classifier = None
     if retention:
