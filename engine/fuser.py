@@ -24,7 +24,6 @@ import torch
 
 from semfuse_rt.engine.backends import create_runner, resolve_backend
 from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
-from semfuse_rt.engine.base_layer import with_mean_base
 from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.classifier import Classifier, load_classifier
@@ -166,18 +165,19 @@ class Fuser:
         weights = None
         if cams is not None:
             weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
-        target = self.rule.fuse(features, weights)
+        target = self.runner.fuse_features(features, self.rule, weights)
         clock.lap("rule")
         start = initial_image(pixels, self.init)
         clock.lap("start")
-        optimised = self.runner.optimise(start, target[None], self.schedule, progress)
-        result = optimised.image[0].detach().cpu().numpy()
+        optimised = self.runner.optimise(start, target, self.schedule, progress)
         clock.lap("loop")
-        if not (np.isfinite(result).all() and np.isfinite(optimised.losses).all()):
+        if not (torch.isfinite(optimised.image).all() and np.isfinite(optimised.losses).all()):
             raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
+        fused = optimised.image
         if self.mean_base:
-            result = with_mean_base(result, sources.pixels, self.mean_base)
+            fused = self.runner.mean_base(fused, pixels, self.mean_base)
             clock.lap("base layer")
+        result = fused[0].detach().cpu().numpy()
         image = finish(result, sources)
         clock.lap("finish")
         return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,

@@ -1,8 +1,8 @@
 """Feature rules: how K feature maps (K, C, H, W) become the target F* (docs/method.md).
 
 A rule is one class. On a CUDA device with cuda-python it runs its custom kernel on torch's
-current stream, on torch's own buffers; everywhere else its torch-op twin in
-`kernels.torch_rules` does. Both follow the same conventions (ties to the lowest k, NaN
+current stream, on torch's own buffers; elsewhere its torch-op twin in `kernels.torch_rules`
+does, and ONNX Runtime runs its graph (export/rule_graph.py). Both follow the same conventions (ties to the lowest k, NaN
 never wins, clipped windows). With CAM weights (K, H, W), choose-max compares W_k * |F_k|.
 """
 from __future__ import annotations
@@ -15,6 +15,7 @@ import torch
 
 from semfuse_rt.engine.options import check_window
 from semfuse_rt.errors import SemfuseError
+from semfuse_rt.export.rule_graph import export_rule_graph
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.source import MAX_INPUTS
 
@@ -50,6 +51,10 @@ class FeatureRule(ABC):
     def fuse(self, features: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
         """(K, C, H, W) features, optional (K, H, W) CAM weights -> (C, H, W) target."""
 
+    @abstractmethod
+    def graph(self, weighted: bool = False):
+        """The rule's ONNX graph file (export/rule_graph.py), exported on first use."""
+
 
 class ChooseMax(FeatureRule):
     """Per element, the input whose (weighted) magnitude is largest."""
@@ -82,6 +87,9 @@ class ChooseMax(FeatureRule):
     def fuse(self, features, weights=None):
         return self.choose(features, weights)[0]
 
+    def graph(self, weighted=False):
+        return export_rule_graph("max", weighted=weighted)
+
 
 class Majority(ChooseMax):
     """Choose-max, then each element takes the label most common in its window x window
@@ -91,6 +99,9 @@ class Majority(ChooseMax):
 
     def __init__(self, window: int = 5):
         self.window = check_window(window)
+
+    def graph(self, weighted=False):
+        return export_rule_graph("majority", self.window, weighted)
 
     def fuse(self, features, weights=None):
         features = features.contiguous()

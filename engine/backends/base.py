@@ -69,6 +69,19 @@ class FusionRunner(ABC):
         buffers once return one that writes into the same memory every call."""
         return lambda: self.loss_and_grad(x, target)
 
+    def fuse_features(self, features: torch.Tensor, rule, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """The target (1, C, h, w) from features (K, C, h, w) by a FeatureRule (engine/fusion_rules.py),
+        on the device the features are on: its kernels on a GPU, its torch twin elsewhere."""
+        return rule.fuse(features, weights)[None]
+
+    def mean_base(self, fused: torch.Tensor, pixels: torch.Tensor, sigma: float) -> torch.Tensor:
+        """fused (1, 3, H, W) over the mean base layer of pixels (K, 3, H, W), on this device."""
+        from semfuse_rt.export.base_layer_graph import MeanBaseLayer
+
+        layer = MeanBaseLayer(sigma).to(self.device)
+        with torch.no_grad():
+            return layer(fused.to(self.device, torch.float32), pixels.to(self.device, torch.float32))
+
     def loop_context(self) -> contextlib.AbstractContextManager:
         """What the optimisation loop (and a benchmark of its steps) runs inside."""
         return contextlib.nullcontext()

@@ -60,6 +60,18 @@ class OrtSessionLoader:
     def device(self) -> torch.device:
         return torch.device("cuda" if (self.provider or providers()[0]) == "CUDAExecutionProvider" else "cpu")
 
+    def session(self, path, threads: int | None = None):
+        """A session on one of the small graphs (rules, base layer), on this loader's provider."""
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads or self.threads:
+            options.intra_op_num_threads = threads or self.threads
+        provider = self.provider or providers()[0]
+        chosen = [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
+        return ort.InferenceSession(str(path), options, providers=chosen)
+
     def __call__(self) -> OrtSessions:
         import onnxruntime as ort
 
