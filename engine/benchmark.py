@@ -138,14 +138,27 @@ def machine_description() -> dict:
     return description
 
 
-def write_reports(rows: Sequence[BenchRow], directory: Path, command: str) -> dict[str, Path]:
+def write_reports(rows: Sequence[BenchRow], directory: Path, command: str, pipeline=None) -> dict[str, Path]:
+    """bench.json, bench.md and the charts: pipeline.png (stages) and bench.png (steps)."""
+    from semfuse_rt.engine.pipeline_benchmark import pipeline_chart, pipeline_markdown
+
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"command": command, "machine": machine_description(), "rows": [{**asdict(r), "fuse_step_ms": r.fuse_step_ms} for r in rows]}
-    paths = {"json": directory / "bench.json", "png": directory / "bench.png", "md": directory / "bench.md"}
+    payload = {"command": command, "machine": machine_description(),
+               "rows": [{**asdict(r), "fuse_step_ms": r.fuse_step_ms} for r in rows]}
+    paths = {"json": directory / "bench.json", "md": directory / "bench.md"}
+    sections = []
+    if pipeline is not None:
+        payload["pipeline"] = {**asdict(pipeline), "ms": pipeline.summary()}
+        sections.append(pipeline_markdown(pipeline))
+        paths["pipeline png"] = directory / "pipeline.png"
+        pipeline_chart(pipeline, paths["pipeline png"])
+    if rows:
+        sections.append(markdown_table(rows))
+        paths["png"] = directory / "bench.png"
+        _chart(rows, paths["png"])
     atomic_write_bytes(paths["json"], (json.dumps(payload, indent=2) + "\n").encode())
-    atomic_write_bytes(paths["md"], markdown_table(rows).encode())
-    _chart(rows, paths["png"])
+    atomic_write_bytes(paths["md"], "\n".join(sections).encode())
     return paths
 
 

@@ -1,0 +1,148 @@
+"""Latency of what users run: the whole `fuse` pipeline, file to file, per stage, with a warm
+Fuser, reported as trtexec reports latency (percentiles over N runs after warm-up), beside
+the project's DT-CWT baseline fused from the same files in the same run."""
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from semfuse_rt.engine.baselines import fuse_baseline
+from semfuse_rt.engine.fuser import Fuser
+from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.memory import PeakResident
+
+TOTAL = "end to end"
+PERCENTILES = (50, 90, 99)
+
+
+@dataclass
+class PipelineReport:
+    inputs: list[str]
+    size: str  # "K x WxH"
+    options: dict
+    backend: str | None
+    runs: int
+    warmup: int
+    samples: dict[str, list[float]] = field(default_factory=dict)  # stage -> seconds per run
+    baseline: list[float] = field(default_factory=list)  # DT-CWT baseline, file to file, seconds
+    peak_mib: float = 0.0
+
+    def percentiles(self, values: Sequence[float]) -> dict[str, float]:
+        return {f"p{p}": float(np.percentile(values, p)) * 1e3 for p in PERCENTILES}
+
+    def summary(self) -> dict:
+        """ms per stage (p50/p90/p99), end to end, and the DT-CWT baseline."""
+        table = {stage: self.percentiles(values) for stage, values in self.samples.items()}
+        if self.baseline:
+            table["DT-CWT baseline"] = self.percentiles(self.baseline)
+        return table
+
+
+def _baseline_run(paths: Sequence[Path], out: Path) -> float:
+    started = time.perf_counter()
+    images = [load_image(p) for p in paths]
+    save_image(out, fuse_baseline(images, "dtcwt"))
+    return time.perf_counter() - started
+
+
+def run_pipeline_benchmark(paths: Sequence[Path], method: str = "max", runs: int = 10, warmup: int = 1,
+                           on_run: Callable[[int, int], None] | None = None, **options) -> PipelineReport:
+    """`runs` timed fuses of the files at `paths` after `warmup` untimed ones, alternating
+    with the DT-CWT baseline; on_run(done, total) after each."""
+    paths = [Path(p) for p in paths]
+    first = load_image(paths[0])
+    report = PipelineReport([str(p) for p in paths], f"{len(paths)} x {first.shape[1]}x{first.shape[0]}",
+                            {"method": method, **{k: str(v) for k, v in options.items()}}, None, runs, warmup)
+    total = warmup + runs
+    with tempfile.TemporaryDirectory(prefix="semfuse-bench-") as folder, Fuser(method, **options) as fuser, \
+            PeakResident() as peak:
+        out = Path(folder) / "fused.png"
+        for index in range(total):
+            started = time.perf_counter()
+            result = fuser.fuse_files(paths, out)
+            elapsed = time.perf_counter() - started
+            baseline = _baseline_run(paths, Path(folder) / "baseline.png")
+            if index >= warmup:
+                for stage, seconds in result.stages.items():
+                    report.samples.setdefault(stage, []).append(seconds)
+                report.samples.setdefault(TOTAL, []).append(elapsed)
+                report.baseline.append(baseline)
+            if on_run:
+                on_run(index + 1, total)
+        report.backend = result.backend
+    report.peak_mib = peak.growth / 2**20
+    return report
+
+
+def pipeline_markdown(report: PipelineReport) -> str:
+    lines = [f"Pipeline: {report.size}, {', '.join(f'{k} {v}' for k, v in report.options.items())}, "
+             f"backend {report.backend}; {report.runs} runs after {report.warmup} warm-up; "
+             f"peak RSS growth {report.peak_mib:.0f} MiB",
+             "", "| stage | p50 ms | p90 ms | p99 ms | share of p50 |", "| --- | ---: | ---: | ---: | ---: |"]
+    summary = report.summary()
+    whole = summary[TOTAL]["p50"]
+    for stage, values in summary.items():
+        share = f"{values['p50'] / whole:.0%}" if stage not in (TOTAL, "DT-CWT baseline") else ""
+        lines.append(f"| {stage} | {values['p50']:.1f} | {values['p90']:.1f} | {values['p99']:.1f} | {share} |")
+    if report.baseline:
+        lines.append("")
+        lines.append(f"End to end over the DT-CWT baseline (p50): "
+                     f"{whole / summary['DT-CWT baseline']['p50']:.2f}x")
+    return "\n".join(lines) + "\n"
+
+
+def pipeline_chart(report: PipelineReport, path: Path) -> None:
+    """One horizontal bar per run-time percentile, split into the stages."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    summary = report.summary()
+    stages = [s for s in report.samples if s != TOTAL]
+    figure, axis = plt.subplots(figsize=(8, 3.4))
+    left = 0.0
+    colours = plt.get_cmap("tab20").colors
+    for index, stage in enumerate(stages):
+        width = summary[stage]["p50"]
+        axis.barh([0], [width], left=left, label=stage, color=colours[index % len(colours)])
+        left += width
+    if report.baseline:
+        axis.barh([1], [summary["DT-CWT baseline"]["p50"]], color="black", label="DT-CWT baseline")
+    axis.set_yticks([0, 1] if report.baseline else [0])
+    axis.set_yticklabels(["semfuse-rt fuse", "DT-CWT baseline"] if report.baseline else ["semfuse-rt fuse"])
+    axis.set_xlabel("ms, median per stage")
+    axis.set_title(f"Whole fuse, file to file: {report.size}, backend {report.backend}")
+    axis.legend(fontsize=7, ncol=5, loc="upper center", bbox_to_anchor=(0.5, -0.3))
+    figure.tight_layout()
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    figure.savefig(tmp, dpi=110)
+    plt.close(figure)
+    tmp.replace(path)
+
+
+def synthetic_pair(folder: Path, size: int = 520) -> list[Path]:
+    """A multi-focus-like colour pair (each half sharp in one image), written as PNG: the
+    pipeline's timing needs no dataset."""
+    import cv2
+
+    generator = np.random.default_rng(size)
+    y, x = np.mgrid[0:size, 0:size].astype(np.float32)
+    scene = np.stack([128 + 60 * np.sin(x / 9) * np.cos(y / 13), 128 + 50 * np.sin((x + y) / 17),
+                      128 + 40 * np.cos(x / 23)], axis=2) + generator.normal(0, 20, (size, size, 3))
+    scene = np.clip(scene, 0, 255).astype(np.float32)
+    blurred = cv2.GaussianBlur(scene, (0, 0), 3)
+    left = np.zeros((size, size, 1), np.float32)
+    left[:, : size // 2] = 1
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for name, sharp in (("near.png", left), ("far.png", 1 - left)):
+        image = np.rint(sharp * scene + (1 - sharp) * blurred).astype(np.uint8)
+        paths.append(save_image(folder / name, image))
+    return paths
