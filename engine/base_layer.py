@@ -4,8 +4,11 @@ Choose-max at relu1_1 compares responses that include each input's local brightn
 where the inputs' brightness differs (infrared against visible, CT against MR) the target
 pulls the result towards one input's level. Multiresolution fusion avoids this by averaging
 the lowpass band; this does the same for the optimised image: with B = Gaussian blur of
-standard deviation `sigma`, result = I* - B(I*) + B(mean_k I_k). The `refined` preset uses
-sigma 8; `paper` leaves it off (sigma 0), as the method was published.
+standard deviation `sigma`, result = I* - B(I*) + B(mean_k I_k). The `refined` and `fast`
+presets use sigma 8; `paper` leaves it off (sigma 0), as the method was published.
+
+The pipeline runs export/base_layer_graph.py's MeanBaseLayer where the optimised image is
+(a graph in ONNX Runtime, torch ops on a GPU); this is its OpenCV reference.
 """
 from __future__ import annotations
 

@@ -16,7 +16,7 @@ def crop(image, size=192):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("preset, loss_ratio", [("paper", 0.5), ("refined", 0.9)])
+@pytest.mark.parametrize("preset, loss_ratio", [("paper", 0.5), ("refined", 0.9), ("fast", 0.9)])
 def test_max_beats_the_plain_average_on_a_multifocus_pair(vgg_weights, preset, loss_ratio):
     folder = dataset("multifocus")
     a, b = (crop(load_image(folder / f"lytro-05-{s}.jpg")) for s in "AB")
@@ -102,4 +102,4 @@ def test_presets_fill_only_what_is_not_given():
     assert refined["steps"] == 7 and refined["lr"] == 0.15 and refined["init"] == "dtcwt-verified"
     assert refined["decay"] == "cosine"
     with pytest.raises(SemfuseError, match="unknown preset"):
-        resolve_preset("fast")
+        resolve_preset("fastest")
