@@ -29,7 +29,7 @@ from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weig
 from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, check_not_an_input, check_output, load_image, save_image
-from semfuse_rt.engine.initialisation import check_initialisation, initial_image
+from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
                                        check_window)
@@ -167,7 +167,7 @@ class Fuser:
             weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
         target = self.runner.fuse_features(features, self.rule, weights)
         clock.lap("rule")
-        start = initial_image(pixels, self.init)
+        start = self.runner.start(pixels, self.init)
         clock.lap("start")
         optimised = self.runner.optimise(start, target, self.schedule, progress)
         clock.lap("loop")

@@ -2,11 +2,11 @@
 
 `max` is the per-pixel maximum; `dtcwt` is DT-CWT choose-max fusion of the inputs (a
 classic multiresolution result the optimisation then refines); `dtcwt-verified` the same
-with 3 x 3 consistency verification of the choices.
+with 3 x 3 consistency verification of the choices. The DT-CWT runs as torch ops on the
+pixels' device (export/dtcwt_graph.py), or as its graph in ONNX Runtime.
 """
 from __future__ import annotations
 
-import numpy as np
 import torch
 
 from semfuse_rt.errors import SemfuseError
@@ -22,18 +22,11 @@ def check_initialisation(how: str) -> str:
 
 
 def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
-    from semfuse_rt.engine.baselines import dtcwt_choose_max
+    # float64 on the CPU, as the numpy reference (engine/baselines.py) computes; a GPU's
+    # float32 differs from it by about 1e-4 grey levels.
+    from semfuse_rt.export.dtcwt_graph import dtcwt_start
 
-    planes = pixels.double().numpy()
-    channels = []
-    for c in range(3):
-        same_as = next((j for j in range(c) if np.array_equal(planes[:, c], planes[:, j])), None)
-        # Grey inputs are three equal channels: transform one of them.
-        if same_as is not None:
-            channels.append(channels[same_as])
-        else:
-            channels.append(dtcwt_choose_max(list(planes[:, c]), verify=verify))
-    return torch.from_numpy(np.stack(channels)[None]).to(pixels.dtype)
+    return dtcwt_start(pixels, verify, dtype=torch.float64 if pixels.device.type == "cpu" else None)
 
 
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:

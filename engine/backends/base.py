@@ -74,6 +74,12 @@ class FusionRunner(ABC):
         on the device the features are on: its kernels on a GPU, its torch twin elsewhere."""
         return rule.fuse(features, weights)[None]
 
+    def start(self, pixels: torch.Tensor, how: str) -> torch.Tensor:
+        """The optimisation's start (1, 3, H, W) from pixels (K, 3, H, W), on this device."""
+        from semfuse_rt.engine.initialisation import initial_image
+
+        return initial_image(pixels.to(self.device, torch.float32), how)
+
     def mean_base(self, fused: torch.Tensor, pixels: torch.Tensor, sigma: float) -> torch.Tensor:
         """fused (1, 3, H, W) over the mean base layer of pixels (K, 3, H, W), on this device."""
         from semfuse_rt.export.base_layer_graph import MeanBaseLayer

@@ -34,7 +34,7 @@ class OrtRunner(FusionRunner):
         self.loader = loader
         self.sessions: OrtSessions | None = None
         self.band_pool = None
-        self._small_sessions: dict = {}  # rule and base-layer graphs by file, opened on first use
+        self._small_sessions: dict = {}  # rule, start and base-layer graphs by file, opened on first use
 
     def activate(self) -> None:
         self.sessions = self.loader()
@@ -63,6 +63,18 @@ class OrtRunner(FusionRunner):
         if weights is not None:
             feeds["weights"] = weights.detach().float().contiguous().numpy()
         return torch.from_numpy(session.run(["target"], feeds)[0])
+
+    def start(self, pixels, how):
+        """The DT-CWT starts run as their graph (export/dtcwt_graph.py); the mean and the
+        maximum are one torch op."""
+        from semfuse_rt.engine.initialisation import VERIFY_WINDOW
+
+        if self.on_cuda or not how.startswith("dtcwt"):
+            return super().start(pixels, how)
+        from semfuse_rt.export.dtcwt_graph import export_dtcwt_graph
+
+        session = self._small_session(export_dtcwt_graph(VERIFY_WINDOW if how == "dtcwt-verified" else 0))
+        return torch.from_numpy(session.run(["start"], {"pixels": pixels.detach().float().contiguous().numpy()})[0])
 
     def mean_base(self, fused, pixels, sigma):
         if self.on_cuda:
