@@ -43,6 +43,11 @@ class PipelineReport:
         return table
 
 
+def _described(value) -> str:
+    """An option as a report shows it: loaded weights by where they came from."""
+    return getattr(value, "source", None) or str(value)
+
+
 def _baseline_run(paths: Sequence[Path], out: Path) -> float:
     started = time.perf_counter()
     images = [load_image(p) for p in paths]
@@ -57,7 +62,7 @@ def run_pipeline_benchmark(paths: Sequence[Path], method: str = "max", runs: int
     paths = [Path(p) for p in paths]
     first = load_image(paths[0])
     report = PipelineReport([str(p) for p in paths], f"{len(paths)} x {first.shape[1]}x{first.shape[0]}",
-                            {"method": method, **{k: str(v) for k, v in options.items()}}, None, runs, warmup)
+                            {"method": method, **{k: _described(v) for k, v in options.items()}}, None, runs, warmup)
     total = warmup + runs
     with tempfile.TemporaryDirectory(prefix="semfuse-bench-") as folder, Fuser(method, **options) as fuser, \
             PeakResident() as peak:
@@ -80,8 +85,9 @@ def run_pipeline_benchmark(paths: Sequence[Path], method: str = "max", runs: int
 
 
 def pipeline_markdown(report: PipelineReport) -> str:
-    lines = [f"Pipeline: {report.size}, {', '.join(f'{k} {v}' for k, v in report.options.items())}, "
-             f"backend {report.backend}; {report.runs} runs after {report.warmup} warm-up; "
+    options = ", ".join(f"{k} {v}" for k, v in report.options.items() if k != "backend")
+    lines = [f"Pipeline: {report.size}, {options}, backend {report.backend}; "
+             f"{report.runs} runs after {report.warmup} warm-up; "
              f"peak RSS growth {report.peak_mib:.0f} MiB",
              "", "| stage | p50 ms | p90 ms | p99 ms | share of p50 |", "| --- | ---: | ---: | ---: | ---: |"]
     summary = report.summary()
