@@ -159,7 +159,9 @@ class Fuser:
         if self.method.semantic:
             cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
             clock.lap("cams")
-        pixels = torch.from_numpy(sources.pixels)
+        # To the runner's device once: from here to the finished image nothing returns to the
+        # host on a GPU (features, rule, start, loop and base layer all run there).
+        pixels = torch.from_numpy(sources.pixels).to(self.runner.device)
         features = self.runner.features(pixels)
         clock.lap("features")
         weights = None
