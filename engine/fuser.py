@@ -28,13 +28,15 @@ from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weig
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
-from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, check_not_an_input, check_output, load_image, save_image
+from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, image_file_size,
+                                     load_image, save_image)
+from semfuse_rt.engine.memory_budget import check_memory_budget, parse_size
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
                                        check_window)
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
-from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.vgg19 import check_layer
 from semfuse_rt.export.weights import VGG19Weights, load_vgg19
@@ -79,7 +81,7 @@ class Fuser:
                  init: str | None = None, window: int = 5, backend: str = "auto",
                  weights: str | os.PathLike | VGG19Weights | None = None, classes: int = 1,
                  cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
-                 **backend_options):
+                 memory_budget: int | str | None = None, **backend_options):
         self.method = get_method(method)
         self.rule = self.method.feature_rule(check_window(window))
         self.layer = check_layer(layer)
@@ -91,6 +93,8 @@ class Fuser:
         self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
                                      decay=settings["decay"])
         self.backend = resolve_backend(backend, layer) if self.method.optimised else None
+        # None: a share of the memory available at each call (memory_budget.py)
+        self.memory_budget = parse_size(memory_budget) if memory_budget is not None else None
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
         self.runner: FusionRunner | None = None
@@ -144,6 +148,8 @@ class Fuser:
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> FusionResult:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode."""
         started = time.perf_counter()
+        check_images(images)
+        check_memory_budget(len(images), *images[0].shape[:2], self.memory_budget)
         self.open()
         clock = StageClock(self.runner.device if self.runner is not None else None)
         sources = prepare(images)
@@ -205,6 +211,9 @@ class Fuser:
         if not (isinstance(max_pixels, int) and max_pixels > 0):
             raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
         check_not_an_input(output, paths)
+        sizes = [image_file_size(p, max_pixels) for p in paths]
+        if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
+            check_memory_budget(len(paths), sizes[0][1], sizes[0][0], self.memory_budget)
         decoding = time.perf_counter()
         images = [load_image(p, max_pixels) for p in paths]
         deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8

@@ -108,8 +108,13 @@ def _captured_stderr():
             captured["text"] = sink.read().decode(errors="replace")
 
 
-def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    path = Path(path)
+def image_file_size(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
+    """(width, height) of an image file from its header, within the pixel limit; the same
+    one-line errors as load_image for what is not an image."""
+    return _header(Path(path), max_pixels)[1:]
+
+
+def _header(path: Path, max_pixels: int) -> tuple[bytes, int, int]:
     if not path.exists():
         raise SemfuseError(f"{path}: no such file")
     if path.is_dir():
@@ -126,7 +131,15 @@ def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) ->
         raise SemfuseError(f"{path}: {kind} images{animated} are not supported; use {READ_FORMATS}")
     if kind is None:
         raise SemfuseError(f"{path}: not an image in a known format; use {READ_FORMATS}")
-    check_pixel_count(*header_size(data, kind, path), max_pixels, path)
+    width, height = header_size(data, kind, path)
+    check_pixel_count(width, height, max_pixels, path)
+    return data, width, height
+
+
+def load_image(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
+    path = Path(path)
+    data = _header(path, max_pixels)[0]
+    kind = image_format(data)
     if kind == "JPEG" and not jpeg_scan_is_complete(data):
         raise SemfuseError(f"{path}: truncated JPEG (no end-of-image marker after the image data)")
     try:

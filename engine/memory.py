@@ -16,6 +16,17 @@ def resident_bytes() -> int:
         return 0
 
 
+def peak_resident_bytes() -> int:
+    """This process's highest resident size so far (getrusage); 0 where it is not known."""
+    try:
+        import resource
+
+        kilobytes = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    except (ImportError, OSError):
+        return 0
+    return kilobytes * 1024  # Linux reports kilobytes
+
+
 class PeakResident:
     """with PeakResident() as peak: ...; peak.growth is the peak RSS above the start."""
 

@@ -42,6 +42,20 @@ def test_fuse_happy_path_through_the_console_script(pair, tmp_path, vgg_weights)
     assert cv2.imread(str(out)).shape == (32, 40, 3)
 
 
+def test_verbose_prints_the_stages_and_the_peak_memory(monkeypatch, capsys, pair, tmp_path, random_vgg_weights):
+    from semfuse_rt.export.weights import _save_cache
+
+    weights = tmp_path / "weights.pt"
+    _save_cache(weights, random_vgg_weights)
+    monkeypatch.setattr(sys, "argv", ["semfuse-rt", "fuse", *map(str, pair), "-o", str(tmp_path / "out.png"), "-v",
+                                      "--steps", "1", "--weights", str(weights), "-q"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert exit_info.value.code in (0, None) and len(lines) == 2
+    assert lines[1].startswith("stages: decode ") and "loop" in lines[1] and "peak resident memory" in lines[1]
+
+
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:
@@ -168,6 +182,8 @@ def test_a_truncated_jpeg_input_is_refused(monkeypatch, capsys, pair, tmp_path):
     (["--max-pixels", "0"], "--max-pixels must be a positive"),
     (["--max-pixels", "1000"], "over the limit of 0.001 MP"),
     (["--steps", "abc"], "Invalid value for '--steps'"),
+    (["--memory-budget", "1M"], "over the memory budget of 1 MiB (--memory-budget)"),
+    (["--memory-budget", "lots"], "--memory-budget takes a size"),
 ])
 def test_every_option_is_range_checked(monkeypatch, capsys, pair, tmp_path, args, fragment):
     out = tmp_path / "out.png"

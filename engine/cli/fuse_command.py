@@ -10,6 +10,8 @@ from rich.console import Console
 from rich.table import Table
 
 from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
+from semfuse_rt.engine.memory import peak_resident_bytes
+from semfuse_rt.engine.memory_budget import describe
 from semfuse_rt.engine.methods import METHODS
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.initialisation import INITIALISATIONS
@@ -62,6 +64,12 @@ def fuse_command(
     report: bool = typer.Option(False, "--report", help="Print whether each input's top-1 class survives in the result."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels",
                                    help="Largest input accepted, in pixels per image (read from its header)."),
+    memory_budget: Optional[str] = typer.Option(None, "--memory-budget",
+                                                help="Refuse, before any work, a fuse estimated to need more "
+                                                     "memory than this (e.g. 8G; default: 80% of the memory "
+                                                     "available)."),
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the time of each stage and the "
+                                                                "peak resident memory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse registered images into one that keeps the important content of all."""
@@ -70,7 +78,11 @@ def fuse_command(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
+            memory_budget=memory_budget,
         )
     if report:
         Console().print(retention_table(inputs, result.retention))
     typer.echo(f"{result.summary(len(inputs))} -> {output}")
+    if verbose:
+        stages = ", ".join(f"{stage} {seconds * 1e3:.0f} ms" for stage, seconds in result.stages.items())
+        typer.echo(f"stages: {stages}; peak resident memory {describe(peak_resident_bytes())}")
