@@ -1,4 +1,5 @@
-"""Classical fusion baselines for K >= 2 registered images: average, DWT and DT-CWT choose-max.
+"""Classical fusion baselines for K >= 2 registered images: average, DWT and DT-CWT choose-max
+(and, through engine/exposure_baselines.py, Mertens exposure fusion and enfuse).
 
 They exist so that every quality number semfuse-rt reports has reference points computed in
 the same process, on the same pixels, with the same metric code.
@@ -128,19 +129,28 @@ BASELINES: dict[str, PlaneRule] = {
 
 
 def is_baseline(method: str) -> bool:
-    return method in BASELINES
+    from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
+
+    return method in BASELINES or method in IMAGE_BASELINES
 
 
 # --------------------------------------------------------------------------- colour handling
 
 def fuse_baseline(images: Sequence[np.ndarray], method: str, **options) -> np.ndarray:
-    """Fuse K >= 2 images with baseline `method` ("average", "dwt", "dtcwt").
+    """Fuse K >= 2 images with baseline `method` ("average", "dwt", "dtcwt", "mertens", "enfuse").
 
     Inputs are prepared and the result finished by the same code as semfuse's own methods
     (engine/sources.py), so modes, chroma and bit depth are handled identically.
     """
+    from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
+
+    if method in IMAGE_BASELINES:
+        try:
+            return IMAGE_BASELINES[method](images, **options)
+        except TypeError as error:
+            raise SemfuseError(f"{method}: {error}") from None
     if method not in BASELINES:
-        raise SemfuseError(f"unknown baseline {method!r}; use one of {', '.join(BASELINES)}")
+        raise SemfuseError(f"unknown baseline {method!r}; use one of {', '.join([*BASELINES, *IMAGE_BASELINES])}")
     rule = BASELINES[method]
     sources = prepare(images)
     pixels = sources.pixels.astype(np.float64)  # (K, 3, H, W), 0..255

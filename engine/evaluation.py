@@ -6,8 +6,9 @@ number), markdown (summaries by category and by method, then every set) and one 
 category with the sources and each method's result side by side.
 
 Method variants are written `name[@key=value]...`: `dtcwt`, `max@layer=relu1_2@steps=30`,
-`dwt@wavelet=haar`. `average`, `dwt` and `dtcwt` are the baselines of engine/baselines.py;
-every other name is a semfuse method passed to `semfuse_rt.engine.api.fuse`.
+`dwt@wavelet=haar`. `average`, `dwt`, `dtcwt`, `mertens` and `enfuse` are the baselines of
+engine/baselines.py and engine/exposure_baselines.py; every other name is a semfuse method,
+fused by a Fuser.
 """
 from __future__ import annotations
 
@@ -26,7 +27,7 @@ import numpy as np
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
+from semfuse_rt.engine.baselines import fuse_baseline, is_baseline
 from semfuse_rt.engine.datasets import FusionSet
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image, save_image
@@ -62,7 +63,7 @@ class MethodSpec:
 
     @property
     def is_baseline(self) -> bool:
-        return self.name in BASELINES
+        return is_baseline(self.name)
 
 
 def _parse_value(text: str):
