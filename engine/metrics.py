@@ -26,14 +26,14 @@ from semfuse_rt.engine.colour import to_luma_255
 
 __all__ = [
     "METRIC_NAMES", "to_luma_255", "fusion_metrics",
-    "qabf", "qmi", "qy", "mean_ssim", "mutual_information",
+    "qabf", "qabf_vifb", "qmi", "qy", "mean_ssim", "mutual_information",
     "entropy", "standard_deviation", "spatial_frequency", "average_gradient",
     "ssim_map",
 ]
 
 # Report order. Every metric here is "higher is better" for fusion quality, with the usual
 # caveat that EN/SD/SF/AG also grow with noise and artefacts.
-METRIC_NAMES = ("Qabf", "Qmi", "Qy", "SSIM", "MI", "EN", "SD", "SF", "AG")
+METRIC_NAMES = ("Qabf", "QabfV", "Qmi", "Qy", "SSIM", "MI", "EN", "SD", "SF", "AG")
 
 # Xydeas & Petrovic (2000) constants: sigmoids for edge strength (g) and orientation (alpha)
 # preservation, and the weighting exponent L. Gamma values make Q(1, 1) ~ 1.
@@ -41,8 +41,9 @@ QABF_GAMMA_G, QABF_KAPPA_G, QABF_SIGMA_G = 0.9994, -15.0, 0.5
 QABF_GAMMA_A, QABF_KAPPA_A, QABF_SIGMA_A = 0.9879, -22.0, 0.8
 QABF_L = 1.0
 
-# Sobel operator, applied by correlation. The sign convention does not matter: only the
-# magnitude and the difference of orientations between images enter Q^AB/F.
+# Sobel operator, applied by correlation. Only the magnitude and the difference of
+# orientations between images enter Q^AB/F (the sign matters only against the pi/2 given to
+# s_x = 0, hence qabf_vifb's own x kernel).
 _SOBEL_X = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
 _SOBEL_Y = _SOBEL_X.T.copy()
 # Far below any real Sobel response of 8- or 16-bit data in 0..255 units (>= 1/257).
@@ -140,13 +141,14 @@ def _mi_and_entropies(a: np.ndarray, b: np.ndarray) -> tuple[float, float, float
 
 # --------------------------------------------------------------------------- fusion metrics
 
-def _sobel_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _sobel_strength_orientation(image: np.ndarray, border: int = cv2.BORDER_REFLECT,
+                                x_kernel: np.ndarray = _SOBEL_X) -> tuple[np.ndarray, np.ndarray]:
     # Mirror the image at its border (scipy.ndimage.sobel's default "reflect") rather than
     # zero-pad as MATLAB's conv2(..., 'same') does: zero padding turns the image frame into
     # a strong edge that every fused image "preserves", inflating Q^AB/F on small images
-    # (by ~0.05 on the TNO pairs).
-    sx = _filter(image, _SOBEL_X, cv2.BORDER_REFLECT)
-    sy = _filter(image, _SOBEL_Y, cv2.BORDER_REFLECT)
+    # (by ~0.05 on the TNO pairs). qabf_vifb zero-pads, as published tables do.
+    sx = _filter(image, x_kernel, border)
+    sy = _filter(image, _SOBEL_Y, border)
     # Luma of RGB carries float rounding (0.299 g + 0.587 g + 0.114 g != g exactly); a
     # response that small is a flat patch, and must get the flat-patch orientation below.
     sx[np.abs(sx) < _ROUNDING_NOISE] = 0.0
@@ -159,12 +161,14 @@ def _sobel_strength_orientation(image: np.ndarray) -> tuple[np.ndarray, np.ndarr
     return strength, orientation
 
 
-def _edge_preservation(g_source, a_source, g_fused, a_fused) -> np.ndarray:
+def _edge_preservation(g_source, a_source, g_fused, a_fused, equal_is_fused: bool = False) -> np.ndarray:
     """Q^{SF}(n, m): how well the fused image keeps the source's edge strength and orientation."""
     larger = np.maximum(g_source, g_fused)
     smaller = np.minimum(g_source, g_fused)
-    # Relative strength G = min/max; equal strengths (including both zero) preserve fully.
-    relative_strength = np.divide(smaller, larger, out=np.ones_like(larger), where=larger > 0)
+    # Relative strength G = min/max; equal strengths (including both zero) preserve fully,
+    # or, in VIFB's code, G = g_F where g_S == g_F.
+    equal = g_fused if equal_is_fused else np.ones_like(larger)
+    relative_strength = np.divide(smaller, larger, out=equal.copy(), where=g_source != g_fused)
     relative_orientation = 1.0 - np.abs(a_source - a_fused) / (math.pi / 2)
     q_g = QABF_GAMMA_G / (1.0 + np.exp(QABF_KAPPA_G * (relative_strength - QABF_SIGMA_G)))
     q_a = QABF_GAMMA_A / (1.0 + np.exp(QABF_KAPPA_A * (relative_orientation - QABF_SIGMA_A)))
@@ -189,13 +193,29 @@ def qabf(sources: Sequence[np.ndarray], fused: np.ndarray) -> float:
 
     which for two sources is Q^AB/F exactly. NaN when no source has any gradient.
     """
+    return _qabf(sources, fused, cv2.BORDER_REFLECT, equal_is_fused=False)
+
+
+def qabf_vifb(sources: Sequence[np.ndarray], fused: np.ndarray) -> float:
+    """Q^AB/F as the VIFB benchmark's code (and CDDFuse's port of it) computes it, the
+    convention of most published fusion tables: the Sobel filters zero-pad the image
+    (conv2 'same'), and where g_S == g_F the relative strength G is g_F itself rather than 1.
+    Otherwise as `qabf`; usually higher, since the zero-padded frame is an edge every image
+    shares."""
+    # conv2 flips its kernels: VIFB's x response is the negative of this module's, which
+    # matters where one image's s_x is 0 (orientation pi/2) and the other's is not.
+    return _qabf(sources, fused, cv2.BORDER_CONSTANT, equal_is_fused=True, x_kernel=-_SOBEL_X)
+
+
+def _qabf(sources, fused, border: int, equal_is_fused: bool, x_kernel: np.ndarray = _SOBEL_X) -> float:
     sources, fused = _checked(sources, fused)
-    g_fused, a_fused = _sobel_strength_orientation(fused)
+    g_fused, a_fused = _sobel_strength_orientation(fused, border, x_kernel)
     numerator = denominator = 0.0
     for source in sources:
-        g_source, a_source = _sobel_strength_orientation(source)
+        g_source, a_source = _sobel_strength_orientation(source, border, x_kernel)
         weight = g_source ** QABF_L
-        numerator += float((_edge_preservation(g_source, a_source, g_fused, a_fused) * weight).sum())
+        preserved = _edge_preservation(g_source, a_source, g_fused, a_fused, equal_is_fused)
+        numerator += float((preserved * weight).sum())
         denominator += float(weight.sum())
     return numerator / denominator if denominator > 0 else math.nan
 
@@ -341,6 +361,7 @@ def fusion_metrics(sources: Sequence[np.ndarray], fused: np.ndarray) -> dict[str
     fused_luma = to_luma_255(fused)
     return {
         "Qabf": qabf(source_luma, fused_luma),
+        "QabfV": qabf_vifb(source_luma, fused_luma),
         "Qmi": qmi(source_luma, fused_luma),
         "Qy": qy(source_luma, fused_luma),
         "SSIM": mean_ssim(source_luma, fused_luma),

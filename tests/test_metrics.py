@@ -2,6 +2,7 @@
 import itertools
 import math
 
+import cv2
 import numpy as np
 import pytest
 
@@ -204,3 +205,55 @@ def test_metric_inputs_are_checked():
         qabf([constant()], constant())
     with pytest.raises(ValueError, match="one shape"):
         qmi([constant(size=8), constant(size=9)], constant(size=8))
+
+
+def _vifb_qabf(a, b, f):
+    """The VIFB / CDDFuse code, line for line: conv2 'same' (zero padding), G = g_F where equal."""
+    from scipy.signal import convolve2d
+
+    h1 = np.array([[1, 2, 1], [0, 0, 0], [-1, -2, -1]], dtype=np.float64)
+    h3 = np.array([[-1, 0, 1], [-2, 0, 2], [-1, 0, 1]], dtype=np.float64)
+
+    def strength_orientation(img):
+        sx, sy = convolve2d(img, h3, mode="same"), convolve2d(img, h1, mode="same")
+        orientation = np.full_like(img, math.pi / 2)
+        orientation[sx != 0] = np.arctan(sy[sx != 0] / sx[sx != 0])
+        return np.sqrt(sx * sx + sy * sy), orientation
+
+    def preservation(a_s, g_s, a_f, g_f):
+        g = np.zeros_like(g_s)
+        g[g_s > g_f] = g_f[g_s > g_f] / g_s[g_s > g_f]
+        g[g_s == g_f] = g_f[g_s == g_f]
+        g[g_s < g_f] = g_s[g_s < g_f] / g_f[g_s < g_f]
+        angle = 1 - np.abs(a_s - a_f) / (math.pi / 2)
+        return 0.9994 / (1 + np.exp(-15 * (g - 0.5))) * 0.9879 / (1 + np.exp(-22 * (angle - 0.8)))
+
+    (ga, aa), (gb, ab), (gf, af) = (strength_orientation(x) for x in (a, b, f))
+    return float((preservation(aa, ga, af, gf) * ga + preservation(ab, gb, af, gf) * gb).sum() / (ga + gb).sum())
+
+
+def test_qabf_vifb_is_the_published_code(rng):
+    for shape in [(5, 6), (17, 23)]:
+        a, b = (rng.integers(0, 256, shape).astype(np.float64) for _ in range(2))
+        f = np.rint((a + b) / 2)
+        assert metrics.qabf_vifb([a, b], f) == pytest.approx(_vifb_qabf(a, b, f), rel=1e-12)
+        assert metrics.qabf_vifb([a, b], a) == pytest.approx(_vifb_qabf(a, b, a), rel=1e-12)
+
+
+def test_qabf_vifb_worked_by_hand():
+    # A 3 x 3 image of ones, zero-padded. At a corner the x kernel's outer column (1, 2, 1)
+    # sees 2 + 1 inside and its other column nothing: s_x = 3, and s_y = 3 likewise, so
+    # g = sqrt(18). At the middle of an edge the x columns cancel and s_y = 1 + 2 + 1 = 4.
+    # The centre is flat.
+    one = np.ones((3, 3))
+    g = metrics._sobel_strength_orientation(one, cv2.BORDER_CONSTANT)[0]
+    assert np.allclose(g, [[math.sqrt(18), 4, math.sqrt(18)], [4, 0, 4], [math.sqrt(18), 4, math.sqrt(18)]])
+    # F = A = B: every pixel has g_S == g_F, so VIFB's G is g_F itself (sqrt 18 or 4, far
+    # past the sigmoid's knee) and the orientations agree (A = 1); each pixel counts with
+    # weight g. Mirrored at the border the same image has no gradient at all: NaN.
+    q_g = {x: 0.9994 / (1 + math.exp(-15 * (x - 0.5))) for x in (math.sqrt(18), 4.0)}
+    q_a = 0.9879 / (1 + math.exp(-22 * 0.2))
+    weights = {math.sqrt(18): 4, 4.0: 4}
+    want = sum(q_g[x] * q_a * x * n for x, n in weights.items()) / sum(x * n for x, n in weights.items())
+    assert metrics.qabf_vifb([one, one], one) == pytest.approx(want, rel=1e-12)
+    assert math.isnan(metrics.qabf([one, one], one))
