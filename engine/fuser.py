@@ -30,7 +30,8 @@ from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, image_file_size,
                                      load_image, save_image)
-from semfuse_rt.engine.memory_budget import check_memory_budget, parse_size
+from semfuse_rt.engine.memory_budget import check_memory_budget, parse_size, tile_room
+from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
@@ -56,6 +57,7 @@ class FusionResult:
     cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
     retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
     stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, in order
+    tiles: int = 1  # crops the image was fused in (memory-bounded fusion of large images)
 
     @property
     def relative_loss(self) -> float | None:
@@ -67,6 +69,8 @@ class FusionResult:
     def summary(self, count: int) -> str:
         """One line for people: what ran, where, how long, how far the loss fell."""
         how = f"{self.method}" + (f" (preset {self.preset}) on {self.backend}" if self.backend else "")
+        if self.tiles > 1:
+            how += f" in {self.tiles} tiles"
         relative = self.relative_loss
         loss = f", final loss {relative:.3f} of the first step" if relative is not None else ""
         return f"fused {count} images with {how} in {self.seconds:.2f} s{loss}"
@@ -81,7 +85,7 @@ class Fuser:
                  init: str | None = None, window: int = 5, backend: str = "auto",
                  weights: str | os.PathLike | VGG19Weights | None = None, classes: int = 1,
                  cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
-                 memory_budget: int | str | None = None, **backend_options):
+                 memory_budget: int | str | None = None, tile: int | None = None, **backend_options):
         self.method = get_method(method)
         self.rule = self.method.feature_rule(check_window(window))
         self.layer = check_layer(layer)
@@ -95,6 +99,10 @@ class Fuser:
         self.backend = resolve_backend(backend, layer) if self.method.optimised else None
         # None: a share of the memory available at each call (memory_budget.py)
         self.memory_budget = parse_size(memory_budget) if memory_budget is not None else None
+        # None: tiles only when the whole image would not fit the budget (tiling.py)
+        if tile is not None and not (isinstance(tile, int) and tile >= MIN_TILE):
+            raise SemfuseError(f"--tile must be a whole number of at least {MIN_TILE} pixels, got {tile}")
+        self.tile = tile
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
         self.runner: FusionRunner | None = None
@@ -145,35 +153,73 @@ class Fuser:
         return "torch" if self.backend == "torch" or not ort_usable() else "ort"
 
     # -- fusion --------------------------------------------------------------------------------
+    def tiles(self, count: int, height: int, width: int) -> list[Tile] | None:
+        """How a fuse of `count` images of width x height runs: None for the whole image at
+        once, else its tiles (asked for with `tile`, or because the whole image would not
+        fit the memory budget). SemfuseError where even tiles cannot fit."""
+        margin = halo(self.layer, self.schedule.steps, self.mean_base)
+        # Crops start on the pooling grid, and for a DT-CWT start on its level-4 grid too:
+        # the same decimation phase as the whole image keeps the tiles' starts closer to it.
+        grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if self.init.startswith("dtcwt") else 1)
+        if self.tile is not None and self.method.optimised:
+            return plan_tiles(height, width, self.tile, margin, grid)
+        try:
+            check_memory_budget(count, height, width, self.memory_budget)
+            return None
+        except SemfuseError:
+            if not self.method.optimised or self.method.semantic:
+                raise  # the CAMs are whole-image maps
+        room = tile_room(count, height, width, self.memory_budget)
+        core = core_for_budget(room, margin, grid)
+        if core < MIN_TILE:
+            raise SemfuseError(f"fusing {count} images of {width}x{height} in tiles leaves no room for a tile in "
+                               "the memory budget; set --memory-budget higher or fuse fewer images")
+        return plan_tiles(height, width, core, margin, grid)
+
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> FusionResult:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode."""
         started = time.perf_counter()
         check_images(images)
-        check_memory_budget(len(images), *images[0].shape[:2], self.memory_budget)
+        tiles = self.tiles(len(images), *images[0].shape[:2])
         self.open()
         clock = StageClock(self.runner.device if self.runner is not None else None)
-        sources = prepare(images)
-        if self.method.optimised:
-            check_image_fits(self.layer, self.mean_base, *sources.size)
-        clock.lap("prepare")
         if not self.method.optimised:
+            prepare(images)
+            clock.lap("prepare")
             fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
             clock.lap("cam fusion")
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
                                 cams=fused.cams.maps.numpy(), stages=clock.stages)
+        check_image_fits(self.layer, self.mean_base, *images[0].shape[:2])
         cams = None
-        if self.method.semantic:
-            cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
-            clock.lap("cams")
+        if tiles is None:
+            sources = prepare(images)
+            clock.lap("prepare")
+            if self.method.semantic:
+                cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
+                clock.lap("cams")
+            result, losses = self._fuse_planes(sources.pixels, cams, progress, clock)
+        else:
+            sources = prepare(images, with_pixels=False)
+            result, losses = self._fuse_tiles(images, tiles, progress, clock)
+        image = finish(result, sources)
+        clock.lap("finish")
+        return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
+                            losses, cams.maps.numpy() if cams is not None else None,
+                            stages=clock.stages, tiles=len(tiles) if tiles else 1)
+
+    def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock) -> tuple[np.ndarray, list]:
+        """(K, 3, H, W) pixels -> the optimised image over its base layer (3, H, W), and the losses."""
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
-        pixels = torch.from_numpy(sources.pixels).to(self.runner.device)
+        pixels = torch.from_numpy(planes).to(self.runner.device)
         features = self.runner.features(pixels)
         clock.lap("features")
         weights = None
         if cams is not None:
             weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
         target = self.runner.fuse_features(features, self.rule, weights)
+        del features
         clock.lap("rule")
         start = self.runner.start(pixels, self.init)
         clock.lap("start")
@@ -185,11 +231,34 @@ class Fuser:
         if self.mean_base:
             fused = self.runner.mean_base(fused, pixels, self.mean_base)
             clock.lap("base layer")
-        result = fused[0].detach().cpu().numpy()
-        image = finish(result, sources)
-        clock.lap("finish")
-        return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
-                            optimised.losses, cams.maps.numpy() if cams is not None else None, stages=clock.stages)
+        return fused[0].detach().cpu().numpy(), optimised.losses
+
+    def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock) -> tuple[np.ndarray, list]:
+        """Each tile's crop through the whole pipeline; cores cross-faded into one image.
+        The losses are summed over the tiles (halos counted in each)."""
+        height, width = images[0].shape[:2]
+        total = np.zeros((3, height, width), np.float32)
+        weight = np.zeros((height, width), np.float32)
+        losses = np.zeros(self.schedule.steps + 1)
+        steps = self.schedule.steps
+        for index, tile in enumerate(tiles):
+            y0, y1, x0, x1 = tile.crop
+            crops = [np.ascontiguousarray(image[y0:y1, x0:x1]) for image in images]
+            planes = prepare(crops).pixels
+            clock.lap("prepare")
+
+            def tile_progress(step, _total, loss, done=index * steps):
+                if progress:
+                    progress(done + step, len(tiles) * steps, loss)
+
+            result, tile_losses = self._fuse_planes(planes, None, tile_progress, clock)
+            cy0, cy1, cx0, cx1 = tile.core
+            ramp = tile.weights(height, width)
+            total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp
+            weight[cy0:cy1, cx0:cx1] += ramp
+            losses += np.asarray(tile_losses)
+            clock.lap("blend")
+        return total / weight, losses.tolist()
 
     def retention(self, images: Sequence[np.ndarray], fused: np.ndarray) -> list[Retention]:
         """Whether each input's top-1 class survives in the fused image (rank and probability)."""
@@ -213,7 +282,7 @@ class Fuser:
         check_not_an_input(output, paths)
         sizes = [image_file_size(p, max_pixels) for p in paths]
         if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
-            check_memory_budget(len(paths), sizes[0][1], sizes[0][0], self.memory_budget)
+            self.tiles(len(paths), sizes[0][1], sizes[0][0])  # refuses, before decoding, what cannot fit
         decoding = time.perf_counter()
         images = [load_image(p, max_pixels) for p in paths]
         deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8

@@ -53,6 +53,29 @@ def describe(size: float) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
+# A tiled fuse also holds the decoded inputs (at most 6 bytes a pixel each) and the float
+# accumulators of the result and its cross-fade weights (16 bytes a pixel).
+DECODED_BYTES_PER_PIXEL = 6
+ACCUMULATOR_BYTES_PER_PIXEL = 16
+
+
+def budget_or_default(budget: int | None) -> int | None:
+    if budget is not None:
+        return budget
+    available = available_bytes()
+    return int(available * DEFAULT_SHARE) if available is not None else None
+
+
+def tile_room(count: int, height: int, width: int, budget: int | None = None) -> int:
+    """How many crop pixels a tile may have: what the budget leaves after the whole-image
+    buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set."""
+    budget = budget_or_default(budget)
+    if budget is None:
+        return 2**62
+    whole = (DECODED_BYTES_PER_PIXEL * count + ACCUMULATOR_BYTES_PER_PIXEL) * height * width
+    return max(0, budget - FIXED_BYTES - whole) // (BYTES_PER_INPUT_PIXEL * count)
+
+
 def check_memory_budget(count: int, height: int, width: int, budget: int | None = None) -> None:
     """SemfuseError, in one line, if fusing `count` images of width x height would need more
     than `budget` bytes (default: DEFAULT_SHARE of the memory available now)."""

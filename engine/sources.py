@@ -61,13 +61,15 @@ def _as_255(image: np.ndarray) -> np.ndarray:
     return scaled / 257.0 if image.dtype == np.uint16 else scaled
 
 
-def prepare(images: Sequence[np.ndarray]) -> Sources:
+def prepare(images: Sequence[np.ndarray], with_pixels: bool = True) -> Sources:
+    """The network's pixel batch and what `finish` needs; without pixels (a tiled fuse
+    prepares them tile by tile) `pixels` is empty: (K, 3, 0, 0)."""
     check_images(images)
     colour = [image.ndim == 3 for image in images]
     mode = "colour" if all(colour) else "grey" if not any(colour) else "mixed"
     dtype = np.dtype(np.uint16) if any(i.dtype == np.uint16 for i in images) else np.dtype(np.uint8)
     planes, chroma = [], None
-    for image in images:
+    for image in images if with_pixels else ():
         scaled = _as_255(image)
         if mode == "mixed" and scaled.ndim == 3:
             scaled = luma(scaled)
@@ -77,7 +79,8 @@ def prepare(images: Sequence[np.ndarray]) -> Sources:
     if mode == "mixed":
         colour_inputs = [rgb_to_ycbcr(_as_255(i))[:, :, 1:] for i in images if i.ndim == 3]
         chroma = np.mean(colour_inputs, axis=0)
-    return Sources(np.stack(planes).astype(np.float32), mode, dtype, chroma)
+    pixels = np.stack(planes).astype(np.float32) if with_pixels else np.empty((len(images), 3, 0, 0), np.float32)
+    return Sources(pixels, mode, dtype, chroma)
 
 
 def finish(fused: np.ndarray, sources: Sources) -> np.ndarray:

@@ -68,6 +68,9 @@ def fuse_command(
                                                 help="Refuse, before any work, a fuse estimated to need more "
                                                      "memory than this (e.g. 8G; default: 80% of the memory "
                                                      "available)."),
+    tile: Optional[int] = typer.Option(None, "--tile", help="Fuse in tiles of this many pixels a side (default: "
+                                                            "only when the whole image would not fit the memory "
+                                                            "budget)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the time of each stage and the "
                                                                 "peak resident memory."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -78,7 +81,7 @@ def fuse_command(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
-            memory_budget=memory_budget,
+            memory_budget=memory_budget, tile=tile,
         )
     if report:
         Console().print(retention_table(inputs, result.retention))
