@@ -30,7 +30,7 @@ from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, image_file_size,
                                      load_image, save_image)
-from semfuse_rt.engine.memory_budget import check_memory_budget, parse_size, tile_room
+from semfuse_rt.engine.memory_budget import budget_problem, parse_size, tile_room
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.methods import get_method
@@ -163,17 +163,14 @@ class Fuser:
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if self.init.startswith("dtcwt") else 1)
         if self.tile is not None and self.method.optimised:
             return plan_tiles(height, width, self.tile, margin, grid)
-        try:
-            check_memory_budget(count, height, width, self.memory_budget)
+        problem = budget_problem(count, height, width, self.memory_budget)
+        if problem is None:
             return None
-        except SemfuseError:
-            if not self.method.optimised or self.method.semantic:
-                raise  # the CAMs are whole-image maps
-        room = tile_room(count, height, width, self.memory_budget)
-        core = core_for_budget(room, margin, grid)
+        if not self.method.optimised or self.method.semantic:  # the CAMs are whole-image maps
+            raise SemfuseError(f"{problem}; fuse smaller or fewer images")
+        core = core_for_budget(tile_room(count, height, width, self.memory_budget), margin, grid)
         if core < MIN_TILE:
-            raise SemfuseError(f"fusing {count} images of {width}x{height} in tiles leaves no room for a tile in "
-                               "the memory budget; set --memory-budget higher or fuse fewer images")
+            raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
 
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> FusionResult:

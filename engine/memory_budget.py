@@ -76,17 +76,25 @@ def tile_room(count: int, height: int, width: int, budget: int | None = None) ->
     return max(0, budget - FIXED_BYTES - whole) // (BYTES_PER_INPUT_PIXEL * count)
 
 
-def check_memory_budget(count: int, height: int, width: int, budget: int | None = None) -> None:
-    """SemfuseError, in one line, if fusing `count` images of width x height would need more
-    than `budget` bytes (default: DEFAULT_SHARE of the memory available now)."""
+def budget_problem(count: int, height: int, width: int, budget: int | None = None) -> str | None:
+    """Why fusing `count` images of width x height at once would not fit `budget` bytes
+    (default: DEFAULT_SHARE of the memory available now), or None if it would."""
     where = "--memory-budget"
     if budget is None:
         available = available_bytes()
         if available is None:
-            return
+            return None
         budget = int(available * DEFAULT_SHARE)
         where = f"{DEFAULT_SHARE:.0%} of the {describe(available)} available; set --memory-budget to change it"
     need = estimated_peak_bytes(count, height, width)
-    if need > budget:
-        raise SemfuseError(f"fusing {count} images of {width}x{height} needs about {describe(need)}, over the memory "
-                           f"budget of {describe(budget)} ({where}); fuse smaller or fewer images")
+    if need <= budget:
+        return None
+    return (f"fusing {count} images of {width}x{height} needs about {describe(need)}, over the memory budget of "
+            f"{describe(budget)} ({where})")
+
+
+def check_memory_budget(count: int, height: int, width: int, budget: int | None = None) -> None:
+    """SemfuseError, in one line, where budget_problem finds one."""
+    problem = budget_problem(count, height, width, budget)
+    if problem:
+        raise SemfuseError(f"{problem}; fuse smaller or fewer images")
