@@ -83,16 +83,29 @@ def prepare(images: Sequence[np.ndarray], with_pixels: bool = True) -> Sources:
     return Sources(pixels, mode, dtype, chroma)
 
 
+FINISH_ROWS = 256  # rows converted at a time: float64 temporaries stay small on large images
+
+
 def finish(fused: np.ndarray, sources: Sources) -> np.ndarray:
     """(3, H, W) float result in 0..255 -> an image of the inputs' mode and bit depth."""
+    height, width = fused.shape[1:]
+    out = np.empty((height, width, 3) if sources.mode != "grey" else (height, width), sources.dtype)
+    for top in range(0, height, FINISH_ROWS):
+        rows = slice(top, top + FINISH_ROWS)
+        chroma = sources.chroma[rows] if sources.mode == "mixed" else None
+        out[rows] = _finish_rows(fused[:, rows], sources.mode, sources.dtype, chroma)
+    return out
+
+
+def _finish_rows(fused: np.ndarray, mode: str, dtype: np.dtype, chroma: np.ndarray | None) -> np.ndarray:
     rgb = np.clip(fused.astype(np.float64).transpose(1, 2, 0), 0.0, 255.0)
-    if sources.mode == "grey":
+    if mode == "grey":
         out = luma(rgb)
-    elif sources.mode == "mixed":
-        out = ycbcr_to_rgb(np.concatenate([luma(rgb)[:, :, None], sources.chroma], axis=2))
+    elif mode == "mixed":
+        out = ycbcr_to_rgb(np.concatenate([luma(rgb)[:, :, None], chroma], axis=2))
     else:
         out = rgb
-    if sources.dtype == np.uint16:
+    if dtype == np.uint16:
         out = out * 257.0
-    maximum = np.iinfo(sources.dtype).max
-    return np.clip(np.rint(out), 0, maximum).astype(sources.dtype)
+    maximum = np.iinfo(dtype).max
+    return np.clip(np.rint(out), 0, maximum).astype(dtype)
