@@ -5,10 +5,11 @@ refused in one line instead of being killed by the kernel's OOM killer halfway t
 The estimate is calibrated on the 2-core VM with the default pipeline at relu1_1 on ONNX
 Runtime (peak RSS by /usr/bin/time): 2 x 520^2 colour 1.66 GB, 3 x 520^2 2.26 GB, 2 x 1.5 MP
 7.35 GB, 3 x 1.5 MP 11.3 GB: about 2.2-2.6 KB per input pixel over a fixed ~0.6 GB
-(libraries, weights, sessions). The constants round those up; deeper layers hold smaller
-maps, so it errs on the safe side there. With large tiles it over-estimates (a 4 MP pair in
-3 MP crops peaked at 7.2 GB); with small ones it is close (a 12 MP pair in 0.4 MP crops
-under a 3 GiB budget peaked at 4.1 GiB before the result's conversion was done in strips).
+(libraries, weights, sessions). Tiled, each of ONNX Runtime's sessions keeps its own arena
+across crops of different sizes, which costs more per crop pixel: a 12 MP pair in 0.37 MP
+crops peaked at 3.9 GiB, about 4.1 KB per input pixel of a crop. The per-pixel constant is
+set from that, so whole images are estimated high (2 x 1.5 MP: 13.4 GB against 7.35 GB
+measured) and tiled ones about right; deeper layers hold smaller maps.
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ import re
 from semfuse_rt.errors import SemfuseError
 
 FIXED_BYTES = 800 * 2**20
-BYTES_PER_INPUT_PIXEL = 2700
+BYTES_PER_INPUT_PIXEL = 4200
 DEFAULT_SHARE = 0.8  # of the memory available when the fuse starts
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 

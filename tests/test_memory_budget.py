@@ -27,7 +27,7 @@ def test_the_default_budget_is_a_share_of_what_is_available(monkeypatch):
     from semfuse_rt.engine import memory_budget
 
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 10 * 2**30)
-    check_memory_budget(2, 1000, 1000)
+    check_memory_budget(2, 700, 700)
     with pytest.raises(SemfuseError, match="80% of the 10.0 GiB available; set --memory-budget"):
         check_memory_budget(2, 4000, 3000)
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: None)
