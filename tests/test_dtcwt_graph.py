@@ -113,6 +113,7 @@ def test_start_matches_the_numpy_package(rng, package, verify):
     assert torch.equal(dtcwt_start(grey, verify)[:, 0], dtcwt_start(grey, verify)[:, 2])
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("verify", [0, 3])
 def test_ort_graph_matches_the_module(rng, graphs, verify):
     path = graphs[verify]
