@@ -37,8 +37,7 @@ def bench_command(
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights file."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    """Time what users run: the whole fuse, file to file, per stage (p50/p90/p99), and one
-    optimisation step and a whole loop per backend against PyTorch eager."""
+    """Time the whole fuse per stage (p50/p90/p99) and the optimisation loop per backend."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from semfuse_rt.engine.backends import available_backends, resolve_backend

@@ -29,8 +29,7 @@ def build_command(
         None, help=f"TensorRT builder workspace limit in MiB (default {DEFAULT_WORKSPACE_MIB})."),
     device: int = typer.Option(0, help="CUDA device to build the TensorRT engines for."),
 ) -> None:
-    """Export the features and explicit-gradient graphs to ONNX, with a manifest; with
-    --trt, build TensorRT engines from them for this GPU."""
+    """Export the features and explicit-gradient graphs to ONNX; with --trt, build TensorRT engines."""
     # Bad TensorRT options are errors even where TensorRT is missing.
     if precision not in PRECISIONS:
         raise SemfuseError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
