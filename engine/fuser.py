@@ -13,6 +13,7 @@ base layer.
 """
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, ch
 from semfuse_rt.engine.memory_budget import budget_problem, parse_size, tile_room
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
+from semfuse_rt.engine.fusion_rules import Majority
 from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
                                        check_window)
@@ -41,6 +43,7 @@ from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.vgg19 import check_layer
 from semfuse_rt.export.weights import VGG19Weights, load_vgg19
+from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 DEFAULT_LAYER = "relu1_1"
@@ -163,7 +166,7 @@ class Fuser:
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if self.init.startswith("dtcwt") else 1)
         if self.tile is not None and self.method.optimised:
             return plan_tiles(height, width, self.tile, margin, grid)
-        problem = budget_problem(count, height, width, self.memory_budget)
+        problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic)
         if problem is None:
             return None
         if not self.method.optimised or self.method.semantic:  # the CAMs are whole-image maps
@@ -210,14 +213,17 @@ class Fuser:
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
         pixels = torch.from_numpy(planes).to(self.runner.device)
-        features = self.runner.features(pixels)
-        clock.lap("features")
-        weights = None
-        if cams is not None:
-            weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
-        target = self.runner.fuse_features(features, self.rule, weights)
-        del features
-        clock.lap("rule")
+        if cams is None and len(pixels) > 2:
+            target = self._streamed_target(pixels, clock)
+        else:
+            features = self.runner.features(pixels)
+            clock.lap("features")
+            weights = None
+            if cams is not None:
+                weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
+            target = self.runner.fuse_features(features, self.rule, weights)
+            del features
+            clock.lap("rule")
         start = self.runner.start(pixels, self.init)
         clock.lap("start")
         optimised = self.runner.optimise(start, target, self.schedule, progress)
@@ -229,6 +235,42 @@ class Fuser:
             fused = self.runner.mean_base(fused, pixels, self.mean_base)
             clock.lap("base layer")
         return fused[0].detach().cpu().numpy(), optimised.losses
+
+    def _streamed_target(self, pixels: torch.Tensor, clock) -> torch.Tensor:
+        """The target from one input's features at a time, so that memory does not grow with
+        K. Choose-max is a running reduction: the rule between the target so far (first, so
+        ties stay with the lower k) and the next input's features. The majority filter needs
+        every input's decision: uint8 labels in the first pass, the values in a second."""
+        def features(k):
+            maps = self.runner.features(pixels[k:k + 1])
+            clock.lap("features")
+            return maps
+
+        if not isinstance(self.rule, Majority):
+            target = features(0)
+            for k in range(1, len(pixels)):
+                target = self.runner.fuse_features(torch.cat([target, features(k)]), self.rule)
+                clock.lap("rule")
+            return target
+        first = features(0)[0]
+        best = first.abs().nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+        del first
+        labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
+        for k in range(1, len(pixels)):
+            key = features(k)[0].abs_().nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
+            larger = key > best
+            labels[larger] = k
+            torch.maximum(best, key, out=best)
+            clock.lap("rule")
+        del best
+        chosen = torch_rules.majority_filter(labels.to(torch.int32), len(pixels), self.rule.window)
+        clock.lap("rule")
+        target = None
+        for k in range(len(pixels)):
+            maps = features(k)[0]
+            target = maps if target is None else torch.where(chosen == k, maps, target)
+            clock.lap("rule")
+        return target[None]
 
     def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock) -> tuple[np.ndarray, list]:
         """Each tile's crop through the whole pipeline; cores cross-faded into one image.

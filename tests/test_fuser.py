@@ -102,3 +102,21 @@ def test_the_package_seen_from_the_clone_root_is_the_checkout():
     for module, folder in ((semfuse_rt.engine.api, "engine"), (semfuse_rt.export.weights, "export"),
                            (semfuse_rt.kernels.torch_rules, "kernels")):
         assert Path(module.__file__).resolve().parent == ROOT / folder
+
+
+@pytest.mark.parametrize("backend", ["ort", "torch"])
+@pytest.mark.parametrize("method", ["max", "majority"])
+@pytest.mark.parametrize("count", [3, 4])
+def test_the_streamed_target_is_the_stacked_one(random_vgg_weights, rng, backend, method, count):
+    import torch
+
+    from semfuse_rt.engine.fuser import StageClock
+
+    images = [rng.integers(0, 256, (29, 37, 3), dtype=np.uint8) for _ in range(count)]
+    images[1][:, :10] = images[0][:, :10]  # equal inputs: ties stay with the lower k
+    pixels = torch.from_numpy(np.stack([image.transpose(2, 0, 1) for image in images]).astype(np.float32))
+    with Fuser(method, backend=backend, weights=random_vgg_weights) as fuser:
+        streamed = fuser._streamed_target(pixels, StageClock(None))
+        stacked = fuser.runner.fuse_features(fuser.runner.features(pixels), fuser.rule)
+    # Torch's convolutions may round a batch of one differently from a batch of K.
+    assert torch.allclose(streamed, stacked, rtol=1e-5, atol=1e-5)
