@@ -105,6 +105,8 @@ class Fuser:
         # None: tiles only when the whole image would not fit the budget (tiling.py)
         if tile is not None and not (isinstance(tile, int) and tile >= MIN_TILE):
             raise SemfuseError(f"--tile must be a whole number of at least {MIN_TILE} pixels, got {tile}")
+        if tile is not None and self.method.semantic:
+            raise SemfuseError(f"--tile does not apply to {method}: its class activation maps are whole-image maps")
         self.tile = tile
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
@@ -164,7 +166,7 @@ class Fuser:
         # Crops start on the pooling grid, and for a DT-CWT start on its level-4 grid too:
         # the same decimation phase as the whole image keeps the tiles' starts closer to it.
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if self.init.startswith("dtcwt") else 1)
-        if self.tile is not None and self.method.optimised:
+        if self.tile is not None and self.method.optimised and not self.method.semantic:
             return plan_tiles(height, width, self.tile, margin, grid)
         problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic)
         if problem is None:

@@ -72,3 +72,12 @@ def test_the_budget_chooses_tiles_and_refuses_what_cannot_fit(random_vgg_weights
         Fuser(memory_budget=memory_budget.FIXED_BYTES + 2**20, **options).tiles(2, 600, 800)
     with pytest.raises(SemfuseError, match="over the memory budget"):
         Fuser("cam-max", memory_budget=need // 2, **options).tiles(2, 600, 800)  # CAMs are whole-image
+
+
+def test_tile_option_is_checked(random_vgg_weights):
+    from semfuse_rt.errors import SemfuseError
+
+    with pytest.raises(SemfuseError, match="--tile must be a whole number of at least 64"):
+        Fuser(weights=random_vgg_weights, tile=10)
+    with pytest.raises(SemfuseError, match="--tile does not apply to cam-max"):
+        Fuser("cam-max", weights=random_vgg_weights, tile=128)
