@@ -183,16 +183,15 @@ class Fuser:
         started = time.perf_counter()
         check_images(images)
         tiles = self.tiles(len(images), *images[0].shape[:2])
+        if self.method.optimised:
+            check_image_fits(self.layer, self.mean_base, *images[0].shape[:2])
         self.open()
         clock = StageClock(self.runner.device if self.runner is not None else None)
         if not self.method.optimised:
-            prepare(images)
-            clock.lap("prepare")
             fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
             clock.lap("cam fusion")
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
                                 cams=fused.cams.maps.numpy(), stages=clock.stages)
-        check_image_fits(self.layer, self.mean_base, *images[0].shape[:2])
         cams = None
         if tiles is None:
             sources = prepare(images)
