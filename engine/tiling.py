@@ -37,9 +37,12 @@ def receptive_radius(layer: str) -> tuple[int, int]:
 
 
 def halo(layer: str, steps: int, base_sigma: float) -> int:
-    radius, _ = receptive_radius(layer)
+    """The crop margin that keeps a core's loop and base layer exactly the whole image's.
+    A step reaches 2r further (the features a pixel feeds, and their inputs), plus what a
+    pooling grid's stride adds to the features a pixel can reach."""
+    radius, stride = receptive_radius(layer)
     base = int(round(base_sigma * 4)) + 1 if base_sigma > 0 else 0
-    return 2 * radius * steps + radius + base + START_MARGIN
+    return (2 * radius + stride - 1) * steps + radius + base + START_MARGIN
 
 
 @dataclass(frozen=True)

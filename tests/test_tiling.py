@@ -81,3 +81,11 @@ def test_tile_option_is_checked(random_vgg_weights):
         Fuser(weights=random_vgg_weights, tile=10)
     with pytest.raises(SemfuseError, match="--tile does not apply to cam-max"):
         Fuser("cam-max", weights=random_vgg_weights, tile=128)
+
+
+def test_tiled_optimisation_is_the_whole_one_at_a_pooled_layer(random_vgg_weights, rng):
+    images = [rng.integers(0, 256, (90, 118, 3), dtype=np.uint8) for _ in range(2)]
+    options = dict(backend="ort", weights=random_vgg_weights, init="mean", steps=2, layer="relu2_1", mean_base=0)
+    with Fuser(**options) as whole, Fuser(tile=64, **options) as tiled:
+        want, got = whole(images), tiled(images)
+    assert got.tiles > 1 and np.abs(want.image.astype(int) - got.image).max() <= 1
