@@ -95,7 +95,7 @@ def tile_room(count: int, height: int, width: int, budget: int | None = None) ->
 def budget_problem(count: int, height: int, width: int, budget: int | None = None,
                    streamed: bool = True) -> str | None:
     """Why fusing `count` images of width x height at once would not fit `budget` bytes
-    (default: DEFAULT_SHARE of the memory available now), or None if it would."""
+    (default: DEFAULT_SHARE of the memory available now), in a few words; None if it would."""
     where = "--memory-budget"
     if budget is None:
         available = available_bytes()
@@ -108,11 +108,3 @@ def budget_problem(count: int, height: int, width: int, budget: int | None = Non
         return None
     return (f"fusing {count} images of {width}x{height} needs about {describe(need)}, over the memory budget of "
             f"{describe(budget)} ({where})")
-
-
-def check_memory_budget(count: int, height: int, width: int, budget: int | None = None,
-                        streamed: bool = True) -> None:
-    """SemfuseError, in one line, where budget_problem finds one."""
-    problem = budget_problem(count, height, width, budget, streamed)
-    if problem:
-        raise SemfuseError(f"{problem}; fuse smaller or fewer images")

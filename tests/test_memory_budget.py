@@ -1,8 +1,10 @@
 """The memory pre-check: sizes from headers, refused in one line before any work."""
+import re
+
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.memory_budget import (BYTES_PER_INPUT_PIXEL, FIXED_BYTES, check_memory_budget,
+from semfuse_rt.engine.memory_budget import (BYTES_PER_INPUT_PIXEL, FIXED_BYTES, budget_problem,
                                              estimated_peak_bytes, parse_size)
 from semfuse_rt.errors import SemfuseError
 
@@ -17,21 +19,20 @@ def test_sizes_parse_and_bad_ones_are_one_line():
 
 def test_estimate_grows_with_inputs_and_pixels_and_is_checked_against_the_budget():
     assert estimated_peak_bytes(2, 1000, 1500) == FIXED_BYTES + BYTES_PER_INPUT_PIXEL * 3_000_000
-    check_memory_budget(2, 100, 100, estimated_peak_bytes(2, 100, 100))
-    with pytest.raises(SemfuseError, match=r"fusing 3 images of 1500x1000 needs about .* over the memory budget of "
-                                           r"1.0 GiB \(--memory-budget\)"):
-        check_memory_budget(3, 1000, 1500, 2**30)
+    assert budget_problem(2, 100, 100, estimated_peak_bytes(2, 100, 100)) is None
+    assert re.fullmatch(r"fusing 3 images of 1500x1000 needs about .* GiB, over the memory budget of 1.0 GiB "
+                        r"\(--memory-budget\)", budget_problem(3, 1000, 1500, 2**30))
+    assert estimated_peak_bytes(5, 100, 100) < estimated_peak_bytes(5, 100, 100, streamed=False)
 
 
 def test_the_default_budget_is_a_share_of_what_is_available(monkeypatch):
     from semfuse_rt.engine import memory_budget
 
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 10 * 2**30)
-    check_memory_budget(2, 700, 700)
-    with pytest.raises(SemfuseError, match="80% of the 10.0 GiB available; set --memory-budget"):
-        check_memory_budget(2, 4000, 3000)
+    assert budget_problem(2, 700, 700) is None
+    assert "80% of the 10.0 GiB available; set --memory-budget" in budget_problem(2, 4000, 3000)
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: None)
-    check_memory_budget(2, 4000, 3000)  # unknown: no guess
+    assert budget_problem(2, 4000, 3000) is None  # unknown: no guess
 
 
 def test_fuse_files_refuses_before_decoding(monkeypatch, tmp_path, rng, random_vgg_weights):

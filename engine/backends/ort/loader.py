@@ -60,31 +60,35 @@ class OrtSessionLoader:
     def device(self) -> torch.device:
         return torch.device("cuda" if (self.provider or providers()[0]) == "CUDAExecutionProvider" else "cpu")
 
-    def session(self, path, threads: int | None = None):
-        """A session on one of the small graphs (rules, base layer), on this loader's provider."""
+    def _provider_list(self) -> tuple[str, list[str]]:
+        provider = self.provider or providers()[0]
+        return provider, [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
+
+    def _options(self, level: str):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
-        # Not ORT_ENABLE_ALL: its NCHWc layout wraps the DT-CWT graph's one-channel
-        # convolutions in reorders that cost more than they save (2 x 520^2 colour start on
-        # the 2-core VM: 101 ms against 61 ms); the rule graphs run alike either way.
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
-        if threads or self.threads:
-            options.intra_op_num_threads = threads or self.threads
-        provider = self.provider or providers()[0]
-        chosen = [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
-        return ort.InferenceSession(str(path), options, providers=chosen)
+        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+        return options
+
+    def session(self, path):
+        """A session on one of the small graphs (rules, start, base layer), on this loader's
+        provider. Not ORT_ENABLE_ALL: its NCHWc layout wraps the DT-CWT graph's one-channel
+        convolutions in reorders that cost more than they save (2 x 520^2 colour start on
+        the 2-core VM: 101 ms against 61 ms); the rule graphs run alike either way."""
+        import onnxruntime as ort
+
+        return ort.InferenceSession(str(path), self._options("ORT_ENABLE_EXTENDED"),
+                                    providers=self._provider_list()[1])
 
     def __call__(self) -> OrtSessions:
         import onnxruntime as ort
 
         graphs = export_graphs(self.weights, self.layer, self.engine_dir)
-        provider = self.provider or providers()[0]
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        if self.threads:
-            options.intra_op_num_threads = self.threads
-        chosen = [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
+        provider, chosen = self._provider_list()
+        options = self._options("ORT_ENABLE_ALL")
         sessions = OrtSessions(provider, ort.InferenceSession(str(graphs.features), options, providers=chosen),
                                ort.InferenceSession(str(graphs.gradient), options, providers=chosen))
         # Bands are a CPU measure: they keep the 64-channel maps in cache.
