@@ -274,11 +274,11 @@ class Fuser:
         return target[None]
 
     def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock) -> tuple[np.ndarray, list]:
-        """Each tile's crop through the whole pipeline; cores cross-faded into one image.
-        The losses are summed over the tiles (halos counted in each)."""
+        """Each tile's crop through the whole pipeline; cores cross-faded into one image (the
+        ramps of overlapping cores sum to one). The losses are summed over the tiles (halos
+        counted in each)."""
         height, width = images[0].shape[:2]
         total = np.zeros((3, height, width), np.float32)
-        weight = np.zeros((height, width), np.float32)
         losses = np.zeros(self.schedule.steps + 1)
         steps = self.schedule.steps
         for index, tile in enumerate(tiles):
@@ -295,10 +295,9 @@ class Fuser:
             cy0, cy1, cx0, cx1 = tile.core
             ramp = tile.weights(height, width)
             total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp
-            weight[cy0:cy1, cx0:cx1] += ramp
             losses += np.asarray(tile_losses)
             clock.lap("blend")
-        return total / weight, losses.tolist()
+        return total, losses.tolist()
 
     def retention(self, images: Sequence[np.ndarray], fused: np.ndarray) -> list[Retention]:
         """Whether each input's top-1 class survives in the fused image (rank and probability)."""

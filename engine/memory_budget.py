@@ -70,9 +70,9 @@ def describe(size: float) -> str:
 
 
 # A tiled fuse also holds the decoded inputs (at most 6 bytes a pixel each) and the float
-# accumulators of the result and its cross-fade weights (16 bytes a pixel).
+# result the tiles are cross-faded into (12 bytes a pixel).
 DECODED_BYTES_PER_PIXEL = 6
-ACCUMULATOR_BYTES_PER_PIXEL = 16
+ACCUMULATOR_BYTES_PER_PIXEL = 12
 
 
 def budget_or_default(budget: int | None) -> int | None:

@@ -19,7 +19,7 @@ def test_tiles_cover_the_image_with_cross_fades_that_sum_to_one():
         c0, c1, d0, d1 = tile.crop
         assert c0 <= y0 and y1 <= c1 and d0 <= x0 and x1 <= d1 and c0 % 4 == 0 and d0 % 4 == 0
         weight[y0:y1, x0:x1] += tile.weights(height, width)
-    assert weight.min() > 0.99 and weight.max() < 1.01
+    assert np.abs(weight - 1).max() < 1e-6  # the fuser relies on it: it does not divide by the sum
 
 
 def test_halo_follows_the_receptive_field_and_the_steps():
@@ -39,22 +39,31 @@ def test_tiled_optimisation_is_the_whole_one(random_vgg_weights, rng, backend, s
     assert np.abs(want.image.astype(int) - got.image).max() <= 1
 
 
-def test_the_dtcwt_start_in_tiles_shows_no_seam(vgg_weights):
+def test_the_dtcwt_start_in_tiles_scores_as_the_whole_one(vgg_weights):
     a, b = (load_image(EXAMPLES / f"lytro-01-{side}.jpg")[100:300, 60:320] for side in "AB")
     with Fuser(backend="ort", weights=vgg_weights) as whole, Fuser(backend="ort", weights=vgg_weights,
                                                                    tile=96) as tiled:
         want, got = whole([a, b]), tiled([a, b])
     sources = [to_luma_255(a), to_luma_255(b)]
     assert abs(qabf(sources, to_luma_255(got.image)) - qabf(sources, to_luma_255(want.image))) <= 0.002
-    # Across the tiles' seams the image changes no more than it does in the whole-image fuse.
-    seams = [x for x in range(96, a.shape[1], 96)]
-
-    def step(image):
-        luma = to_luma_255(image)
-        return np.mean([np.abs(luma[:, x - OVERLAP // 2:x + OVERLAP // 2 + 1].astype(float)).std() for x in seams])
-
     assert np.abs(got.image.astype(int) - want.image).mean() < 1.0
-    assert step(got.image) <= step(want.image) * 1.05
+
+
+def test_tiles_that_disagree_are_cross_faded_not_cut(monkeypatch, random_vgg_weights, rng):
+    """Each tile returns a flat image of its own level: where two meet, the result must ramp
+    from one level to the other over the overlap, never jump."""
+    levels = iter(range(40, 220, 15))  # 12 tiles: 3 rows of 4
+
+    def flat_tile(self, planes, cams, progress, clock):
+        return np.full((3, *planes.shape[2:]), float(next(levels)), np.float32), [0.0] * (self.schedule.steps + 1)
+
+    monkeypatch.setattr(Fuser, "_fuse_planes", flat_tile)
+    images = [rng.integers(0, 256, (150, 230), dtype=np.uint8) for _ in range(2)]
+    fused = Fuser(weights=random_vgg_weights, tile=64)(images).image.astype(float)
+    # Tiles are numbered row by row: a horizontal neighbour is 15 levels away, a vertical one 60.
+    assert np.abs(np.diff(fused, axis=1)).max() <= 15 / OVERLAP + 1
+    assert np.abs(np.diff(fused, axis=0)).max() <= 60 / OVERLAP + 1
+    assert fused.min() == 40 and fused.max() == 40 + 15 * 11
 
 
 def test_the_budget_chooses_tiles_and_refuses_what_cannot_fit(random_vgg_weights):
