@@ -18,7 +18,7 @@ import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -47,6 +47,8 @@ from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 DEFAULT_LAYER = "relu1_1"
+# (K, 3, H, W) pixels on the runner's device -> the optimisation's (1, 3, H, W) start there
+StartHook = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -178,8 +180,13 @@ class Fuser:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
 
-    def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None) -> FusionResult:
-        """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode."""
+    def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None, *,
+                 start: StartHook | None = None) -> FusionResult:
+        """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode.
+
+        `start(pixels)` replaces the initialisation where given: (K, 3, H, W) pixels on the
+        runner's device -> the (1, 3, H, W) start there (a video's warm start,
+        engine/video_fusion.py). Tiled fuses start each tile as usual."""
         started = time.perf_counter()
         check_images(images)
         tiles = self.tiles(len(images), *images[0].shape[:2])
@@ -199,7 +206,7 @@ class Fuser:
             if self.method.semantic:
                 cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
                 clock.lap("cams")
-            result, losses = self._fuse_planes(sources.pixels, cams, progress, clock)
+            result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, start)
         else:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock)
@@ -209,12 +216,13 @@ class Fuser:
                             losses, cams.maps.numpy() if cams is not None else None,
                             stages=clock.stages, tiles=len(tiles) if tiles else 1)
 
-    def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock) -> tuple[np.ndarray, list]:
+    def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock,
+                     start_hook: StartHook | None = None) -> tuple[np.ndarray, list]:
         """(K, 3, H, W) pixels -> the optimised image over its base layer (3, H, W), and the losses."""
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
         pixels = torch.from_numpy(planes).to(self.runner.device)
-        if cams is None and len(pixels) > 2:
+        if cams is None and (len(pixels) > 2 or not isinstance(self.rule, Majority)):
             target = self._streamed_target(pixels, clock)
         else:
             features = self.runner.features(pixels)
@@ -225,7 +233,7 @@ class Fuser:
             target = self.runner.fuse_features(features, self.rule, weights)
             del features
             clock.lap("rule")
-        start = self.runner.start(pixels, self.init)
+        start = self.runner.start(pixels, self.init) if start_hook is None else start_hook(pixels)
         clock.lap("start")
         optimised = self.runner.optimise(start, target, self.schedule, progress)
         clock.lap("loop")
@@ -240,7 +248,7 @@ class Fuser:
     def _streamed_target(self, pixels: torch.Tensor, clock) -> torch.Tensor:
         """The target from one input's features at a time, so that memory does not grow with
         K. Choose-max is a running reduction: the rule between the target so far (first, so
-        ties stay with the lower k) and the next input's features. The majority filter needs
+        ties stay with the lower k) and the next input's features, in place on the CPU. The majority filter needs
         every input's decision: uint8 labels in the first pass, the values in a second."""
         def features(k):
             maps = self.runner.features(pixels[k:k + 1])
@@ -250,7 +258,10 @@ class Fuser:
         if not isinstance(self.rule, Majority):
             target = features(0)
             for k in range(1, len(pixels)):
-                target = self.runner.fuse_features(torch.cat([target, features(k)]), self.rule)
+                if target.is_cuda:  # the rule's kernel, on the pair
+                    target = self.runner.fuse_features(torch.cat([target, features(k)]), self.rule)
+                else:
+                    self.rule.reduce_into(target, features(k))
                 clock.lap("rule")
             return target
         first = features(0)[0]

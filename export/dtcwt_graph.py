@@ -396,6 +396,110 @@ class DtcwtChooseMax(nn.Module):
         return _crop(_crop(image, 1, 0, height), 2, 0, width)
 
 
+class StreamedDtcwtChooseMax:
+    """DtcwtChooseMax with the K inputs transformed one at a time, so its memory does not
+    grow with K: one input's pyramid, the running choice and (verified) a uint8 label per
+    coefficient. Without verification the choice is a running reduction (a later input
+    takes a coefficient only with a strictly larger |z|, so ties stay with the lowest k).
+    With it, a first pass records the labels, the majority filter decides, and a second
+    pass transforms each input again to take the coefficients it won. The choices are the
+    stacked module's exactly; the lowpass mean is summed input by input, so a result may
+    differ from the stacked one in its last bits."""
+
+    def __init__(self, verify: int = 0, levels: int = LEVELS, biort: str = BIORT, qshift: str = QSHIFT):
+        self.stacked = DtcwtChooseMax(verify, levels, biort, qshift)
+
+    def to(self, device) -> StreamedDtcwtChooseMax:
+        self.stacked.to(device)
+        return self
+
+    def __call__(self, count: int, planes_of) -> torch.Tensor:
+        """planes_of(k) -> input k's (C, H, W) planes; -> the fused (C, H, W)."""
+        if count > 255:
+            raise ValueError(f"the streamed DT-CWT start takes at most 255 inputs, got {count}")
+        with torch.no_grad():
+            if self.stacked.verify:
+                return self._verified(count, planes_of)
+            return self._running(count, planes_of)
+
+    def _pyramid(self, planes: torch.Tensor):
+        """(C, H, W) -> lowpass (C, h, w), per level (real, imag) (C, 6, h_l, w_l)."""
+        return self.stacked.transform(planes)
+
+    def _finish(self, lowpass, chosen, height: int, width: int) -> torch.Tensor:
+        image = self.stacked.transform.inverse(lowpass, chosen)
+        return _crop(_crop(image, 1, 0, height), 2, 0, width)
+
+    def _running(self, count: int, planes_of) -> torch.Tensor:
+        lowpass, best, chosen = None, [], []
+        for k in range(count):
+            planes = planes_of(k)
+            low, highpasses = self._pyramid(planes)
+            lowpass = low if lowpass is None else lowpass.add_(low)
+            for level, (real, imag) in enumerate(highpasses):
+                magnitude = real * real + imag * imag
+                if k == 0:
+                    best.append(magnitude)
+                    chosen.append((real, imag))
+                    continue
+                wins = magnitude > best[level]
+                torch.where(wins, magnitude, best[level], out=best[level])
+                torch.where(wins, real, chosen[level][0], out=chosen[level][0])
+                torch.where(wins, imag, chosen[level][1], out=chosen[level][1])
+        return self._finish(lowpass.div_(count), chosen, *planes.shape[-2:])
+
+    def _verified(self, count: int, planes_of) -> torch.Tensor:
+        lowpass, best, labels = None, [], []
+        for k in range(count):
+            planes = planes_of(k)
+            low, highpasses = self._pyramid(planes)
+            lowpass = low if lowpass is None else lowpass.add_(low)
+            for level, (real, imag) in enumerate(highpasses):
+                magnitude = real * real + imag * imag
+                if k == 0:
+                    best.append(magnitude)
+                    labels.append(torch.zeros(magnitude.shape, dtype=torch.uint8, device=magnitude.device))
+                    continue
+                wins = magnitude > best[level]
+                labels[level][wins] = k
+                torch.maximum(best[level], magnitude, out=best[level])
+        del best
+        decided = [self._majority(level_labels, count) for level_labels in labels]
+        del labels
+        chosen = None
+        for k in range(count):
+            _, highpasses = self._pyramid(planes_of(k))
+            if chosen is None:
+                chosen = highpasses  # input 0's coefficients, replaced where another won
+                continue
+            for level, (real, imag) in enumerate(highpasses):
+                mine = decided[level] == k
+                chosen[level][0][mine] = real[mine]
+                chosen[level][1][mine] = imag[mine]
+        return self._finish(lowpass.div_(count), chosen, *planes.shape[-2:])
+
+    def _majority(self, labels: torch.Tensor, count: int) -> torch.Tensor:
+        """The stacked module's verification, one candidate at a time: the label with the
+        highest twice-its-count-plus-centre score, the first such."""
+        shape = labels.shape
+        half = self.stacked.verify // 2
+        box, taps = self.stacked.box, self.stacked._box_taps
+        best_score, decided = None, torch.zeros(shape, dtype=torch.uint8, device=labels.device)
+        for k in range(count):
+            votes = (labels == k).to(torch.float32)  # counts are small integers: exact
+            planes = votes.reshape(-1, 1, shape[-2], shape[-1])
+            counts = _correlate(F.pad(planes, (half, half, 0, 0)), 3, box, taps, 1, 1)
+            counts = _correlate(F.pad(counts, (0, 0, half, half)), 2, box, taps, 1, 1)
+            score = counts.reshape(shape) * 2 + votes
+            if best_score is None:
+                best_score = score
+                continue
+            wins = score > best_score
+            decided[wins] = k
+            torch.maximum(best_score, score, out=best_score)
+        return decided
+
+
 class DtcwtStartGraph(nn.Module):
     """The exported graph: pixels (K, 3, H, W) -> start (1, 3, H, W), every channel fused
     (a grey set's three equal channels give three equal results)."""
@@ -413,11 +517,17 @@ def _module(verify: int) -> DtcwtChooseMax:
     return DtcwtChooseMax(verify).eval()
 
 
+@functools.lru_cache(maxsize=None)
+def _streamed(verify: int) -> StreamedDtcwtChooseMax:
+    return StreamedDtcwtChooseMax(verify)
+
+
 def dtcwt_start(pixels: torch.Tensor, verify: int, *,
                 dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
     """(K, 3, H, W) pixels 0..255 -> (1, 3, H, W) in pixels' dtype and on its device: what
     engine/initialisation.py's `_dtcwt` returns (a channel equal to an earlier one, as in grey
-    inputs replicated to RGB, is not transformed again but copied). It computes in `dtype`
+    inputs replicated to RGB, is not transformed again but copied); more than two inputs are
+    transformed one at a time (StreamedDtcwtChooseMax). It computes in `dtype`
     (float64, as the numpy path does, by default; None: pixels' own dtype, faster)."""
     compute = dtype if dtype is not None else pixels.dtype
     distinct: list[int] = []
@@ -428,10 +538,12 @@ def dtcwt_start(pixels: torch.Tensor, verify: int, *,
             distinct.append(c)
             same_as = c
         source.append(distinct.index(same_as))
-    module = _module(int(verify)).to(pixels.device)
-    with torch.no_grad():
-        planes = pixels[:, distinct].to(compute)
-        fused = module(planes)
+    if len(pixels) > 2:  # one input's pyramid at a time: memory independent of K
+        fused = _streamed(int(verify)).to(pixels.device)(len(pixels), lambda k: pixels[k, distinct].to(compute))
+    else:
+        module = _module(int(verify)).to(pixels.device)
+        with torch.no_grad():
+            fused = module(pixels[:, distinct].to(compute))
     index = torch.tensor(source, device=pixels.device)
     return fused.index_select(0, index).unsqueeze(0).to(pixels.dtype)
 

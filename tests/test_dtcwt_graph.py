@@ -10,8 +10,8 @@ import torch
 
 from semfuse_rt.engine.baselines import dtcwt_choose_max
 from semfuse_rt.export import dtcwt_graph
-from semfuse_rt.export.dtcwt_graph import DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, dtcwt_start, \
-    export_dtcwt_graph
+from semfuse_rt.export.dtcwt_graph import DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, StreamedDtcwtChooseMax, \
+    dtcwt_start, export_dtcwt_graph
 
 # The package's own padding of odd sizes calls the deprecated logging.warn.
 pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' function is deprecated:DeprecationWarning")
@@ -101,9 +101,9 @@ def numpy_start(pixels: torch.Tensor, verify: int) -> torch.Tensor:
 
 @pytest.mark.parametrize("verify", [0, 3])
 def test_start_matches_the_numpy_package(rng, package, verify):
-    colour = torch.from_numpy((rng.random((2, 3, 45, 60)) * 255).astype(np.float32))
+    colour = torch.from_numpy((rng.random((3, 3, 45, 60)) * 255).astype(np.float32))
     grey = colour[:, :1].expand(-1, 3, -1, -1).contiguous()
-    for pixels in (colour, grey):
+    for pixels in (colour[:2], grey[:2], colour):  # three inputs: the streamed start
         expected = numpy_start(pixels, verify)
         start = dtcwt_start(pixels, verify)
         assert start.shape == (1, 3, 45, 60) and start.dtype == pixels.dtype
@@ -129,3 +129,19 @@ def test_ort_graph_matches_the_module(rng, graphs, verify):
     modified = path.stat().st_mtime_ns
     assert export_dtcwt_graph(verify, path.parent) == path  # reused, not exported again
     assert path.stat().st_mtime_ns == modified
+
+
+@pytest.mark.parametrize("verify", [0, 3])
+def test_streamed_start_makes_the_stacked_choices(rng, verify):
+    """Inputs transformed one at a time give the stacked module's result: exactly in float64
+    (where a sum of three inputs' lowpasses rounds alike), to float32 rounding otherwise;
+    repeated inputs check that ties stay with the lowest k."""
+    for k, dtype, tolerance in [(3, torch.float64, 1e-9), (5, torch.float32, 1e-3)]:
+        planes = torch.from_numpy(rng.random((k, 3, 45, 61)) * 255).to(dtype)
+        planes[2] = planes[0]
+        planes[1, :, :12] = planes[0, :, :12]
+        with torch.no_grad():
+            stacked = DtcwtChooseMax(verify)(planes)
+        streamed = StreamedDtcwtChooseMax(verify)(k, lambda i: planes[i])
+        assert streamed.shape == stacked.shape
+        assert (streamed - stacked).abs().max().item() <= tolerance

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.fusion_rules import fuse_features
+from semfuse_rt.engine.fusion_rules import ChooseMax, fuse_features
 from semfuse_rt.kernels.torch_rules import cam_choose_max, choose_max, majority_filter
 
 
@@ -93,3 +93,18 @@ def test_fuse_features_majority_uses_filtered_labels():
     features = t([[[[5.0, 1.0, 5.0]]], [[[1.0, 6.0, 1.0]]]])
     # labels [0,1,0]; x=1 window {0,1,0} -> 0: the fused value is input 0's 1.0
     assert fuse_features(features, "majority", window=3).tolist() == [[[5.0, 1.0, 5.0]]]
+
+
+def test_running_reduction_equals_the_rule_over_all_inputs(rng):
+    """reduce_into, input after input, gives choose-max over the stack: ties to the lowest k
+    (exact repeats across inputs), NaN never winning, and row bands that do not divide H."""
+    maps = torch.from_numpy(rng.standard_normal((4, 3, 37, 29)).astype(np.float32))
+    maps[1, :, :5] = maps[0, :, :5]  # ties between inputs 0 and 1
+    maps[2, :, 7:9] = -maps[0, :, 7:9]  # ties of magnitude, opposite sign
+    maps[0, 1, 10, :] = float("nan")
+    maps[3, 2, 11, 3] = float("nan")
+    rule = ChooseMax()
+    target = maps[0:1].clone()
+    for k in range(1, 4):
+        rule.reduce_into(target, maps[k:k + 1], band=200)  # 2 rows a band
+    assert torch.equal(target[0], rule.fuse(maps))

@@ -1,6 +1,7 @@
 """Exports the graphs for a layer (once, cached) and opens ONNX Runtime sessions on them."""
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 from dataclasses import dataclass, field
@@ -29,6 +30,19 @@ def providers() -> list[str]:
 
 def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+@functools.lru_cache(maxsize=None)
+def share_cpu_arena() -> None:
+    """One CPU memory arena for every session of the process. Each session's own arena
+    keeps its peak for good, so a fuse held the sum of its graphs' peaks (features, rule,
+    start, gradient, base layer); shared, it holds about the largest one. A 2 x 2 MP fuse on
+    the 2-core VM peaked at 2.6 GiB instead of 3.4 GiB, and no longer grew on the next call."""
+    import onnxruntime as ort
+
+    where = ort.OrtMemoryInfo("Cpu", ort.OrtAllocatorType.ORT_ARENA_ALLOCATOR, 0, ort.OrtMemType.DEFAULT)
+    # 0 / -1: ONNX Runtime's defaults (no cap, its usual growth and chunk sizes).
+    ort.create_and_register_allocator(where, ort.OrtArenaCfg(0, -1, -1, -1))
 
 
 @dataclass
@@ -68,6 +82,8 @@ class OrtSessionLoader:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
+        share_cpu_arena()
+        options.add_session_config_entry("session.use_env_allocators", "1")
         options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         if self.threads:
             options.intra_op_num_threads = self.threads

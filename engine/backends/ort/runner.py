@@ -65,15 +65,19 @@ class OrtRunner(FusionRunner):
         return torch.from_numpy(session.run(["target"], feeds)[0])
 
     def start(self, pixels, how):
-        """The DT-CWT starts run as their graph (export/dtcwt_graph.py); the mean and the
-        maximum are one torch op."""
+        """The DT-CWT starts of two inputs run as their graph (export/dtcwt_graph.py); of more,
+        as torch ops in float32 that transform one input at a time, as the graph would
+        hold all K pyramids at once. The mean and the maximum are one torch op."""
         from semfuse_rt.engine.initialisation import VERIFY_WINDOW
 
         if self.on_cuda or not how.startswith("dtcwt"):
             return super().start(pixels, how)
-        from semfuse_rt.export.dtcwt_graph import export_dtcwt_graph
+        from semfuse_rt.export.dtcwt_graph import dtcwt_start, export_dtcwt_graph
 
-        session = self._small_session(export_dtcwt_graph(VERIFY_WINDOW if how == "dtcwt-verified" else 0))
+        verify = VERIFY_WINDOW if how == "dtcwt-verified" else 0
+        if len(pixels) > 2:
+            return dtcwt_start(pixels.float(), verify, dtype=None)
+        session = self._small_session(export_dtcwt_graph(verify))
         return torch.from_numpy(session.run(["start"], {"pixels": pixels.detach().float().contiguous().numpy()})[0])
 
     def mean_base(self, fused, pixels, sigma):
