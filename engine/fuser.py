@@ -13,12 +13,13 @@ base layer.
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Protocol, Sequence
 
 import numpy as np
 import torch
@@ -31,7 +32,9 @@ from semfuse_rt.engine.classifier import Classifier, load_classifier
 from semfuse_rt.engine.heatmaps import save_cam_overlays
 from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, image_file_size,
                                      load_image, save_image)
-from semfuse_rt.engine.memory_budget import budget_problem, parse_size, tile_room
+from semfuse_rt.engine.memory import return_free_memory
+from semfuse_rt.engine.memory_budget import budget_problem, parse_size, spill_inputs, tile_room
+from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.fusion_rules import Majority
@@ -47,8 +50,19 @@ from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 DEFAULT_LAYER = "relu1_1"
-# (K, 3, H, W) pixels on the runner's device -> the optimisation's (1, 3, H, W) start there
-StartHook = Callable[[torch.Tensor], torch.Tensor]
+
+
+class WarmStart(Protocol):
+    """Where one fuse's optimisation starts, in place of the initialisation (a video's warm
+    start, engine/video_fusion.py). Tensors are on the runner's device: `start` maps the
+    (K, 3, H, W) pixels to the (1, 3, H, W) start, `schedule` is the loop's (None: the
+    Fuser's), and `optimised` receives the optimised image before the base layer."""
+
+    schedule: AdamSchedule | None
+
+    def start(self, pixels: torch.Tensor) -> torch.Tensor: ...
+
+    def optimised(self, image: torch.Tensor) -> None: ...
 
 
 @dataclass
@@ -160,10 +174,11 @@ class Fuser:
         return "torch" if self.backend == "torch" or not ort_usable() else "ort"
 
     # -- fusion --------------------------------------------------------------------------------
-    def tiles(self, count: int, height: int, width: int) -> list[Tile] | None:
+    def tiles(self, count: int, height: int, width: int, spilled: bool = False) -> list[Tile] | None:
         """How a fuse of `count` images of width x height runs: None for the whole image at
         once, else its tiles (asked for with `tile`, or because the whole image would not
-        fit the memory budget). SemfuseError where even tiles cannot fit."""
+        fit the memory budget). SemfuseError where even tiles cannot fit. `spilled`: the
+        inputs wait on disk (engine/spilled_images.py), not in memory."""
         margin = halo(self.layer, self.schedule.steps, self.mean_base)
         # Crops start on the pooling grid, and for a DT-CWT start on its level-4 grid too:
         # the same decimation phase as the whole image keeps the tiles' starts closer to it.
@@ -175,21 +190,20 @@ class Fuser:
             return None
         if not self.method.optimised or self.method.semantic:  # the CAMs are whole-image maps
             raise SemfuseError(f"{problem}; fuse smaller or fewer images")
-        core = core_for_budget(tile_room(count, height, width, self.memory_budget), margin, grid)
+        core = core_for_budget(tile_room(count, height, width, self.memory_budget, spilled), margin, grid)
         if core < MIN_TILE:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
 
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None, *,
-                 start: StartHook | None = None) -> FusionResult:
+                 warm_start: WarmStart | None = None) -> FusionResult:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode.
-
-        `start(pixels)` replaces the initialisation where given: (K, 3, H, W) pixels on the
-        runner's device -> the (1, 3, H, W) start there (a video's warm start,
-        engine/video_fusion.py). Tiled fuses start each tile as usual."""
+        `warm_start` replaces the initialisation and schedule of a whole-image fuse; tiled
+        fuses start each tile as usual."""
         started = time.perf_counter()
         check_images(images)
-        tiles = self.tiles(len(images), *images[0].shape[:2])
+        tiles = self.tiles(len(images), *images[0].shape[:2],
+                           spilled=any(isinstance(image, SpilledImage) for image in images))
         if self.method.optimised:
             check_image_fits(self.layer, self.mean_base, *images[0].shape[:2])
         self.open()
@@ -206,10 +220,11 @@ class Fuser:
             if self.method.semantic:
                 cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
                 clock.lap("cams")
-            result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, start)
+            result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, warm_start)
         else:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock)
+        return_free_memory()
         image = finish(result, sources)
         clock.lap("finish")
         return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
@@ -217,7 +232,7 @@ class Fuser:
                             stages=clock.stages, tiles=len(tiles) if tiles else 1)
 
     def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock,
-                     start_hook: StartHook | None = None) -> tuple[np.ndarray, list]:
+                     warm_start: WarmStart | None = None) -> tuple[np.ndarray, list]:
         """(K, 3, H, W) pixels -> the optimised image over its base layer (3, H, W), and the losses."""
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
@@ -233,9 +248,12 @@ class Fuser:
             target = self.runner.fuse_features(features, self.rule, weights)
             del features
             clock.lap("rule")
-        start = self.runner.start(pixels, self.init) if start_hook is None else start_hook(pixels)
+        start = self.runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
         clock.lap("start")
-        optimised = self.runner.optimise(start, target, self.schedule, progress)
+        schedule = self.schedule if warm_start is None or warm_start.schedule is None else warm_start.schedule
+        optimised = self.runner.optimise(start, target, schedule, progress, release_target=True)
+        if warm_start is not None:
+            warm_start.optimised(optimised.image)
         clock.lap("loop")
         if not (torch.isfinite(optimised.image).all() and np.isfinite(optimised.losses).all()):
             raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
@@ -307,6 +325,7 @@ class Fuser:
             ramp = tile.weights(height, width)
             total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp
             losses += np.asarray(tile_losses)
+            return_free_memory()
             clock.lap("blend")
         return total, losses.tolist()
 
@@ -331,14 +350,21 @@ class Fuser:
             raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
         check_not_an_input(output, paths)
         sizes = [image_file_size(p, max_pixels) for p in paths]
+        spill = False
         if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
-            self.tiles(len(paths), sizes[0][1], sizes[0][0])  # refuses, before decoding, what cannot fit
-        decoding = time.perf_counter()
-        images = [load_image(p, max_pixels) for p in paths]
-        deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
-        check_output(output, deepest)
-        decoded = time.perf_counter()
-        result = self(images, progress)
+            (width, height), count = sizes[0], len(paths)
+            # refuses, before decoding, what cannot fit
+            spill = (self.tiles(count, height, width) is not None and not self.method.semantic
+                     and spill_inputs(count, height, width, self.memory_budget))
+            if spill:
+                self.tiles(count, height, width, spilled=True)
+        with spill_folder() if spill else contextlib.nullcontext() as folder:
+            decoding = time.perf_counter()
+            images = [_decoded(p, max_pixels, folder) for p in paths]
+            deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
+            check_output(output, deepest)
+            decoded = time.perf_counter()
+            result = self(images, progress)
         save_image(Path(output), result.image)
         encoded = time.perf_counter()
         result.stages = {"decode": decoded - decoding, **result.stages,
@@ -348,6 +374,12 @@ class Fuser:
         if report:
             result.retention = self.retention(images, result.image)
         return result
+
+
+def _decoded(path, max_pixels: int, folder: Path | None):
+    """The decoded image, in memory or, given a spill folder, on disk there."""
+    image = load_image(path, max_pixels)
+    return image if folder is None else SpilledImage(image, folder)
 
 
 class StageClock:

@@ -55,3 +55,16 @@ class PeakResident:
     @property
     def growth(self) -> int:
         return max(0, self.peak - self.start)
+
+
+def return_free_memory() -> None:
+    """Hand the C heap's free memory back to the system (glibc's malloc_trim). The band
+    buffers of a fuse are a few MB each: glibc keeps such blocks on its heap once freed, and
+    without this each further fuse of a large image left the process about 0.4 GB larger
+    (2 x 2 MP: peaks of 1.7, 2.1, 2.1 GiB over three fuses; 1.7 each with it)."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None).malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        pass

@@ -1,15 +1,17 @@
 """Will a fuse fit in memory? An estimate made from the image sizes alone (read from the
 headers, before anything is decoded), against a budget: a request that cannot fit is
-refused in one line instead of being killed by the kernel's OOM killer halfway through.
+refused in one line instead of being killed by the kernel's OOM killer halfway through,
+and one that would not fit whole is fused in tiles that do.
 
-The estimate is calibrated on the 2-core VM with the default pipeline at relu1_1 on ONNX
-Runtime (peak RSS by /usr/bin/time): 2 x 520^2 colour 1.66 GB, 3 x 520^2 2.26 GB, 2 x 1.5 MP
-7.35 GB, 3 x 1.5 MP 11.3 GB: about 2.2-2.6 KB per input pixel over a fixed ~0.6 GB
-(libraries, weights, sessions). Tiled, each of ONNX Runtime's sessions keeps its own arena
-across crops of different sizes, which costs more per crop pixel: a 12 MP pair in 0.37 MP
-crops peaked at 3.9 GiB, about 4.1 KB per input pixel of a crop. The per-pixel constant is
-set from that, so whole images are estimated high (2 x 1.5 MP: 13.4 GB against 7.35 GB
-measured) and tiled ones about right; deeper layers hold smaller maps.
+Calibrated on the 2-core VM with the default pipeline at relu1_1 on ONNX Runtime (peak RSS,
+getrusage), where a non-semantic fuse streams the inputs (one input's features at a time,
+the choose-max target reduced in place, the DT-CWT start one input at a time beyond two,
+one shared ONNX Runtime arena handed back after the start): whole pairs of 1 and 2 MP peak
+at 1.03 and 1.69 GiB, about 0.37 GiB of libraries, weights and sessions plus 700 bytes a
+pixel; tiled, a 12 MP pair in crops of 1.5 and 3.4 MP peaked at 1.97 and 3.12 GiB, 770-900
+bytes a crop pixel over the whole-image buffers. Each further input adds about 24 bytes a
+pixel (its pixels in the crop; 1 MP with 2, 8, 16 inputs: 1.03, 1.14, 1.35 GiB). The
+semantic methods stack every input's features and are estimated as before streaming.
 """
 from __future__ import annotations
 
@@ -17,22 +19,22 @@ import re
 
 from semfuse_rt.errors import SemfuseError
 
-FIXED_BYTES = 800 * 2**20
-BYTES_PER_INPUT_PIXEL = 4200
+FIXED_BYTES = 512 * 2**20
+STREAMED_BYTES_PER_PIXEL = 900  # two inputs' working set, per pixel of the image or crop
+FURTHER_INPUT_BYTES_PER_PIXEL = 32
+STACKED_BYTES_PER_INPUT_PIXEL = 4200  # semantic methods: every input's features at once
 DEFAULT_SHARE = 0.8  # of the memory available when the fuse starts
+# The default budget is also at most this: crops of about 2 MP, which it allows a pair of
+# 24 MP photographs, already spend most of their time on their core rather than their halo,
+# so a larger default would buy little speed for the memory it takes from everything else.
+DEFAULT_CEILING = 3 * 2**30
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 
 
-# From the third input on, a non-semantic fuse streams the inputs' features through the rule
-# (Fuser._streamed_target), so each further input adds only its pixels and its share of the
-# DT-CWT start: 370-730 bytes a pixel measured at 520^2 (3 and 4 inputs), rounded up as for tiles.
-STREAMED_BYTES_PER_INPUT_PIXEL = 1200
-
-
 def bytes_per_pixel(count: int, streamed: bool = True) -> int:
-    if not streamed or count <= 2:
-        return BYTES_PER_INPUT_PIXEL * count
-    return BYTES_PER_INPUT_PIXEL * 2 + STREAMED_BYTES_PER_INPUT_PIXEL * (count - 2)
+    if not streamed:
+        return STACKED_BYTES_PER_INPUT_PIXEL * count
+    return STREAMED_BYTES_PER_PIXEL + FURTHER_INPUT_BYTES_PER_PIXEL * max(0, count - 2)
 
 
 def estimated_peak_bytes(count: int, height: int, width: int, streamed: bool = True) -> int:
@@ -69,40 +71,57 @@ def describe(size: float) -> str:
     return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
 
 
-# A tiled fuse also holds the decoded inputs (at most 6 bytes a pixel each) and the float
-# result the tiles are cross-faded into (12 bytes a pixel).
+# A tiled fuse also holds the float result the tiles are cross-faded into (12 bytes a pixel),
+# the output image (at most 6) and, unless they are spilled to disk, the decoded inputs (at
+# most 6 bytes a pixel each: 16-bit colour).
 DECODED_BYTES_PER_PIXEL = 6
-ACCUMULATOR_BYTES_PER_PIXEL = 12
+ACCUMULATOR_BYTES_PER_PIXEL = 12 + 6
+# Inputs are spilled to disk (engine/spilled_images.py) when decoded they would take more
+# than this share of the budget: a long stack of large frames then costs no more memory
+# than two of them.
+SPILL_SHARE = 0.25
+
+
+def default_budget() -> tuple[int | None, str]:
+    """The budget when none is given, and how it came about (for messages)."""
+    available = available_bytes()
+    if available is None:
+        return None, "the memory available is unknown"
+    share = int(available * DEFAULT_SHARE)
+    if share > DEFAULT_CEILING:
+        return DEFAULT_CEILING, f"the default of {describe(DEFAULT_CEILING)}; set --memory-budget to change it"
+    return share, f"{DEFAULT_SHARE:.0%} of the {describe(available)} available; set --memory-budget to change it"
 
 
 def budget_or_default(budget: int | None) -> int | None:
-    if budget is not None:
-        return budget
-    available = available_bytes()
-    return int(available * DEFAULT_SHARE) if available is not None else None
+    return budget if budget is not None else default_budget()[0]
 
 
-def tile_room(count: int, height: int, width: int, budget: int | None = None) -> int:
+def spill_inputs(count: int, height: int, width: int, budget: int | None = None) -> bool:
+    """Whether decoded inputs of this size belong on disk rather than in memory."""
+    budget = budget_or_default(budget)
+    return budget is not None and DECODED_BYTES_PER_PIXEL * count * height * width > SPILL_SHARE * budget
+
+
+def tile_room(count: int, height: int, width: int, budget: int | None = None, spilled: bool = False) -> int:
     """How many crop pixels a tile may have: what the budget leaves after the whole-image
     buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set."""
     budget = budget_or_default(budget)
     if budget is None:
         return 2**62
-    whole = (DECODED_BYTES_PER_PIXEL * count + ACCUMULATOR_BYTES_PER_PIXEL) * height * width
-    return max(0, budget - FIXED_BYTES - whole) // bytes_per_pixel(count)
+    per_pixel = ACCUMULATOR_BYTES_PER_PIXEL + (0 if spilled else DECODED_BYTES_PER_PIXEL * count)
+    return max(0, budget - FIXED_BYTES - per_pixel * height * width) // bytes_per_pixel(count)
 
 
 def budget_problem(count: int, height: int, width: int, budget: int | None = None,
                    streamed: bool = True) -> str | None:
     """Why fusing `count` images of width x height at once would not fit `budget` bytes
-    (default: DEFAULT_SHARE of the memory available now), in a few words; None if it would."""
+    (default: default_budget()), in a few words; None if it would."""
     where = "--memory-budget"
     if budget is None:
-        available = available_bytes()
-        if available is None:
+        budget, where = default_budget()
+        if budget is None:
             return None
-        budget = int(available * DEFAULT_SHARE)
-        where = f"{DEFAULT_SHARE:.0%} of the {describe(available)} available; set --memory-budget to change it"
     need = estimated_peak_bytes(count, height, width, streamed)
     if need <= budget:
         return None

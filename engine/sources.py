@@ -14,6 +14,7 @@ import numpy as np
 from semfuse_rt.engine.colour import luma, rgb_to_ycbcr, ycbcr_to_rgb
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import describe_size
+from semfuse_rt.engine.spilled_images import SpilledImage
 
 
 MIN_SIDE = 4
@@ -39,7 +40,7 @@ def check_images(images: Sequence[np.ndarray]) -> None:
     if len(images) < 2:
         raise SemfuseError(f"fusion needs at least 2 images, got {len(images)}")
     for index, image in enumerate(images, start=1):
-        if not isinstance(image, np.ndarray) or image.dtype not in (np.uint8, np.uint16):
+        if not isinstance(image, (np.ndarray, SpilledImage)) or image.dtype not in (np.uint8, np.uint16):
             kind = getattr(image, "dtype", type(image).__name__)
             raise SemfuseError(f"input {index}: unsupported mode ({kind}); use uint8 or uint16 arrays")
         if image.ndim not in (2, 3) or (image.ndim == 3 and image.shape[2] != 3):
@@ -57,7 +58,7 @@ def check_images(images: Sequence[np.ndarray]) -> None:
 
 
 def _as_255(image: np.ndarray) -> np.ndarray:
-    scaled = image.astype(np.float64)
+    scaled = np.asarray(image).astype(np.float64)  # a spilled image is read whole here
     return scaled / 257.0 if image.dtype == np.uint16 else scaled
 
 

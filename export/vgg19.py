@@ -65,6 +65,14 @@ def output_channels(layer: str) -> int:
     return channels
 
 
+def feature_shape(layer: str, count: int, height: int, width: int) -> tuple[int, int, int, int]:
+    """(N, C, h, w) of the features of `count` images of height x width at `layer`."""
+    for _, kind, _ in layers_up_to(layer):
+        if kind == "pool":
+            height, width = height // 2, width // 2
+    return count, output_channels(layer), height, width
+
+
 class VGG19Features(nn.Module):
     """N_l: normalised network input (1..K, 3, H, W) -> feature map at `layer`.
 

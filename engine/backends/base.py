@@ -64,7 +64,8 @@ class FusionRunner(ABC):
     def loss_and_grad(self, image: torch.Tensor, target: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """L = ||N_l(image) - target||^2 per image (N,), and dL/d image; image is (N, 3, H, W)."""
 
-    def gradient_function(self, x: torch.Tensor, target: torch.Tensor) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
+    def gradient_function(self, x: torch.Tensor, target: torch.Tensor,
+                          release_target: bool = False) -> Callable[[], tuple[torch.Tensor, torch.Tensor]]:
         """A callable giving (loss, grad) at x's current contents. Backends that can bind
         buffers once return one that writes into the same memory every call."""
         return lambda: self.loss_and_grad(x, target)
@@ -93,10 +94,13 @@ class FusionRunner(ABC):
         return contextlib.nullcontext()
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
-                 progress: ProgressCallback | None = None) -> Optimised:
+                 progress: ProgressCallback | None = None, release_target: bool = False) -> Optimised:
+        """Adam from init towards the target. release_target: the caller is done with the
+        target, and a runner that keeps its own copy (ONNX Runtime's row bands) may free it
+        (the tensor is left empty)."""
         x = init.to(self.device, torch.float32).clone().contiguous()
         target = target.to(self.device, torch.float32).contiguous()
-        evaluate = self.gradient_function(x, target)
+        evaluate = self.gradient_function(x, target, release_target)
         m, v, scratch = torch.zeros_like(x), torch.zeros_like(x), torch.empty_like(x)
         # Losses stay on the device until the end, so a GPU loop has no per-step sync
         # unless a progress bar asks for the value.

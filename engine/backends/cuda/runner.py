@@ -62,7 +62,7 @@ class CudaRunner(FusionRunner):
         return loss, grad
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
-                 progress: ProgressCallback | None = None) -> Optimised:
+                 progress: ProgressCallback | None = None, release_target: bool = False) -> Optimised:
         init, target = self._tensor(init), self._tensor(target)
         key = (tuple(init.shape), tuple(target.shape), schedule)
         r = self.resources

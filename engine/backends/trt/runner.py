@@ -95,7 +95,7 @@ class TrtRunner(FusionRunner):
         return loss, grad
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
-                 progress: ProgressCallback | None = None) -> Optimised:
+                 progress: ProgressCallback | None = None, release_target: bool = False) -> Optimised:
         init, target = self._tensor(init), self._tensor(target)
         self._fit((1, *init.shape[1:]))
         if self._on_cuda:

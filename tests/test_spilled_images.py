@@ -1,0 +1,38 @@
+"""Inputs spilled to disk: crops read back exactly, files removed, and a spilled fuse is the
+in-memory one."""
+import numpy as np
+import pytest
+
+from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
+
+
+@pytest.mark.parametrize("shape, dtype", [((37, 53, 3), np.uint8), ((40, 31), np.uint16)])
+def test_crops_read_back_what_was_spilled(rng, shape, dtype):
+    array = rng.integers(0, np.iinfo(dtype).max, shape, dtype=dtype)
+    with spill_folder() as folder:
+        spilled = SpilledImage(array, folder)
+        assert (spilled.shape, spilled.dtype, spilled.ndim) == (array.shape, array.dtype, array.ndim)
+        for rows, columns in [(slice(0, 10), slice(5, 20)), (slice(30, None), slice(None)), (slice(None), slice(52, 53))]:
+            crop = spilled[rows, columns]
+            assert crop.flags.writeable and np.array_equal(crop, array[rows, columns])
+        assert np.array_equal(np.asarray(spilled), array)
+        assert spilled.path.exists() and spilled.path.parent == folder
+    assert not folder.exists()
+
+
+def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_vgg_weights):
+    from semfuse_rt.engine import fuser as fuser_module
+    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.images import load_image, save_image
+
+    paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)) for n in "abc"]
+    kinds = []
+    decoded = fuser_module._decoded
+    monkeypatch.setattr(fuser_module, "_decoded", lambda *a: kinds.append(type(out := decoded(*a))) or out)
+    options = dict(backend="ort", weights=random_vgg_weights, steps=2, tile=64, init="mean")
+    # 3 inputs of 150 x 230 decoded would take over a quarter of a 1 MB budget: spilled.
+    Fuser(memory_budget="1M", **options).fuse_files(paths, tmp_path / "spilled.png")
+    assert kinds == [SpilledImage] * 3
+    Fuser(**options).fuse_files(paths, tmp_path / "in-memory.png")
+    assert kinds[3:] == [np.ndarray] * 3
+    assert np.array_equal(load_image(tmp_path / "spilled.png"), load_image(tmp_path / "in-memory.png"))
