@@ -1,0 +1,121 @@
+"""`semfuse-rt fuse-batch SETS -o OUTDIR`: fuse every set of a folder or CSV, resumably."""
+from __future__ import annotations
+
+import copy
+import inspect
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from semfuse_rt.engine.batch import DEFAULT_EXTENSION, BatchReport, SetOutcome, plan_batch, run_batch
+from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.fuse_command import fuse_command
+from semfuse_rt.engine.datasets import find_sets
+from semfuse_rt.engine.progress import progress_bar
+from semfuse_rt.errors import SemfuseError
+
+_FUSE_PARAMETERS = inspect.signature(fuse_command).parameters
+
+
+def same_as_fuse(name: str):
+    """`fuse`'s definition of option `name` (flags, default, help), so the two commands cannot drift."""
+    return copy.copy(_FUSE_PARAMETERS[name].default)
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+@app.command("fuse-batch")
+def fuse_batch_command(
+    sets: Path = typer.Argument(..., help="Folder of categories of sets, or a .csv listing sets "
+                                          "(the layout of `semfuse-rt eval`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the fused images: "
+                                                           "OUTDIR/CATEGORY/SET.EXT (created)."),
+    ext: str = typer.Option(DEFAULT_EXTENSION.lstrip("."), "--ext", help="Output format: png | tif | jpg | bmp."),
+    force: bool = typer.Option(False, "--force", help="Fuse again the sets whose output exists (default: skip them)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w",
+                                          help="Fuse in N processes on this machine, sharing its cores (default 1)."),
+    ray: bool = typer.Option(False, "--ray", help="Fuse on Ray actors (pip install 'semfuse-rt\\[ray]')."),
+    ray_address: Optional[str] = typer.Option(None, "--ray-address",
+                                              help="With --ray: the cluster's HOST:PORT, or auto for the one "
+                                                   "`ray start` runs here (default: a local Ray instance)."),
+    ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: actors, each holding one fuser."),
+    num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor",
+                                             help="With --ray: GPUs each actor claims on a GPU cluster "
+                                                  "(a fraction shares one)."),
+    method: str = same_as_fuse("method"),
+    layer: str = same_as_fuse("layer"),
+    preset: str = same_as_fuse("preset"),
+    steps: Optional[int] = same_as_fuse("steps"),
+    lr: Optional[float] = same_as_fuse("lr"),
+    decay: Optional[str] = same_as_fuse("decay"),
+    init: Optional[str] = same_as_fuse("init"),
+    window: int = same_as_fuse("window"),
+    mean_base: Optional[float] = same_as_fuse("mean_base"),
+    backend: str = same_as_fuse("backend"),
+    weights: Optional[Path] = same_as_fuse("weights"),
+    classes: int = same_as_fuse("classes"),
+    cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
+    max_pixels: int = same_as_fuse("max_pixels"),
+    memory_budget: Optional[str] = same_as_fuse("memory_budget"),
+    tile: Optional[int] = same_as_fuse("tile"),
+    quiet: bool = same_as_fuse("quiet"),
+) -> None:
+    """Fuse every image set of a folder or CSV into OUTDIR, with the options of fuse.
+
+    Sets are found as `semfuse-rt eval` finds them. Each set's output is
+    OUTDIR/CATEGORY/SET.EXT, written atomically; a run skips the outputs
+    that exist, so an interrupted batch resumes where it stopped. A set that
+    fails is listed at the end and the others go on; the exit status is 1.
+
+    --workers N fuses in N processes on this machine; --ray on Ray actors,
+    on the cluster at --ray-address or on a local Ray instance.
+    """
+    if workers is not None and workers < 1:
+        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
+    if ray and workers is not None:
+        raise SemfuseError("--workers runs processes on this machine; with --ray give --ray-actors")
+    if not ray and (ray_address is not None or ray_actors != 1 or num_gpus_per_actor):
+        raise SemfuseError("--ray-address, --ray-actors and --num-gpus-per-actor need --ray")
+    if sets.is_dir() and _inside(output, sets):
+        raise SemfuseError(f"{output}: is inside {sets}, where a later run would take the fused images for sets; "
+                           "write them elsewhere")
+    discovery = find_sets(sets)
+    errors = Console(stderr=True)
+    for reason in discovery.skipped:
+        errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    plan = plan_batch(discovery.sets, output, ext=ext, force=force)
+    options = dict(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
+                   window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
+                   cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
+    with progress_bar(*columns, enabled=not quiet) as bar:
+        task = bar.add_task("fusing sets", total=len(plan.todo), failed=0)
+        failures = 0
+
+        def advance(outcome: SetOutcome) -> None:
+            nonlocal failures
+            failures += not outcome.ok
+            bar.update(task, advance=1, failed=failures)
+
+        if ray:
+            from semfuse_rt.engine.ray_batch import run_ray_batch
+
+            report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
+                                   num_gpus_per_actor=num_gpus_per_actor, on_outcome=advance, **options)
+        else:
+            report = run_batch(plan, workers=workers or 1, on_outcome=advance, **options)
+    _print_report(report, output)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report: BatchReport, output: Path) -> None:
+    typer.echo(f"{report.summary()} -> {output}")
+    for outcome in report.failed:
+        typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)
