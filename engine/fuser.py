@@ -195,6 +195,13 @@ class Fuser:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
 
+    def _spills(self, count: int, height: int, width: int) -> bool:
+        """Whether fuse_files keeps the decoded inputs on disk: only for a tiled fuse (a
+        whole-image one needs them whole anyway) whose stack would crowd the budget."""
+        tiled = self.tile is not None or budget_problem(count, height, width, self.memory_budget) is not None
+        return (tiled and self.method.optimised and not self.method.semantic
+                and spill_inputs(count, height, width, self.memory_budget))
+
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None, *,
                  warm_start: WarmStart | None = None) -> FusionResult:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode.
@@ -353,11 +360,8 @@ class Fuser:
         spill = False
         if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
             (width, height), count = sizes[0], len(paths)
-            # refuses, before decoding, what cannot fit
-            spill = (self.tiles(count, height, width) is not None and not self.method.semantic
-                     and spill_inputs(count, height, width, self.memory_budget))
-            if spill:
-                self.tiles(count, height, width, spilled=True)
+            spill = self._spills(count, height, width)
+            self.tiles(count, height, width, spilled=spill)  # refuses, before decoding, what cannot fit
         with spill_folder() if spill else contextlib.nullcontext() as folder:
             decoding = time.perf_counter()
             images = [_decoded(p, max_pixels, folder) for p in paths]

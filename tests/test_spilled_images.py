@@ -36,3 +36,21 @@ def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_
     Fuser(**options).fuse_files(paths, tmp_path / "in-memory.png")
     assert kinds[3:] == [np.ndarray] * 3
     assert np.array_equal(load_image(tmp_path / "spilled.png"), load_image(tmp_path / "in-memory.png"))
+
+
+def test_a_stack_that_only_fits_spilled_is_spilled_not_refused(monkeypatch, tmp_path, rng, random_vgg_weights):
+    """Where the decoded stack would leave no room for a tile in memory, fuse_files spills it
+    rather than refusing (sizes scaled down: no fixed overhead, 3000 bytes a decoded pixel)."""
+    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.images import load_image, save_image
+
+    monkeypatch.setattr(memory_budget, "FIXED_BYTES", 0)
+    monkeypatch.setattr(memory_budget, "DECODED_BYTES_PER_PIXEL", 3000)
+    paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (150, 230), dtype=np.uint8)) for n in "abc"]
+    budget = 30 * 10**6  # under the 33 MB the whole image needs; room for crops of about 170^2 spilled
+    options = dict(backend="ort", weights=random_vgg_weights, steps=1, init="mean", mean_base=0, memory_budget=budget)
+    fuser = Fuser(**options)
+    assert memory_budget.tile_room(3, 150, 230, budget) == 0 and fuser._spills(3, 150, 230)
+    result = fuser.fuse_files(paths, tmp_path / "out.png")
+    assert result.tiles > 1 and load_image(tmp_path / "out.png").shape == (150, 230)
