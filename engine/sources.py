@@ -69,18 +69,18 @@ def prepare(images: Sequence[np.ndarray], with_pixels: bool = True) -> Sources:
     colour = [image.ndim == 3 for image in images]
     mode = "colour" if all(colour) else "grey" if not any(colour) else "mixed"
     dtype = np.dtype(np.uint16) if any(i.dtype == np.uint16 for i in images) else np.dtype(np.uint8)
-    planes, chroma = [], None
-    for image in images if with_pixels else ():
+    height, width = images[0].shape[:2] if with_pixels else (0, 0)
+    # Filled one input at a time: only one input's float64 temporaries exist at once.
+    pixels = np.empty((len(images), 3, height, width), np.float32)
+    for k, image in enumerate(images if with_pixels else ()):
         scaled = _as_255(image)
         if mode == "mixed" and scaled.ndim == 3:
             scaled = luma(scaled)
-        if scaled.ndim == 2:
-            scaled = np.repeat(scaled[:, :, None], 3, axis=2)
-        planes.append(scaled.transpose(2, 0, 1))
+        pixels[k] = scaled if scaled.ndim == 2 else scaled.transpose(2, 0, 1)  # grey: to all 3 channels
+    chroma = None
     if mode == "mixed":
         colour_inputs = [rgb_to_ycbcr(_as_255(i))[:, :, 1:] for i in images if i.ndim == 3]
         chroma = np.mean(colour_inputs, axis=0)
-    pixels = np.stack(planes).astype(np.float32) if with_pixels else np.empty((len(images), 3, 0, 0), np.float32)
     return Sources(pixels, mode, dtype, chroma)
 
 
