@@ -24,11 +24,13 @@ app = typer.Typer(
 
 # Registration by import; the order sets the order in --help.
 from semfuse_rt.engine.cli import fuse_command  # noqa: E402,F401
+from semfuse_rt.engine.cli import fuse_video_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import cam_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import weights_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import build_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import bench_command  # noqa: E402,F401
 from semfuse_rt.engine.cli import eval_command  # noqa: E402,F401
+from semfuse_rt.engine.cli import fuse_batch_command  # noqa: E402,F401
 
 
 class Interrupted(BaseException):

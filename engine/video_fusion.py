@@ -1,0 +1,524 @@
+"""Fusing synchronised frame streams with one open `Fuser`, frame t warm-started from t-1.
+
+The image optimisation of the `fast` and `refined` presets is short and does not converge:
+the result is the start (DT-CWT choose-max) plus what a few Adam steps add towards the
+fused feature map. Consecutive frames show nearly the same scene, so what the steps added
+on frame t-1 (its residual R = optimised - start) is most of what they would add on frame
+t. The warm start lays it over frame t's own start image, moved with the camera,
+
+    start_t = S_t + carry * shift(R_{t-1}),    R_t = optimised_t - S_t,
+
+and runs fewer steps (`steps`) from there. S_t is the Fuser's initialisation of frame t
+itself, so the detail of frame t's inputs is always its own and motion moves only the
+small residual. `shift` is the global translation between the frames' input means (phase
+correlation, whole pixels): without it a pan of one pixel a frame loses most of what the
+residual carries. `carry` < 1 keeps R from growing frame after frame into a longer
+optimisation than the cold fuse runs: by default it is matched to the schedules, so that
+on a still scene R settles at what the cold schedule accumulates (Adam moves each pixel by
+about the learning rate a step: 1 - sum of the warm rates / sum of the cold rates).
+
+The first frame, frames after a scene cut (the inputs' mean absolute change above
+`scene_cut` grey levels) and each chunk's first frame run cold, with the Fuser's own
+schedule. Residuals stay on the runner's device; only the two-number shift comes from the
+host, where the frames are decoded. Measured by benchmarks/bench_video.py.
+
+Flicker: the mean absolute frame-to-frame change of the fused video minus that of its
+inputs (averaged over the inputs), in 8-bit grey levels: fusion that adds no temporal noise
+scores about 0.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import time
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Callable, Iterable, Iterator, Sequence
+
+import cv2
+import numpy as np
+import torch
+
+from semfuse_rt.engine.fuser import Fuser
+from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
+from semfuse_rt.engine.options import check_steps
+from semfuse_rt.engine.video_io import (
+    StreamInfo,
+    check_quality,
+    check_streams,
+    check_video_output,
+    check_video_size,
+    open_writer,
+    prefetch,
+    probe,
+    read_synchronised,
+    stream_rate,
+)
+from semfuse_rt.errors import SemfuseError
+from semfuse_rt.kernels.adam_scalars import AdamSchedule
+
+# benchmarks/bench_video.py, 60 frames of pan + zoom over TNO Octec at 640x512, Q^AB/F
+# against the cold `fast` fuse of each frame (mean / worst): 1 step -0.0012 / -0.0023,
+# 2 steps -0.0008 / -0.0016, 3 steps -0.0005 / -0.0013. Two keep the worst frame well inside
+# 0.005 where motion is faster than there, for one more gradient evaluation than one.
+DEFAULT_WARM_STEPS = 2
+# Mean absolute change of the inputs between frames, in 8-bit grey levels, that marks a cut:
+# far above camera motion (pans of a few pixels a frame change TNO scenes by 2-6).
+SCENE_CUT = 30.0
+# Phase correlation below this peak response finds no one translation (a zoom, a cut, noise):
+# the residual is then carried unmoved.
+MIN_SHIFT_RESPONSE = 0.05
+
+# progress(frames done, frames in all)
+FrameProgress = Callable[[int, int], None]
+
+
+@dataclass
+class FrameResult:
+    index: int
+    image: np.ndarray
+    warm: bool
+    seconds: float  # the frame's whole call: warm-start bookkeeping and the fuse
+    stages: dict[str, float] = field(default_factory=dict)
+    losses: list[float] = field(default_factory=list)
+
+
+def matched_carry(cold: AdamSchedule, warm: AdamSchedule) -> float:
+    """The share of the residual to carry so that, on a still scene, it settles where the
+    cold schedule ends: R = carry R + warm movement  with  R = cold movement."""
+    moved = sum(warm.lr_at(t) for t in range(1, warm.steps + 1))
+    cold_moved = sum(cold.lr_at(t) for t in range(1, cold.steps + 1))
+    return float(min(max(1.0 - moved / cold_moved, 0.0), 1.0)) if cold_moved > 0 else 0.0
+
+
+def global_shift(previous: np.ndarray, current: np.ndarray) -> tuple[int, int]:
+    """(dy, dx) whole pixels that move `previous` onto `current` (2-D float32 images), by
+    phase correlation; (0, 0) where no single translation explains the change."""
+    # The window keeps the frame's edges, which do not wrap around, out of the estimate.
+    (dx, dy), response = cv2.phaseCorrelate(previous, current, _hanning(previous.shape))
+    if response < MIN_SHIFT_RESPONSE:
+        return 0, 0
+    return round(dy), round(dx)
+
+
+@functools.lru_cache(maxsize=4)
+def _hanning(shape: tuple[int, int]) -> np.ndarray:
+    return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
+
+
+def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
+    """(N, C, H, W) moved by (dy, dx) pixels; what moves in from outside is 0."""
+    height, width = image.shape[-2:]
+    if dy == 0 and dx == 0:
+        return image
+    out = torch.zeros_like(image)
+    if abs(dy) >= height or abs(dx) >= width:
+        return out
+    out[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
+        image[..., max(-dy, 0):height + min(-dy, 0), max(-dx, 0):width + min(-dx, 0)]
+    return out
+
+
+class ResidualWarmStart:
+    """The `WarmStart` of engine/fuser.py for a stream: frame t's own start plus the share
+    `carry` of frame t-1's residual, moved by `shift`. Cold (no residual, the Fuser's
+    schedule) until a frame has run."""
+
+    def __init__(self, fuser: Fuser, steps: int, carry: float | None):
+        self.fuser = fuser
+        base = fuser.schedule
+        self.warm_schedule = AdamSchedule(steps=steps, lr=base.lr, beta1=base.beta1, beta2=base.beta2,
+                                          eps=base.eps, decay=base.decay)
+        self.carry = matched_carry(base, self.warm_schedule) if carry is None else carry
+        self.shift = (0, 0)  # (dy, dx) from the previous frame to the next, set by the caller
+        self.residual: torch.Tensor | None = None
+        self._start: torch.Tensor | None = None
+
+    @property
+    def is_warm(self) -> bool:
+        return self.residual is not None
+
+    @property
+    def schedule(self) -> AdamSchedule | None:
+        return self.warm_schedule if self.is_warm else None
+
+    def reset(self) -> None:
+        self.residual = None
+
+    def start(self, pixels: torch.Tensor) -> torch.Tensor:
+        self._start = self.fuser.runner.start(pixels, self.fuser.init)
+        if self.residual is None or self.residual.shape != self._start.shape:
+            self.residual = None
+            return self._start
+        return self._start + self.carry * shifted(self.residual, *self.shift)
+
+    def optimised(self, image: torch.Tensor) -> None:
+        # A new tensor: a runner may hand back a buffer it reuses on the next call.
+        self.residual = image.to(self._start.device) - self._start
+
+
+def _grey(frames: Sequence[np.ndarray]) -> np.ndarray:
+    """The inputs' mean as one float32 plane in 8-bit levels (what the shift is found on)."""
+    total = None
+    for frame in frames:
+        plane = frame.astype(np.float32)
+        if plane.ndim == 3:
+            plane = plane.mean(axis=2)
+        if frame.dtype == np.uint16:
+            plane /= 257
+        total = plane if total is None else total + plane
+    return total / len(frames)
+
+
+def scene_change(previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> float:
+    """Mean absolute change between two frame sets, in 8-bit grey levels (over all inputs)."""
+    return float(np.mean([_mean_abs_difference(a, b) for a, b in zip(previous, current)]))
+
+
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+    if a.dtype == np.uint8 and b.dtype == np.uint8:
+        return float(cv2.absdiff(a, b).mean())  # in uint8, without a widened copy of either
+    scale = 1 / 257 if a.dtype == np.uint16 else 1.0
+    return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()) * scale
+
+
+class VideoFuser:
+    """Fuses the frame sets of synchronised streams in order with one open `Fuser`.
+
+        with Fuser("max") as fuser:
+            video = VideoFuser(fuser)
+            for frames in frame_sets:           # [frame of stream 1, frame of stream 2, ...]
+                result = video(frames)          # FrameResult
+
+    `warm`: frames after the first start from the previous frame's residual and run `steps`
+    Adam steps (default DEFAULT_WARM_STEPS); cold frames run the Fuser's own schedule.
+    `carry`: the share of the residual carried (default: matched_carry). `follow_motion`:
+    move the residual with the camera (global_shift). `restart_every`: run a frame cold
+    every so many frames (a distributed run's chunks start cold). Methods without
+    optimisation (`cam`) and tiled frames always run cold."""
+
+    def __init__(self, fuser: Fuser, *, warm: bool = True, steps: int | None = None,
+                 carry: float | None = None, follow_motion: bool = True,
+                 scene_cut: float | None = SCENE_CUT, restart_every: int | None = None):
+        if carry is not None and not 0 <= carry <= 1:
+            raise SemfuseError(f"the residual carried between frames must be within 0..1, got {carry}")
+        if restart_every is not None and restart_every < 1:
+            raise SemfuseError(f"chunks need at least one frame, got {restart_every}")
+        self.fuser = fuser
+        self.warm = warm and fuser.method.optimised
+        self.steps = check_steps(DEFAULT_WARM_STEPS if steps is None else steps)
+        self.carry = carry
+        self.follow_motion = follow_motion
+        self.scene_cut = scene_cut
+        self.restart_every = restart_every
+        self.index = 0
+        self._previous: Sequence[np.ndarray] | None = None
+        self._previous_grey: np.ndarray | None = None
+        self._warm_start: ResidualWarmStart | None = None
+        self._whole: dict[tuple, bool] = {}
+
+    def reset(self) -> None:
+        """The next frame runs cold."""
+        self._previous = self._previous_grey = None
+        if self._warm_start is not None:
+            self._warm_start.reset()
+
+    def _whole_frames(self, frames: Sequence[np.ndarray]) -> bool:
+        key = (len(frames), *frames[0].shape[:2])
+        if key not in self._whole:
+            self._whole[key] = self.fuser.tiles(len(frames), *frames[0].shape[:2]) is None
+        return self._whole[key]
+
+    def __call__(self, frames: Sequence[np.ndarray]) -> FrameResult:
+        started = time.perf_counter()
+        index = self.index
+        self.index += 1
+        if not (self.warm and self._whole_frames(frames)):
+            result = self.fuser(frames)
+            return FrameResult(index, result.image, False, time.perf_counter() - started, result.stages,
+                               result.losses)
+        self.fuser.open()
+        if self._warm_start is None:
+            self._warm_start = ResidualWarmStart(self.fuser, self.steps, self.carry)
+        if self.restart_every and index % self.restart_every == 0:
+            self.reset()
+        if self._previous is not None and self.scene_cut is not None \
+                and scene_change(self._previous, frames) > self.scene_cut:
+            self.reset()
+        grey = _grey(frames) if self.follow_motion else None
+        if self._warm_start.is_warm and self.follow_motion and self._previous_grey is not None:
+            self._warm_start.shift = global_shift(self._previous_grey, grey)
+        else:
+            self._warm_start.shift = (0, 0)
+        warm = self._warm_start.is_warm
+        result = self.fuser(frames, warm_start=self._warm_start)
+        self._previous, self._previous_grey = frames, grey
+        return FrameResult(index, result.image, warm, time.perf_counter() - started, result.stages, result.losses)
+
+    def fuse_frames(self, frame_sets: Iterable[Sequence[np.ndarray]]) -> Iterator[FrameResult]:
+        for frames in frame_sets:
+            yield self(frames)
+
+
+class InterleavedVideoFuser:
+    """Frames taken in turn by several `VideoFuser`s, each with its own Fuser and thread:
+    worker w fuses frames w, w + N, w + 2N, ..., warm-started from its own previous frame.
+    On a CPU, ONNX Runtime's sessions gain little from a second thread on one frame at a
+    time (about 12% on 2 cores), so two one-thread workers nearly double the frame rate.
+    Results come back in frame order."""
+
+    def __init__(self, fusers: Sequence[Fuser], **video_options):
+        if not fusers:
+            raise SemfuseError("interleaved fusion needs at least one fuser")
+        self.workers = [VideoFuser(fuser, **video_options) for fuser in fusers]
+
+    def fuse_frames(self, frame_sets: Iterable[Sequence[np.ndarray]]) -> Iterator[tuple[Sequence[np.ndarray], FrameResult]]:
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        # One thread per worker: a worker's frames run in order, so its warm start holds.
+        threads = [ThreadPoolExecutor(1, thread_name_prefix=f"semfuse-video-{w}") for w in range(len(self.workers))]
+        pending: deque = deque()
+        try:
+            for index, frames in enumerate(frame_sets):
+                worker = index % len(self.workers)
+                pending.append((index, frames, threads[worker].submit(self.workers[worker], frames)))
+                if len(pending) > len(self.workers):
+                    yield self._result(pending.popleft())
+            while pending:
+                yield self._result(pending.popleft())
+        finally:
+            for _, _, future in pending:
+                future.cancel()
+            for executor in threads:
+                executor.shutdown(wait=True)
+
+    @staticmethod
+    def _result(entry) -> tuple[Sequence[np.ndarray], FrameResult]:
+        index, frames, future = entry
+        result = future.result()
+        result.index = index
+        return frames, result
+
+
+# --------------------------------------------------------------------------- flicker
+
+class FlickerMeter:
+    """Accumulates, frame by frame, the mean absolute frame-to-frame change of a fused stream
+    and of its inputs; `flicker` is the fused change minus the inputs' (8-bit grey levels)."""
+
+    def __init__(self):
+        self._fused: list[float] = []
+        self._inputs: list[float] = []
+        self._last: tuple[np.ndarray, Sequence[np.ndarray]] | None = None
+
+    def add(self, fused: np.ndarray, inputs: Sequence[np.ndarray]) -> None:
+        if self._last is not None:
+            last_fused, last_inputs = self._last
+            self._fused.append(_mean_abs_difference(last_fused, fused))
+            self._inputs.append(float(np.mean([_mean_abs_difference(a, b) for a, b in zip(last_inputs, inputs)])))
+        self._last = (fused, inputs)
+
+    @property
+    def fused_change(self) -> float:
+        return float(np.mean(self._fused)) if self._fused else float("nan")
+
+    @property
+    def input_change(self) -> float:
+        return float(np.mean(self._inputs)) if self._inputs else float("nan")
+
+    @property
+    def flicker(self) -> float:
+        """NaN for fewer than two frames."""
+        return self.fused_change - self.input_change
+
+
+def mean_abs_change(frames: Iterable[np.ndarray]) -> float:
+    """Mean over t of the mean absolute change from frame t-1 to frame t (8-bit grey levels)."""
+    changes, last = [], None
+    for frame in frames:
+        if last is not None:
+            changes.append(_mean_abs_difference(last, frame))
+        last = frame
+    if not changes:
+        raise ValueError("the change between frames needs at least two frames")
+    return float(np.mean(changes))
+
+
+def flicker(fused: Sequence[np.ndarray], streams: Sequence[Sequence[np.ndarray]]) -> float:
+    """The fused video's mean absolute frame-to-frame change minus the mean of its input
+    streams' (8-bit grey levels): > 0 where fusion adds temporal change of its own."""
+    return mean_abs_change(fused) - float(np.mean([mean_abs_change(stream) for stream in streams]))
+
+
+# --------------------------------------------------------------------------- files
+
+@dataclass
+class VideoSummary:
+    output: Path
+    frames: int
+    fps: Fraction  # of the output
+    seconds: float  # set-up, reading, fusing and writing
+    first_frame_seconds: float  # until the first frame was written: set-up and a cold frame
+    warm_frames: int
+    flicker: float
+    method: str
+    backend: str | None
+
+    @property
+    def steady_fps(self) -> float:
+        """Frames a second after the first one (NaN for a single frame)."""
+        after = self.seconds - self.first_frame_seconds
+        return (self.frames - 1) / after if self.frames > 1 and after > 0 else float("nan")
+
+    def summary(self, streams: int) -> str:
+        how = f"{self.method}" + (f" on {self.backend}" if self.backend else "")
+        return (f"fused {self.frames} frames of {streams} streams with {how} in {self.seconds:.1f} s "
+                f"({self.steady_fps:.2f} fps after the first frame, {self.warm_frames} warm-started), "
+                f"flicker {self.flicker:+.2f} grey levels over the inputs'")
+
+
+@dataclass(frozen=True)
+class VideoPlan:
+    """What a run will do, learned before any frame is fused."""
+
+    inputs: tuple[StreamInfo, ...]
+    output: Path
+    fps: Fraction
+
+    @property
+    def frames(self) -> int:
+        return self.inputs[0].frames
+
+
+def plan_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *, fps: float | None = None,
+               quality: int | None = None, lossless: bool = False,
+               max_pixels: int = DEFAULT_MAX_PIXELS) -> VideoPlan:
+    """Probe every stream and check them against each other and the output: every problem
+    that can be seen before fusing is a one-line SemfuseError here."""
+    if len(inputs) < 2:
+        raise SemfuseError(f"video fusion needs at least 2 streams, got {len(inputs)}")
+    check_quality(quality, lossless)
+    output = check_video_output(output, inputs)
+    infos = tuple(probe(path, max_pixels) for path in inputs)
+    check_streams(infos)
+    check_video_size(output, infos[0].width, infos[0].height)
+    return VideoPlan(infos, output, stream_rate(infos, fps))
+
+
+def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, method: str = "max", *,
+               warm: bool = True, steps: int | None = None, fps: float | None = None,
+               quality: int | None = None, lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
+               progress: FrameProgress | None = None, ray: bool = False, ray_address: str | None = None,
+               ray_actors: int = 1, num_gpus_per_actor: float = 0.0, chunk_frames: int | None = None,
+               workers: int | None = None, **options) -> VideoSummary:
+    """Fuse K >= 2 synchronised streams (video files or frame folders) into `output`: a
+    video (.mp4, .mkv, .mov) at the inputs' frame rate, or a folder of PNG frames (a path
+    without a suffix). `steps`: Adam steps of warm-started frames; with `warm=False`, of
+    every frame (as `Fuser(steps=...)`). `options`: those of `Fuser`. `ray`: fuse chunks of
+    `chunk_frames` frames (default: an even share per actor) on `ray_actors` Ray actors
+    (engine/video_ray.py); else `workers` Fusers on this machine take frames in turn
+    (default: `default_workers`; chunks need one). The output appears only when every
+    frame has been written."""
+    started = time.perf_counter()
+    plan = plan_video(inputs, output, fps=fps, quality=quality, lossless=lossless, max_pixels=max_pixels)
+    if not warm:
+        options["steps"] = steps
+    if workers is not None and workers < 1:
+        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
+    if ray and workers is not None:
+        raise SemfuseError("--workers runs fusers on this machine; with --ray give --ray-actors")
+    if chunk_frames is not None and chunk_frames < 1:
+        raise SemfuseError(f"--chunk-frames must be 1 or more, got {chunk_frames}")
+    if warm and steps is not None:
+        check_steps(steps)
+    if ray:
+        from semfuse_rt.engine.ray_session import import_ray
+
+        import_ray()  # a missing extra is one line before any work
+    fuser = Fuser(method, **options)  # checks every option before the work
+    if fuser.method.optimised:
+        check_frames_fit(fuser, plan)
+    meter = FlickerMeter()
+    warm_frames, first_frame = 0, 0.0
+    fusers = [fuser]
+    torch_threads = torch.get_num_threads()
+    with open_writer(plan.output, plan.fps, quality=quality, lossless=lossless) as writer:
+        frame_sets = prefetch(read_synchronised(plan.inputs, max_pixels=max_pixels))
+        try:
+            if ray:
+                from semfuse_rt.engine.video_ray import fuse_chunks_on_ray
+
+                results = fuse_chunks_on_ray(frame_sets, plan.frames, method, warm=warm,
+                                             steps=steps if warm else None, chunk_frames=chunk_frames,
+                                             address=ray_address, actors=ray_actors,
+                                             num_gpus_per_actor=num_gpus_per_actor, **options)
+            else:
+                fusers = local_fusers(fuser, method, options, workers, chunked=chunk_frames is not None)
+                if len(fusers) > 1:
+                    # torch's share of each frame (the rule's reduction, Adam) on the workers'
+                    # share of the cores: more OpenMP threads than cores stall one another.
+                    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(fusers)))
+                interleaved = InterleavedVideoFuser(fusers, warm=warm, steps=steps if warm else None,
+                                                    restart_every=chunk_frames)
+                results = interleaved.fuse_frames(frame_sets)
+            for done, (frames, result) in enumerate(results, start=1):
+                writer.write(result.image)
+                if done == 1:
+                    first_frame = time.perf_counter() - started
+                meter.add(result.image, frames)
+                warm_frames += result.warm
+                if progress:
+                    progress(done, plan.frames)
+        finally:
+            frame_sets.close()
+            for each in fusers:
+                each.close()
+            torch.set_num_threads(torch_threads)
+    return VideoSummary(plan.output, plan.frames, plan.fps, time.perf_counter() - started, first_frame,
+                        warm_frames, meter.flicker, fuser.method.name, fuser.backend)
+
+
+def default_workers(fuser: Fuser) -> int:
+    """Fusers that take frames in turn: one where a GPU is present (its queue keeps it
+    busy), else up to two, each with its share of the cores (InterleavedVideoFuser)."""
+    if fuser.backend in ("trt", "cuda") or torch.cuda.is_available():
+        return 1
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+def local_fusers(fuser: Fuser, method: str, options: dict, workers: int | None, chunked: bool) -> list[Fuser]:
+    """`fuser` alone, or `workers` open Fusers of the same options, with the cores split
+    between them (ONNX Runtime's threads; the other backends share the process's)."""
+    if chunked:
+        if workers not in (None, 1):
+            raise SemfuseError("--chunk-frames fuses each chunk in turn on one fuser here; leave out --workers")
+        workers = 1
+    count = default_workers(fuser) if workers is None else workers
+    if count == 1:
+        fuser.open()
+        return [fuser]
+    from semfuse_rt.engine.ray_session import pinned_options
+
+    threads = max(1, (os.cpu_count() or 1) // count)
+    fusers = []
+    try:
+        for _ in range(count):
+            fusers.append(Fuser(method, **pinned_options(method, options, threads)))
+            fusers[-1].open()
+    except BaseException:
+        for each in fusers:
+            each.close()
+        raise
+    fuser.close()
+    return fusers
+
+
+def check_frames_fit(fuser: Fuser, plan: VideoPlan) -> None:
+    """The per-image checks of a fuse, once for the whole stream (its frames share a size)."""
+    from semfuse_rt.engine.options import check_image_fits
+
+    first = plan.inputs[0]
+    check_image_fits(fuser.layer, fuser.mean_base, first.height, first.width)
+    fuser.tiles(len(plan.inputs), first.height, first.width)
