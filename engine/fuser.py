@@ -273,13 +273,18 @@ class Fuser:
     def _streamed_target(self, pixels: torch.Tensor, clock) -> torch.Tensor:
         """The target from one input's features at a time, so that memory does not grow with
         K. Choose-max is a running reduction: the rule between the target so far (first, so
-        ties stay with the lower k) and the next input's features, in place on the CPU. The majority filter needs
-        every input's decision: uint8 labels in the first pass, the values in a second."""
+        ties stay with the lower k) and the next input's features, in place on the CPU. The
+        majority filter needs every input's decision: uint8 labels in the first pass, the
+        values in a second."""
         def features(k):
             maps = self.runner.features(pixels[k:k + 1])
             clock.lap("features")
             return maps
 
+        with self.runner.loop_context():  # ONNX Runtime's on the CPU: torch on one thread
+            return self._reduced_target(pixels, features, clock)
+
+    def _reduced_target(self, pixels: torch.Tensor, features, clock) -> torch.Tensor:
         if not isinstance(self.rule, Majority):
             target = features(0)
             for k in range(1, len(pixels)):

@@ -90,7 +90,8 @@ class FusionRunner(ABC):
             return layer(fused.to(self.device, torch.float32), pixels.to(self.device, torch.float32))
 
     def loop_context(self) -> contextlib.AbstractContextManager:
-        """What the optimisation loop (and a benchmark of its steps) runs inside."""
+        """What the optimisation loop (and a benchmark of its steps) and the streamed rule
+        run inside."""
         return contextlib.nullcontext()
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,

@@ -18,6 +18,7 @@ import torch
 from semfuse_rt.engine.backends.base import FusionRunner
 from semfuse_rt.engine.backends.ort.loader import OrtSessionLoader, OrtSessions
 from semfuse_rt.engine.backends.ort.row_bands import RowBandGradient
+from semfuse_rt.engine.torch_threads import torch_threads
 from semfuse_rt.export.vgg19 import feature_shape
 
 
@@ -78,9 +79,11 @@ class OrtRunner(FusionRunner):
         return torch.from_numpy(session.run(["target"], feeds)[0])
 
     def start(self, pixels, how):
-        """The DT-CWT starts of two inputs run as their graph (export/dtcwt_graph.py); of more,
-        as torch ops in float32 that transform one input at a time, as the graph would
-        hold all K pyramids at once. The mean and the maximum are one torch op."""
+        """The DT-CWT starts of two colour inputs run as their graph (export/dtcwt_graph.py).
+        Of more, as torch ops in float32 that transform one input at a time, as the graph
+        would hold all K pyramids at once; of grey inputs too, which torch transforms once
+        instead of three times (the graph fuses every channel). The mean and the maximum
+        are one torch op."""
         from semfuse_rt.engine.initialisation import VERIFY_WINDOW
 
         if self.on_cuda or not how.startswith("dtcwt"):
@@ -88,8 +91,10 @@ class OrtRunner(FusionRunner):
         from semfuse_rt.export.dtcwt_graph import dtcwt_start, export_dtcwt_graph
 
         verify = VERIFY_WINDOW if how == "dtcwt-verified" else 0
-        if len(pixels) > 2:
-            return dtcwt_start(pixels.float(), verify, dtype=None)
+        grey = torch.equal(pixels[:, 0], pixels[:, 1]) and torch.equal(pixels[:, 1], pixels[:, 2])
+        if len(pixels) > 2 or grey:
+            with torch_threads(1):
+                return dtcwt_start(pixels.float(), verify, dtype=None)
         session = self._small_session(export_dtcwt_graph(verify))
         feeds = {"pixels": pixels.detach().float().contiguous().numpy()}
         return torch.from_numpy(session.run(["start"], feeds, _shrinking_arena())[0])
@@ -108,20 +113,11 @@ class OrtRunner(FusionRunner):
     def on_cuda(self) -> bool:
         return self.sessions.on_cuda if self.sessions else self.loader.device.type == "cuda"
 
-    @contextlib.contextmanager
     def loop_context(self):
         """On the CPU, torch's share of a step (Adam) runs on one thread: with more, its
         OpenMP workers go on spinning on the cores that ONNX Runtime's threads need next
         (a banded 512^2 step on the 2-core VM: 29-31 ms, against 23-26 ms on one thread)."""
-        threads = torch.get_num_threads()
-        if self.on_cuda or threads == 1:
-            yield
-            return
-        torch.set_num_threads(1)
-        try:
-            yield
-        finally:
-            torch.set_num_threads(threads)
+        return contextlib.nullcontext() if self.on_cuda else torch_threads(1)
 
     @property
     def device(self) -> torch.device:
