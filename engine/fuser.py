@@ -182,7 +182,8 @@ class Fuser:
         margin = halo(self.layer, self.schedule.steps, self.mean_base)
         # Crops start on the pooling grid, and for a DT-CWT start on its level-4 grid too:
         # the same decimation phase as the whole image keeps the tiles' starts closer to it.
-        grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if self.init.startswith("dtcwt") else 1)
+        multiscale = self.init.startswith("dtcwt") or self.init == "pyramid-blend"
+        grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if multiscale else 1)
         if self.tile is not None and self.method.optimised and not self.method.semantic:
             return plan_tiles(height, width, self.tile, margin, grid)
         problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic)

@@ -3,7 +3,10 @@
 `max` is the per-pixel maximum; `dtcwt` is DT-CWT choose-max fusion of the inputs (a
 classic multiresolution result the optimisation then refines); `dtcwt-verified` the same
 with 3 x 3 consistency verification of the choices. The DT-CWT runs as torch ops on the
-pixels' device (export/dtcwt_graph.py), or as its graph in ONNX Runtime.
+pixels' device (export/dtcwt_graph.py), or as its graph in ONNX Runtime. `pyramid-blend` is
+a Laplacian-pyramid blend with per-pixel weights from the inputs' local contrast and
+structural agreement (engine/pyramid_blend.py, `agreement_blend`): torch ops on the pixels'
+device on every backend; its deepest band spans the whole image.
 """
 from __future__ import annotations
 
@@ -11,7 +14,7 @@ import torch
 
 from semfuse_rt.errors import SemfuseError
 
-INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified")
+INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified", "pyramid-blend")
 VERIFY_WINDOW = 3
 
 
@@ -29,6 +32,14 @@ def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
     return dtcwt_start(pixels, verify, dtype=torch.float64 if pixels.device.type == "cpu" else None)
 
 
+def _pyramid_blend(pixels: torch.Tensor) -> torch.Tensor:
+    # float64 on the CPU, like the DT-CWT start; the pixels' own type elsewhere.
+    from semfuse_rt.engine.pyramid_blend import agreement_blend
+
+    dtype = torch.float64 if pixels.device.type == "cpu" else pixels.dtype
+    return agreement_blend(pixels.to(dtype)).to(pixels.dtype)
+
+
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:
     """(K, 3, H, W) inputs -> (1, 3, H, W) starting image."""
     check_initialisation(how)
@@ -36,4 +47,6 @@ def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:
         return pixels.mean(dim=0, keepdim=True)
     if how == "max":
         return pixels.max(dim=0, keepdim=True).values
+    if how == "pyramid-blend":
+        return _pyramid_blend(pixels)
     return _dtcwt(pixels, VERIFY_WINDOW if how == "dtcwt-verified" else 0)

@@ -7,7 +7,10 @@ the optimised detail over the inputs' mean base layer (sigma 8 px); on ../shared
 beats DT-CWT choose-max on Q^AB/F and Q_Y in every category. `fast` (the default): the same
 start and base layer with 10 steps at lr 0.4, cosine-annealed; within 0.002 of `refined` on
 Q^AB/F and Q_Y in every category, at a third of the loop (benchmarks/RESULTS.md, "Fewer
-steps").
+steps"). `blend`: starts from a Laplacian-pyramid blend with per-pixel weights from the
+inputs' own local contrast and structural agreement (engine/pyramid_blend.py), 10 gentle
+steps (lr 0.1, cosine-annealed), no mean base layer (the start's own low frequencies stay);
+benchmarks/RESULTS.md, "Closing the quality gaps: general rules".
 """
 from __future__ import annotations
 
@@ -17,6 +20,7 @@ PRESETS: dict[str, dict] = {
     "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0},
     "refined": {"init": "dtcwt-verified", "steps": 30, "lr": 0.15, "decay": "cosine", "mean_base": 8.0},
     "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0},
+    "blend": {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0},
 }
 DEFAULT_PRESET = "fast"
 

@@ -86,8 +86,11 @@ class OrtRunner(FusionRunner):
         are one torch op."""
         from semfuse_rt.engine.initialisation import VERIFY_WINDOW
 
-        if self.on_cuda or not how.startswith("dtcwt"):
+        if self.on_cuda:
             return super().start(pixels, how)
+        if not how.startswith("dtcwt"):
+            with self.loop_context():  # torch ops: on one thread (engine/torch_threads.py)
+                return super().start(pixels, how)
         from semfuse_rt.export.dtcwt_graph import dtcwt_start, export_dtcwt_graph
 
         verify = VERIFY_WINDOW if how == "dtcwt-verified" else 0

@@ -1,0 +1,299 @@
+"""Per-pixel evidence weights computed from the inputs themselves, and Laplacian-pyramid
+blends with them (Burt & Adelson 1983; Mertens, Kautz & Van Reeth, "Exposure fusion", 2007;
+enfuse's focus-stacking recipe). `agreement_blend` is the start image of the `pyramid-blend`
+initialisation (engine/initialisation.py) and the `blend` preset.
+
+Measures, per input k and pixel, on 0..1 pixels:
+
+- contrast C_k: the standard deviation of the luma in a `window` x `window` box around the
+  pixel (enfuse's contrast measure; reflect-101 borders, as everywhere here);
+- saturation S_k: the standard deviation of R, G, B at the pixel (0 for grey inputs);
+- well-exposedness E_k: prod_c exp(-(I_c - 0.5)^2 / (2 * 0.2^2)) (Mertens);
+- structural agreement A (one map for all inputs): the mean over k of the local correlation
+  (7 x 7 box) of input k's luma with the mean of the other inputs' luma, negative counted as
+  0. High where the inputs show one scene at different exposures or focus, about 0 where they
+  show different things (infrared against visible, CT against MR) or are flat.
+
+`evidence_weights` multiplies powers of C, S and E; `hard` gives each pixel to the input of
+largest weight (ties: lowest k), as enfuse's `--hard-mask`, else the weights are normalised.
+`pyramid_blend` sums each input's Laplacian bands times the Gaussian pyramid of its weight.
+
+`agreement_blend`, the rule (every number a fixed constant, no per-category switch):
+
+    hard  = one-hot argmax_k blur_3(C_k)                 (the sharpest input wins)
+    soft  = blur_4(C_k) / sum_j blur_4(C_j)              (contrast-weighted average)
+    g     = blur_4(A)
+    W_k   = g soft_k + (1 - g) hard_k
+    deep  = pyramid blend with W as deep as the image allows (coarsest side 1-2 px)
+    local = pyramid blend with W down to a band of at least 8 pixels
+    start = s deep + (1 - s) local,  s = blur_8(A)
+
+(blur_s: Gaussian of standard deviation s px.) Where the inputs disagree (different
+modalities) each pixel's detail comes from its sharpest input and low frequencies mix only
+locally, so one input's brightness does not leak across the image (a CT's black background
+stays black). Where they agree (exposure and focus stacks) details are averaged by contrast
+and the pyramid goes down to the whole image, which keeps the global tone of an exposure
+stack.
+
+Everything is torch ops on the pixels' device, except that on the CPU the box means, the
+Gaussian blurs and the pyramid's reduce step call OpenCV (the same filters, equal to
+rounding; far faster than single-channel torch convolutions there). The `pyramid-blend`
+start runs it in float64 on the CPU. The deep pyramid's
+support is the whole image: a tiled fuse (engine/tiling.py) sees tile starts that differ
+from the whole image's in their coarsest bands, which its cross-fade of neighbouring starts
+smooths; the local pyramid's support is about 2^L * 4 pixels for L levels.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.nn import functional as F
+
+MIN_COARSE = 8  # the local pyramid's coarsest band: its shorter side in pixels, at least
+EPS = 1e-12
+_TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # Burt & Adelson's 5-tap kernel, a = 0.375
+LUMA = (0.299, 0.587, 0.114)
+
+
+def _taps(dtype, device) -> torch.Tensor:
+    taps = torch.tensor(_TAPS, dtype=dtype, device=device)
+    return taps / taps.sum()
+
+
+def _fold(index: torch.Tensor, length: int) -> torch.Tensor:
+    """Reflect-101 (OpenCV's default border: ...cb|abc|ba...) of indices, as often as needed."""
+    if length == 1:
+        return torch.zeros_like(index)
+    period = 2 * (length - 1)
+    index = torch.remainder(index, period)
+    return torch.where(index < length, index, period - index)
+
+
+def _pad(planes: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-101 padding of the last two axes that also works on sides <= pad."""
+    h, w = planes.shape[-2:]
+    rows = _fold(torch.arange(-pad, h + pad, device=planes.device), h)
+    cols = _fold(torch.arange(-pad, w + pad, device=planes.device), w)
+    return planes.index_select(-2, rows).index_select(-1, cols)
+
+
+def _blur(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) -> the same, separable blur with reflect-101 borders. Shifted sums (a
+    single-channel convolution is far slower on the CPU)."""
+    pad = taps.shape[0] // 2
+    h, w = planes.shape[-2:]
+    padded = _pad(planes, pad)
+    rows = sum(float(t) * padded[..., :, i:i + w] for i, t in enumerate(taps.tolist()))
+    return sum(float(t) * rows[..., i:i + h, :] for i, t in enumerate(taps.tolist()))
+
+
+def _reduce_last(planes: torch.Tensor) -> torch.Tensor:
+    n = planes.shape[-1]
+    m = (n + 1) // 2
+    padded = planes.index_select(-1, _fold(torch.arange(-2, n + 2, device=planes.device), n))
+    return sum(t * padded[..., j:j + 2 * m - 1:2] for j, t in enumerate(_TAPS)) / 16.0
+
+
+def reduce(planes: torch.Tensor) -> torch.Tensor:
+    """One Gaussian pyramid level down: the 5-tap blur (reflect-101) at every second row and
+    column only: cv2.pyrDown on the CPU (the same numbers, to rounding), shifted sums elsewhere."""
+    if planes.device.type == "cpu" and min(planes.shape[-2:]) > 1:
+        import cv2
+        import numpy as np
+
+        flat = planes.detach().reshape(-1, *planes.shape[-2:]).numpy()
+        out = np.stack([cv2.pyrDown(p) for p in flat])
+        return torch.from_numpy(out).reshape(*planes.shape[:-2], *out.shape[-2:])
+    return _reduce_last(_reduce_last(planes).transpose(-1, -2)).transpose(-1, -2)
+
+
+def _expand_axis(planes: torch.Tensor, n: int, dim: int) -> torch.Tensor:
+    """Axis `dim` (2 or 3 of an (N, C, H, W) tensor) up from m to n in (2m - 1, 2m) samples."""
+    # Zeros between the samples, then the 5-tap kernel times 2 with reflect-101 borders at the
+    # new size, as two phases: even outputs (x[i-1] + 6 x[i] + x[i+1]) / 8, odd (x[i] + x[i+1]) / 2.
+    m = planes.shape[dim]
+    ext = _fold(2 * torch.arange(-1, m + 1, device=planes.device), n) // 2
+    x = planes.index_select(dim, ext)
+    left, centre, right = x.narrow(dim, 0, m), x.narrow(dim, 1, m), x.narrow(dim, 2, m)
+    even = (left + 6.0 * centre + right) / 8.0
+    odd = (centre + right) / 2.0
+    both = torch.stack((even, odd), dim=dim + 1)  # (..., m, 2, ...): the phases interleaved
+    return both.flatten(dim, dim + 1).narrow(dim, 0, n)
+
+
+def expand(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, C, h, w) one level up to `size` (H, W) (cv2.pyrUp's filter; its borders at odd
+    sizes differ): zeros between the samples, blurred with 4x the kernel, per phase."""
+    rows = _expand_axis(planes, size[1], 3)
+    return _expand_axis(rows, size[0], 2)
+
+
+def pyramid_levels(height: int, width: int, coarsest: int = MIN_COARSE) -> int:
+    """Bands of the deepest pyramid whose coarsest band is at least `coarsest` a side."""
+    side = min(height, width)
+    return 1 + max(0, int(math.floor(math.log2(max(side, 1) / coarsest))))
+
+
+def _box_mean(planes: torch.Tensor, window: int) -> torch.Tensor:
+    """(N, C, H, W) -> mean over a window x window box, reflect-101 borders (cv2.blur on the CPU)."""
+    if planes.device.type == "cpu":
+        import cv2
+        import numpy as np
+
+        flat = planes.detach().reshape(-1, *planes.shape[-2:]).numpy()
+        out = np.stack([cv2.blur(p, (window, window), borderType=cv2.BORDER_REFLECT_101) for p in flat])
+        return torch.from_numpy(out).reshape(planes.shape)
+    pad = window // 2
+    return F.avg_pool2d(_pad(planes, pad), window, stride=1)
+
+
+def luma(pixels: torch.Tensor) -> torch.Tensor:
+    """(K, 3, H, W) -> (K, 1, H, W), BT.601."""
+    weights = torch.tensor(LUMA, dtype=pixels.dtype, device=pixels.device).view(1, 3, 1, 1)
+    return (pixels * weights).sum(dim=1, keepdim=True)
+
+
+def local_contrast(pixels: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """(K, 3, H, W) on 0..1 -> (K, 1, H, W): the standard deviation of luma in a window."""
+    grey = luma(pixels)
+    mean = _box_mean(grey, window)
+    square = _box_mean(grey * grey, window)
+    return (square - mean * mean).clamp_min(0).sqrt()
+
+
+def saturation(pixels: torch.Tensor) -> torch.Tensor:
+    """(K, 3, H, W) -> (K, 1, H, W): standard deviation across R, G, B."""
+    return pixels.std(dim=1, unbiased=False, keepdim=True)
+
+
+def well_exposedness(pixels: torch.Tensor, sigma: float = 0.2) -> torch.Tensor:
+    """(K, 3, H, W) on 0..1 -> (K, 1, H, W): Mertens' Gaussian around mid-grey, over channels."""
+    return torch.exp(-((pixels - 0.5) ** 2) / (2 * sigma * sigma)).prod(dim=1, keepdim=True)
+
+
+def structural_agreement(pixels: torch.Tensor, window: int = 7, floor: float = 1e-4) -> torch.Tensor:
+    """(K, 3, H, W) on 0..1 -> (1, 1, H, W) in [0, 1]: the mean over k of the local correlation
+    of input k's luma with the mean of the other inputs' (negative counts as 0; flat windows
+    give about 0). High where the inputs show one structure at different exposures or
+    focus, low where they show different things (infrared against visible, CT against MR)."""
+    grey = luma(pixels)
+    k = len(grey)
+    total = grey.sum(dim=0, keepdim=True)
+    agreement = torch.zeros_like(grey[:1])
+    for index in range(k):
+        a, b = grey[index:index + 1], (total - grey[index:index + 1]) / (k - 1)
+        mean_a, mean_b = _box_mean(a, window), _box_mean(b, window)
+        var_a = (_box_mean(a * a, window) - mean_a * mean_a).clamp_min(0)
+        var_b = (_box_mean(b * b, window) - mean_b * mean_b).clamp_min(0)
+        cov = _box_mean(a * b, window) - mean_a * mean_b
+        agreement += (cov / ((var_a * var_b).sqrt() + floor)).clamp(0, 1)
+    return agreement / k
+
+
+def _gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) blurred by a Gaussian of standard deviation `sigma` px, reflect-101 borders:
+    cv2.GaussianBlur on the CPU, the same kernel (2 round(4 sigma) + 1 taps) as shifted sums
+    elsewhere."""
+    if planes.device.type == "cpu":
+        import cv2
+        import numpy as np
+
+        flat = planes.detach().reshape(-1, *planes.shape[-2:]).numpy()
+        out = np.stack([cv2.GaussianBlur(p, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101) for p in flat])
+        return torch.from_numpy(out).reshape(planes.shape)
+    from semfuse_rt.export.base_layer_graph import gaussian_taps
+
+    return _blur(planes, gaussian_taps(sigma).to(planes))
+
+
+def evidence_weights(pixels: torch.Tensor, *, contrast: float = 1.0, saturation_weight: float = 0.0,
+                     exposure: float = 0.0, window: int = 5, smooth: float = 0.0, hard: bool = False,
+                     exposure_sigma: float = 0.2) -> torch.Tensor:
+    """(K, 3, H, W) pixels in 0..255 -> (K, 1, H, W) weights that sum to 1 at every pixel:
+    C^contrast S^saturation_weight E^exposure, blurred by a Gaussian of `smooth` px (0: not),
+    then one-hot at the largest (`hard`) or normalised (equal where all vanish)."""
+    unit = pixels / 255.0
+    weight = torch.ones_like(unit[:, :1])
+    if contrast:
+        weight = weight * (local_contrast(unit, window) + EPS) ** contrast
+    if saturation_weight:
+        weight = weight * (saturation(unit) + EPS) ** saturation_weight
+    if exposure:
+        weight = weight * (well_exposedness(unit, exposure_sigma) + EPS) ** exposure
+    if smooth:
+        weight = _gaussian(weight, smooth)
+    if hard:
+        winner = weight.argmax(dim=0, keepdim=True)  # first maximum: ties go to the lowest k
+        labels = torch.arange(len(pixels), device=pixels.device).view(-1, 1, 1, 1)
+        return (labels == winner).to(pixels.dtype)
+    total = weight.sum(dim=0, keepdim=True)
+    return torch.where(total > 0, weight / total.clamp_min(1e-30), torch.full_like(weight, 1.0 / len(pixels)))
+
+
+def pyramid_blend(pixels: torch.Tensor, weights: torch.Tensor, levels: int | None = None) -> torch.Tensor:
+    """(K, C, H, W) pixels and (K, 1, H, W) weights summing to 1 -> (1, C, H, W) blend.
+
+    Laplacian bands of each input times the Gaussian pyramid of its weight, summed over k,
+    then collapsed. `levels`: bands (None: down to MIN_COARSE; at most down to 1 pixel)."""
+    return pyramid_blends(pixels, weights, (levels,))[0]
+
+
+def _depth(levels: int | None, h: int, w: int) -> int:
+    return pyramid_levels(h, w) if levels is None else max(1, min(int(levels), pyramid_levels(h, w, 1)))
+
+
+def pyramid_blends(pixels: torch.Tensor, weights: torch.Tensor, depths) -> list[torch.Tensor]:
+    """`pyramid_blend` at several depths, sharing the bands they have in common. One input at
+    a time, so memory does not grow with K."""
+    h, w = pixels.shape[-2:]
+    depths = [_depth(levels, h, w) for levels in depths]
+    deepest = max(depths)
+    bands, tops = None, {}  # blended Laplacian bands; the weighted Gaussian level ending each depth
+    for k in range(len(pixels)):
+        image, weight = pixels[k:k + 1], weights[k:k + 1]
+        for level in range(deepest):
+            if level + 1 in depths:
+                top = weight * image
+                tops[level] = top if level not in tops else tops[level] + top
+            if level == deepest - 1:
+                break
+            smaller = reduce(image)
+            band = weight * (image - expand(smaller, image.shape[-2:]))
+            if bands is None or len(bands) <= level:
+                bands = (bands or []) + [band]
+            else:
+                bands[level] = bands[level] + band
+            image, weight = smaller, reduce(weight)
+        if k == 0 and bands is None:
+            bands = []
+    results = []
+    for depth in depths:
+        result = tops[depth - 1]
+        for band in reversed(bands[:depth - 1]):
+            result = band + expand(result, band.shape[-2:])
+        results.append(result)
+    return results
+
+
+def evidence_blend(pixels: torch.Tensor, levels: int | None = None, **weights) -> torch.Tensor:
+    """(K, 3, H, W) in 0..255 -> (1, 3, H, W): `pyramid_blend` with `evidence_weights`."""
+    return pyramid_blend(pixels, evidence_weights(pixels, **weights), levels)
+
+
+FULL_DEPTH = 1 << 20  # levels: as deep as the image allows
+
+
+def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_power: float = 1.0,
+                    soft_smooth: float = 4.0, gate_window: int = 7, gate_smooth: float = 4.0,
+                    deep_smooth: float = 8.0) -> torch.Tensor:
+    """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring."""
+    unit = pixels / 255.0
+    agreement = structural_agreement(unit, gate_window)
+    gate = _gaussian(agreement, gate_smooth).clamp(0, 1)
+    weights = (gate * evidence_weights(pixels, contrast=soft_power, smooth=soft_smooth)
+               + (1 - gate) * evidence_weights(pixels, contrast=1.0, smooth=hard_smooth, hard=True))
+    del gate
+    share = _gaussian(agreement, deep_smooth).clamp(0, 1)
+    deep, local = pyramid_blends(pixels, weights, (FULL_DEPTH, None))
+    return share * deep + (1 - share) * local
