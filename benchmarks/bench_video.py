@@ -62,7 +62,7 @@ def main() -> None:
     streams = [[frames[k] for frames in frame_sets] for k in range(len(infos))]
     height, width = frame_sets[0][0].shape[:2]
     print(f"{len(frame_sets)} frames of {width}x{height}, {args.pair} pan + zoom; {platform.processor() or 'cpu'}, "
-          f"{os.cpu_count()} cores, backend {args.backend}; machine shared, timings indicative\n")
+          f"{os.cpu_count()} cores, backend {args.backend}\n")
     print("| run | fps | Q^AB/F | vs cold, mean | vs cold, worst | flicker |")
     print("| --- | --- | --- | --- | --- | --- |")
 
