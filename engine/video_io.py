@@ -365,7 +365,21 @@ def _sweep_stale(path: Path) -> None:
         remove_if_older(stale, cutoff)
 
 
-class VideoWriter:
+class _CommitOnSuccess:
+    """A writer used as a context manager: committed into place when the block succeeds,
+    discarded (nothing left behind) when it raises."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, *exc):
+        if kind is None:
+            self.commit()
+        else:
+            self.discard()
+
+
+class VideoWriter(_CommitOnSuccess):
     """H.264 into a temp file beside `path`, renamed into place by `commit`; `discard` (or
     leaving the context on an error) removes it. Frames are HxW or HxWx3, uint8 or uint16
     (stored as 8 bits: H.264 here is 8-bit)."""
@@ -430,17 +444,8 @@ class VideoWriter:
             self._container = None
         self._tmp.unlink(missing_ok=True)
 
-    def __enter__(self):
-        return self
 
-    def __exit__(self, kind, *exc):
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
-
-
-class FrameFolderWriter:
+class FrameFolderWriter(_CommitOnSuccess):
     """PNG frames `frame_000000.png`, ... into a temp folder beside `path`, renamed into place
     by `commit` (an empty folder at `path` is replaced)."""
 
@@ -466,15 +471,6 @@ class FrameFolderWriter:
 
     def discard(self) -> None:
         shutil.rmtree(self._tmp, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, kind, *exc):
-        if kind is None:
-            self.commit()
-        else:
-            self.discard()
 
 
 def open_writer(path: str | os.PathLike, fps: Fraction, *, quality: int | None = None,

@@ -1,8 +1,6 @@
 """`semfuse-rt fuse-batch SETS -o OUTDIR`: fuse every set of a folder or CSV, resumably."""
 from __future__ import annotations
 
-import copy
-import inspect
 from pathlib import Path
 from typing import Optional
 
@@ -12,17 +10,11 @@ from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsed
 
 from semfuse_rt.engine.batch import DEFAULT_EXTENSION, BatchReport, SetOutcome, plan_batch, run_batch
 from semfuse_rt.engine.cli import app
-from semfuse_rt.engine.cli.fuse_command import fuse_command
+from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
+                                                  ray_address_option, same_as_fuse)
 from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.errors import SemfuseError
-
-_FUSE_PARAMETERS = inspect.signature(fuse_command).parameters
-
-
-def same_as_fuse(name: str):
-    """`fuse`'s definition of option `name` (flags, default, help), so the two commands cannot drift."""
-    return copy.copy(_FUSE_PARAMETERS[name].default)
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -40,13 +32,9 @@ def fuse_batch_command(
     workers: Optional[int] = typer.Option(None, "--workers", "-w",
                                           help="Fuse in N processes on this machine, sharing its cores (default 1)."),
     ray: bool = typer.Option(False, "--ray", help="Fuse on Ray actors (pip install 'semfuse-rt\\[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address",
-                                              help="With --ray: the cluster's HOST:PORT, or auto for the one "
-                                                   "`ray start` runs here (default: a local Ray instance)."),
-    ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: actors, each holding one fuser."),
-    num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor",
-                                             help="With --ray: GPUs each actor claims on a GPU cluster "
-                                                  "(a fraction shares one)."),
+    ray_address: Optional[str] = ray_address_option(),
+    ray_actors: int = ray_actors_option(),
+    num_gpus_per_actor: float = gpus_per_actor_option(),
     method: str = same_as_fuse("method"),
     layer: str = same_as_fuse("layer"),
     preset: str = same_as_fuse("preset"),
@@ -79,8 +67,7 @@ def fuse_batch_command(
         raise SemfuseError(f"--workers must be 1 or more, got {workers}")
     if ray and workers is not None:
         raise SemfuseError("--workers runs processes on this machine; with --ray give --ray-actors")
-    if not ray and (ray_address is not None or ray_actors != 1 or num_gpus_per_actor):
-        raise SemfuseError("--ray-address, --ray-actors and --num-gpus-per-actor need --ray")
+    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor)
     if sets.is_dir() and _inside(output, sets):
         raise SemfuseError(f"{output}: is inside {sets}, where a later run would take the fused images for sets; "
                            "write them elsewhere")

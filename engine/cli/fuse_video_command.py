@@ -1,8 +1,6 @@
 """`semfuse-rt fuse-video A.mp4 B.mp4 [C ...] -o fused.mp4`."""
 from __future__ import annotations
 
-import copy
-import inspect
 import time
 from pathlib import Path
 from typing import List, Optional
@@ -11,18 +9,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from semfuse_rt.engine.cli import app
-from semfuse_rt.engine.cli.fuse_command import fuse_command
+from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
+                                                  ray_address_option, same_as_fuse)
 from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.engine.video_fusion import DEFAULT_WARM_STEPS, fuse_video
 from semfuse_rt.engine.video_io import DEFAULT_CRF
-from semfuse_rt.errors import SemfuseError
-
-_FUSE_PARAMETERS = inspect.signature(fuse_command).parameters
-
-
-def same_as_fuse(name: str):
-    """`fuse`'s definition of option `name`, so the two commands cannot drift."""
-    return copy.copy(_FUSE_PARAMETERS[name].default)
 
 
 @app.command("fuse-video")
@@ -46,12 +37,9 @@ def fuse_video_command(
                                                "cores (default: 2 on a CPU, 1 with a GPU)."),
     ray: bool = typer.Option(False, "--ray", help="Fuse chunks of frames on Ray actors "
                                                   "(pip install 'semfuse-rt\\[ray]')."),
-    ray_address: Optional[str] = typer.Option(None, "--ray-address",
-                                              help="With --ray: the cluster's HOST:PORT, or auto for the one "
-                                                   "`ray start` runs here (default: a local Ray instance)."),
-    ray_actors: int = typer.Option(1, "--ray-actors", help="With --ray: actors, each holding one fuser."),
-    num_gpus_per_actor: float = typer.Option(0.0, "--num-gpus-per-actor",
-                                             help="With --ray: GPUs each actor claims (a fraction shares one)."),
+    ray_address: Optional[str] = ray_address_option(),
+    ray_actors: int = ray_actors_option(),
+    num_gpus_per_actor: float = gpus_per_actor_option(),
     chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames",
                                                help="Frames per chunk; each chunk's first frame runs cold "
                                                     "(default with --ray: an even share per actor)."),
@@ -76,8 +64,7 @@ def fuse_video_command(
     Streams must agree on frame size and count; they are checked before any
     frame is fused. The output appears only when every frame is written.
     """
-    if not ray and (ray_address is not None or ray_actors != 1 or num_gpus_per_actor):
-        raise SemfuseError("--ray-address, --ray-actors and --num-gpus-per-actor need --ray")
+    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor)
     columns = (TextColumn("fusing frames"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not quiet) as bar:
