@@ -229,14 +229,14 @@ def test_ctrl_c_stops_the_workers_and_leaves_no_temp_file(tmp_path, weights_file
     environment = {**os.environ, marker.split("=")[0]: marker.split("=")[1]}
     script = Path(sys.executable).with_name("semfuse-rt")
     batch = subprocess.Popen([str(script), "fuse-batch", str(sets), "-o", str(outdir), "--workers", "2",
-                              "--steps", "200", "--weights", str(weights_file), "-q"],
+                              "--steps", "5000", "--weights", str(weights_file), "-q"],
                              env=environment, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                              start_new_session=True)
     try:
         deadline = time.monotonic() + 120
         while len(processes_with(marker)) < 3 and time.monotonic() < deadline:  # the batch and its 2 workers
             time.sleep(0.2)
-        time.sleep(3)  # into the fusing
+        time.sleep(3)  # into the fusing, which 5000 steps make outlast the wait
         os.killpg(batch.pid, signal.SIGINT)  # as a terminal's Ctrl-C: to the whole process group
         _, err = batch.communicate(timeout=60)
     finally:

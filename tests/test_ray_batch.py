@@ -102,7 +102,7 @@ def test_ctrl_c_shuts_the_local_instance_down_and_leaves_no_temp_file(tmp_path, 
     name, value = "SEMFUSE_RT_RAY_TEST", f"{os.getpid()}-{time.monotonic_ns()}"
     script = Path(sys.executable).with_name("semfuse-rt")
     batch = subprocess.Popen([str(script), "fuse-batch", str(sets), "-o", str(outdir), "--ray", "--ray-actors", "2",
-                              "--steps", "300", "--weights", str(weights_file), "-q"],
+                              "--steps", "5000", "--weights", str(weights_file), "-q"],
                              env={**os.environ, name: value}, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                              text=True, start_new_session=True)
     try:
