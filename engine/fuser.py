@@ -24,7 +24,7 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from semfuse_rt.engine.backends import create_runner, resolve_backend
+from semfuse_rt.engine.backends import create_runner, resolve_backend, runs_on_gpu
 from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
 from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
                                    input_cams, semantic_retention)
@@ -116,6 +116,8 @@ class Fuser:
         self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
                                      decay=settings["decay"])
         self.backend = resolve_backend(backend, layer) if self.method.optimised else None
+        # On a GPU the default budget is a share of its free memory (memory_budget.py).
+        self.on_gpu = self.backend is not None and runs_on_gpu(self.backend)
         # None: a share of the memory available at each call (memory_budget.py)
         self.memory_budget = parse_size(memory_budget) if memory_budget is not None else None
         # None: tiles only when the whole image would not fit the budget (tiling.py)
@@ -186,12 +188,14 @@ class Fuser:
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if multiscale else 1)
         if self.tile is not None and self.method.optimised and not self.method.semantic:
             return plan_tiles(height, width, self.tile, margin, grid)
-        problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic)
+        problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic,
+                                 on_gpu=self.on_gpu)
         if problem is None:
             return None
         if not self.method.optimised or self.method.semantic:  # the CAMs are whole-image maps
             raise SemfuseError(f"{problem}; fuse smaller or fewer images")
-        core = core_for_budget(tile_room(count, height, width, self.memory_budget, spilled), margin, grid)
+        core = core_for_budget(tile_room(count, height, width, self.memory_budget, spilled, self.on_gpu),
+                               margin, grid)
         if core < MIN_TILE:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
@@ -199,7 +203,8 @@ class Fuser:
     def _spills(self, count: int, height: int, width: int) -> bool:
         """Whether fuse_files keeps the decoded inputs on disk: only for a tiled fuse (a
         whole-image one needs them whole anyway) whose stack would crowd the budget."""
-        tiled = self.tile is not None or budget_problem(count, height, width, self.memory_budget) is not None
+        tiled = self.tile is not None or budget_problem(count, height, width, self.memory_budget,
+                                                        on_gpu=self.on_gpu) is not None
         return (tiled and self.method.optimised and not self.method.semantic
                 and spill_inputs(count, height, width, self.memory_budget))
 

@@ -82,31 +82,45 @@ ACCUMULATOR_BYTES_PER_PIXEL = 12 + 6
 SPILL_SHARE = 0.25
 
 
-def default_budget() -> tuple[int | None, str]:
-    """The budget when none is given, and how it came about (for messages)."""
-    available = available_bytes()
+def free_device_bytes() -> int | None:
+    """Free memory of the current CUDA device; None without one."""
+    try:
+        import torch
+
+        return int(torch.cuda.mem_get_info()[0]) if torch.cuda.is_available() else None
+    except RuntimeError:  # a driver that cannot answer
+        return None
+
+
+def default_budget(on_gpu: bool = False) -> tuple[int | None, str]:
+    """The budget when none is given, and how it came about (for messages): a share of the
+    memory available, of the GPU's free memory where the fuse runs on a GPU (the estimate
+    per pixel is the CPU pipeline's, not yet calibrated on a GPU)."""
+    available = free_device_bytes() if on_gpu else available_bytes()
     if available is None:
         return None, "the memory available is unknown"
+    where = "free on the GPU" if on_gpu else "available"
     share = int(available * DEFAULT_SHARE)
     if share > DEFAULT_CEILING:
         return DEFAULT_CEILING, f"the default of {describe(DEFAULT_CEILING)}; set --memory-budget to change it"
-    return share, f"{DEFAULT_SHARE:.0%} of the {describe(available)} available; set --memory-budget to change it"
+    return share, f"{DEFAULT_SHARE:.0%} of the {describe(available)} {where}; set --memory-budget to change it"
 
 
-def budget_or_default(budget: int | None) -> int | None:
-    return budget if budget is not None else default_budget()[0]
+def budget_or_default(budget: int | None, on_gpu: bool = False) -> int | None:
+    return budget if budget is not None else default_budget(on_gpu)[0]
 
 
 def spill_inputs(count: int, height: int, width: int, budget: int | None = None) -> bool:
-    """Whether decoded inputs of this size belong on disk rather than in memory."""
+    """Whether decoded inputs of this size belong on disk rather than in host memory."""
     budget = budget_or_default(budget)
     return budget is not None and DECODED_BYTES_PER_PIXEL * count * height * width > SPILL_SHARE * budget
 
 
-def tile_room(count: int, height: int, width: int, budget: int | None = None, spilled: bool = False) -> int:
+def tile_room(count: int, height: int, width: int, budget: int | None = None, spilled: bool = False,
+              on_gpu: bool = False) -> int:
     """How many crop pixels a tile may have: what the budget leaves after the whole-image
     buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set."""
-    budget = budget_or_default(budget)
+    budget = budget_or_default(budget, on_gpu)
     if budget is None:
         return 2**62
     per_pixel = ACCUMULATOR_BYTES_PER_PIXEL + (0 if spilled else DECODED_BYTES_PER_PIXEL * count)
@@ -114,12 +128,12 @@ def tile_room(count: int, height: int, width: int, budget: int | None = None, sp
 
 
 def budget_problem(count: int, height: int, width: int, budget: int | None = None,
-                   streamed: bool = True) -> str | None:
+                   streamed: bool = True, on_gpu: bool = False) -> str | None:
     """Why fusing `count` images of width x height at once would not fit `budget` bytes
     (default: default_budget()), in a few words; None if it would."""
     where = "--memory-budget"
     if budget is None:
-        budget, where = default_budget()
+        budget, where = default_budget(on_gpu)
         if budget is None:
             return None
     need = estimated_peak_bytes(count, height, width, streamed)

@@ -61,3 +61,13 @@ def test_fuse_files_refuses_before_decoding(monkeypatch, tmp_path, rng, random_v
     with pytest.raises(SemfuseError, match="2 images of 80x64 needs about"):
         Fuser(weights=random_vgg_weights, memory_budget="1M").fuse_files(paths, tmp_path / "out.png")
     assert decoded == [] and not (tmp_path / "out.png").exists()
+
+
+def test_on_a_gpu_the_default_budget_is_a_share_of_its_free_memory(monkeypatch):
+    from semfuse_rt.engine import memory_budget
+
+    monkeypatch.setattr(memory_budget, "available_bytes", lambda: 100 * 2**30)
+    monkeypatch.setattr(memory_budget, "free_device_bytes", lambda: 2 * 2**30)
+    assert budget_problem(2, 700, 700) is None
+    assert "80% of the 2.0 GiB free on the GPU" in budget_problem(2, 2000, 1500, on_gpu=True)
+    assert tile_room(2, 4000, 6000, on_gpu=True) < tile_room(2, 4000, 6000)

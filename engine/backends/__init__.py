@@ -50,6 +50,19 @@ def resolve_backend(name: str, layer: str | None = None) -> str:
     return name
 
 
+def runs_on_gpu(name: str) -> bool:
+    """Whether the resolved backend `name` fuses on a CUDA device (as its loader would pick)."""
+    if name in ("trt", "cuda"):
+        return True
+    import torch
+
+    if name == "auto" or not torch.cuda.is_available():
+        return False
+    from semfuse_rt.engine.backends.ort.loader import providers
+
+    return name == "torch" or providers()[0] == "CUDAExecutionProvider"
+
+
 def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> FusionRunner:
     """The runner of a resolved backend name (see resolve_backend), with its loader;
     `options` go to the loader."""
