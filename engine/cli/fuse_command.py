@@ -67,8 +67,9 @@ def fuse_command(
                                    help="Largest input accepted, in pixels per image (read from its header)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget",
                                                 help="Memory a fuse may take (e.g. 8G; default: 80% of the "
-                                                     "memory available, at most 3G). Larger images are fused in "
-                                                     "tiles that fit; what cannot fit is refused before any work."),
+                                                     "memory available, or of a GPU's free memory, at most 3G). "
+                                                     "Larger images are fused in tiles that fit; what cannot "
+                                                     "fit is refused before any work."),
     tile: Optional[int] = typer.Option(None, "--tile", help="Fuse in tiles of this many pixels a side (default: "
                                                             "only when the whole image would not fit the memory "
                                                             "budget)."),
