@@ -276,11 +276,6 @@ def pyramid_blends(pixels: torch.Tensor, weights: torch.Tensor, depths) -> list[
     return results
 
 
-def evidence_blend(pixels: torch.Tensor, levels: int | None = None, **weights) -> torch.Tensor:
-    """(K, 3, H, W) in 0..255 -> (1, 3, H, W): `pyramid_blend` with `evidence_weights`."""
-    return pyramid_blend(pixels, evidence_weights(pixels, **weights), levels)
-
-
 FULL_DEPTH = 1 << 20  # levels: as deep as the image allows
 
 
