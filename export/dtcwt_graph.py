@@ -430,7 +430,10 @@ class StreamedDtcwtChooseMax:
         image = self.stacked.transform.inverse(lowpass, chosen)
         return _crop(_crop(image, 1, 0, height), 2, 0, width)
 
-    def _running(self, count: int, planes_of) -> torch.Tensor:
+    def _choose(self, count: int, planes_of, labelled: bool):
+        """The first pass: the lowpass sum and, per level, the coefficients of largest |z|
+        so far (ties stay with the earlier input) or, `labelled`, the uint8 label of their
+        input instead; and the planes' height and width."""
         lowpass, best, chosen = None, [], []
         for k in range(count):
             planes = planes_of(k)
@@ -440,30 +443,24 @@ class StreamedDtcwtChooseMax:
                 magnitude = real * real + imag * imag
                 if k == 0:
                     best.append(magnitude)
-                    chosen.append((real, imag))
+                    chosen.append(torch.zeros(magnitude.shape, dtype=torch.uint8, device=magnitude.device)
+                                  if labelled else (real, imag))
                     continue
                 wins = magnitude > best[level]
-                torch.where(wins, magnitude, best[level], out=best[level])
-                torch.where(wins, real, chosen[level][0], out=chosen[level][0])
-                torch.where(wins, imag, chosen[level][1], out=chosen[level][1])
-        return self._finish(lowpass.div_(count), chosen, *planes.shape[-2:])
+                torch.maximum(best[level], magnitude, out=best[level])
+                if labelled:
+                    chosen[level][wins] = k
+                else:
+                    torch.where(wins, real, chosen[level][0], out=chosen[level][0])
+                    torch.where(wins, imag, chosen[level][1], out=chosen[level][1])
+        return lowpass, chosen, planes.shape[-2:]
+
+    def _running(self, count: int, planes_of) -> torch.Tensor:
+        lowpass, chosen, size = self._choose(count, planes_of, labelled=False)
+        return self._finish(lowpass.div_(count), chosen, *size)
 
     def _verified(self, count: int, planes_of) -> torch.Tensor:
-        lowpass, best, labels = None, [], []
-        for k in range(count):
-            planes = planes_of(k)
-            low, highpasses = self._pyramid(planes)
-            lowpass = low if lowpass is None else lowpass.add_(low)
-            for level, (real, imag) in enumerate(highpasses):
-                magnitude = real * real + imag * imag
-                if k == 0:
-                    best.append(magnitude)
-                    labels.append(torch.zeros(magnitude.shape, dtype=torch.uint8, device=magnitude.device))
-                    continue
-                wins = magnitude > best[level]
-                labels[level][wins] = k
-                torch.maximum(best[level], magnitude, out=best[level])
-        del best
+        lowpass, labels, size = self._choose(count, planes_of, labelled=True)
         decided = [self._majority(level_labels, count) for level_labels in labels]
         del labels
         chosen = None
@@ -476,7 +473,7 @@ class StreamedDtcwtChooseMax:
                 mine = decided[level] == k
                 chosen[level][0][mine] = real[mine]
                 chosen[level][1][mine] = imag[mine]
-        return self._finish(lowpass.div_(count), chosen, *planes.shape[-2:])
+        return self._finish(lowpass.div_(count), chosen, *size)
 
     def _majority(self, labels: torch.Tensor, count: int) -> torch.Tensor:
         """The stacked module's verification, one candidate at a time: the label with the
