@@ -50,6 +50,9 @@ from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 DEFAULT_LAYER = "relu1_1"
+# Images from this size on hand the heap's free memory back after a fuse (memory.py); below
+# it, the 10 ms that costs would be a few percent of a small fuse, a video frame's say.
+TRIM_PIXELS = 1 << 20
 
 
 class WarmStart(Protocol):
@@ -237,7 +240,8 @@ class Fuser:
         else:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock)
-        return_free_memory()
+        if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
+            return_free_memory()
         image = finish(result, sources)
         clock.lap("finish")
         return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
