@@ -35,6 +35,7 @@ from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, ch
 from semfuse_rt.engine.memory import return_free_memory
 from semfuse_rt.engine.memory_budget import budget_problem, parse_size, spill_inputs, tile_room
 from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
+from semfuse_rt.engine.tile_tone import PreviewTone, TileStart
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.fusion_rules import Majority
@@ -332,6 +333,10 @@ class Fuser:
         total = np.zeros((3, height, width), np.float32)
         losses = np.zeros(self.schedule.steps + 1)
         steps = self.schedule.steps
+        tone = None
+        if self.init == "pyramid-blend":  # its start spans the image: tiles take the preview's tone
+            tone = PreviewTone(images, lambda pixels: self.runner.start(pixels, self.init))
+            clock.lap("start")
         for index, tile in enumerate(tiles):
             y0, y1, x0, x1 = tile.crop
             crops = [np.ascontiguousarray(image[y0:y1, x0:x1]) for image in images]
@@ -342,7 +347,8 @@ class Fuser:
                 if progress:
                     progress(done + step, len(tiles) * steps, loss)
 
-            result, tile_losses = self._fuse_planes(planes, None, tile_progress, clock)
+            start = TileStart(tone, tile.crop, lambda pixels: self.runner.start(pixels, self.init)) if tone else None
+            result, tile_losses = self._fuse_planes(planes, None, tile_progress, clock, start)
             cy0, cy1, cx0, cx1 = tile.core
             ramp = tile.weights(height, width)
             total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp

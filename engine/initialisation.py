@@ -37,7 +37,7 @@ def _pyramid_blend(pixels: torch.Tensor) -> torch.Tensor:
     from semfuse_rt.engine.pyramid_blend import agreement_blend
 
     dtype = torch.float64 if pixels.device.type == "cpu" else pixels.dtype
-    return agreement_blend(pixels.to(dtype)).to(pixels.dtype)
+    return agreement_blend(pixels, dtype=dtype).to(pixels.dtype)
 
 
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:

@@ -46,6 +46,7 @@ smooths; the local pyramid's support is about 2^L * 4 pixels for L levels.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 
 import torch
 from torch.nn import functional as F
@@ -156,7 +157,10 @@ def luma(pixels: torch.Tensor) -> torch.Tensor:
 
 def local_contrast(pixels: torch.Tensor, window: int = 5) -> torch.Tensor:
     """(K, 3, H, W) on 0..1 -> (K, 1, H, W): the standard deviation of luma in a window."""
-    grey = luma(pixels)
+    return _contrast_of_luma(luma(pixels), window)
+
+
+def _contrast_of_luma(grey: torch.Tensor, window: int) -> torch.Tensor:
     mean = _box_mean(grey, window)
     square = _box_mean(grey * grey, window)
     return (square - mean * mean).clamp_min(0).sqrt()
@@ -182,12 +186,7 @@ def structural_agreement(pixels: torch.Tensor, window: int = 7, floor: float = 1
     total = grey.sum(dim=0, keepdim=True)
     agreement = torch.zeros_like(grey[:1])
     for index in range(k):
-        a, b = grey[index:index + 1], (total - grey[index:index + 1]) / (k - 1)
-        mean_a, mean_b = _box_mean(a, window), _box_mean(b, window)
-        var_a = (_box_mean(a * a, window) - mean_a * mean_a).clamp_min(0)
-        var_b = (_box_mean(b * b, window) - mean_b * mean_b).clamp_min(0)
-        cov = _box_mean(a * b, window) - mean_a * mean_b
-        agreement += (cov / ((var_a * var_b).sqrt() + floor)).clamp(0, 1)
+        agreement += _correlation(grey[index:index + 1], (total - grey[index:index + 1]) / (k - 1), window, floor)
     return agreement / k
 
 
@@ -236,22 +235,23 @@ def pyramid_blend(pixels: torch.Tensor, weights: torch.Tensor, levels: int | Non
 
     Laplacian bands of each input times the Gaussian pyramid of its weight, summed over k,
     then collapsed. `levels`: bands (None: down to MIN_COARSE; at most down to 1 pixel)."""
-    return pyramid_blends(pixels, weights, (levels,))[0]
+    pairs = ((pixels[k:k + 1], weights[k:k + 1]) for k in range(len(pixels)))
+    return pyramid_blends(pairs, pixels.shape[-2:], (levels,))[0]
 
 
 def _depth(levels: int | None, h: int, w: int) -> int:
     return pyramid_levels(h, w) if levels is None else max(1, min(int(levels), pyramid_levels(h, w, 1)))
 
 
-def pyramid_blends(pixels: torch.Tensor, weights: torch.Tensor, depths) -> list[torch.Tensor]:
-    """`pyramid_blend` at several depths, sharing the bands they have in common. One input at
-    a time, so memory does not grow with K."""
-    h, w = pixels.shape[-2:]
+def pyramid_blends(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], size, depths) -> list[torch.Tensor]:
+    """`pyramid_blend` at several depths, sharing the bands they have in common. `pairs`
+    yields each input's (1, C, H, W) image and (1, 1, H, W) weight in turn, so that memory
+    does not grow with the number of inputs."""
+    h, w = size
     depths = [_depth(levels, h, w) for levels in depths]
     deepest = max(depths)
-    bands, tops = None, {}  # blended Laplacian bands; the weighted Gaussian level ending each depth
-    for k in range(len(pixels)):
-        image, weight = pixels[k:k + 1], weights[k:k + 1]
+    bands, tops = [], {}  # blended Laplacian bands; the weighted Gaussian level ending each depth
+    for image, weight in pairs:
         for level in range(deepest):
             if level + 1 in depths:
                 top = weight * image
@@ -260,13 +260,11 @@ def pyramid_blends(pixels: torch.Tensor, weights: torch.Tensor, depths) -> list[
                 break
             smaller = reduce(image)
             band = weight * (image - expand(smaller, image.shape[-2:]))
-            if bands is None or len(bands) <= level:
-                bands = (bands or []) + [band]
+            if len(bands) <= level:
+                bands.append(band)
             else:
-                bands[level] = bands[level] + band
+                bands[level] += band
             image, weight = smaller, reduce(weight)
-        if k == 0 and bands is None:
-            bands = []
     results = []
     for depth in depths:
         result = tops[depth - 1]
@@ -279,16 +277,67 @@ def pyramid_blends(pixels: torch.Tensor, weights: torch.Tensor, depths) -> list[
 FULL_DEPTH = 1 << 20  # levels: as deep as the image allows
 
 
+def _correlation(a: torch.Tensor, b: torch.Tensor, window: int, floor: float) -> torch.Tensor:
+    """Local correlation of two (1, 1, H, W) maps in a window, clamped to [0, 1]."""
+    mean_a, mean_b = _box_mean(a, window), _box_mean(b, window)
+    var_a = (_box_mean(a * a, window) - mean_a * mean_a).clamp_min(0)
+    var_b = (_box_mean(b * b, window) - mean_b * mean_b).clamp_min(0)
+    cov = _box_mean(a * b, window) - mean_a * mean_b
+    return (cov / ((var_a * var_b).sqrt() + floor)).clamp(0, 1)
+
+
 def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_power: float = 1.0,
                     soft_smooth: float = 4.0, gate_window: int = 7, gate_smooth: float = 4.0,
-                    deep_smooth: float = 8.0) -> torch.Tensor:
-    """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring."""
-    unit = pixels / 255.0
-    agreement = structural_agreement(unit, gate_window)
-    gate = _gaussian(agreement, gate_smooth).clamp(0, 1)
-    weights = (gate * evidence_weights(pixels, contrast=soft_power, smooth=soft_smooth)
-               + (1 - gate) * evidence_weights(pixels, contrast=1.0, smooth=hard_smooth, hard=True))
-    del gate
-    share = _gaussian(agreement, deep_smooth).clamp(0, 1)
-    deep, local = pyramid_blends(pixels, weights, (FULL_DEPTH, None))
+                    deep_smooth: float = 8.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring, in `dtype`
+    (default: the pixels' own).
+
+    Streamed over the inputs: one pass sums the lumas; a second accumulates the agreement,
+    the soft weights' normaliser and the hard mask (a running maximum and uint8 labels, ties
+    to the lower k); a third forms each input's weight and adds its pyramid. Each input's
+    contrast is computed twice rather than kept, so memory does not grow with K."""
+    count = len(pixels)
+    dtype = dtype or pixels.dtype
+
+    def image(k: int) -> torch.Tensor:
+        return pixels[k:k + 1].to(dtype)
+
+    def grey(k: int) -> torch.Tensor:
+        return luma(image(k) / 255.0)
+
+    def contrast(k: int) -> torch.Tensor:
+        return _contrast_of_luma(grey(k), 5) + EPS
+
+    total = grey(0)
+    for k in range(1, count):
+        total += grey(k)
+    agreement = torch.zeros_like(total)
+    soft_total, best, labels = None, None, None
+    for k in range(count):
+        luma_k = grey(k)
+        agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
+        del luma_k
+        measure = contrast(k)
+        soft = _gaussian(measure ** soft_power, soft_smooth)
+        key = _gaussian(measure, hard_smooth)
+        if best is None:
+            soft_total, best = soft, key
+            labels = torch.zeros(key.shape, dtype=torch.uint8, device=key.device)
+        else:
+            soft_total += soft
+            labels[key > best] = k  # strictly larger: ties stay with the lower k
+            torch.maximum(best, key, out=best)
+    del total, best
+    agreement /= count
+    gate = _gaussian(agreement, gate_smooth).clamp_(0, 1)
+    share = _gaussian(agreement, deep_smooth).clamp_(0, 1)
+    del agreement
+
+    def weight(k: int) -> torch.Tensor:
+        soft = _gaussian(contrast(k) ** soft_power, soft_smooth)
+        soft = torch.where(soft_total > 0, soft / soft_total.clamp_min(1e-30), 1.0 / count)
+        return gate * soft + (1 - gate) * (labels == k).to(dtype)
+
+    pairs = ((image(k), weight(k)) for k in range(count))
+    deep, local = pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH, None))
     return share * deep + (1 - share) * local

@@ -69,7 +69,7 @@ def test_shared_blends_match_the_textbook_blend(size):
     pixels = torch.rand(3, 3, *size, dtype=torch.float64) * 255
     weights = pb.evidence_weights(pixels, contrast=1.0, smooth=2.0)
     h, w = size
-    deep, local = pb.pyramid_blends(pixels, weights, (pb.FULL_DEPTH, None))
+    deep, local = pb.pyramid_blends(zip(pixels.split(1), weights.split(1)), size, (pb.FULL_DEPTH, None))
     assert torch.allclose(deep, _reference_blend(pixels, weights, pb.pyramid_levels(h, w, 1)), atol=1e-9)
     assert torch.allclose(local, _reference_blend(pixels, weights, pb.pyramid_levels(h, w)), atol=1e-9)
 
