@@ -22,7 +22,7 @@ PRESETS: dict[str, dict] = {
     "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0},
     "blend": {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0},
 }
-DEFAULT_PRESET = "fast"
+DEFAULT_PRESET = "blend"
 
 
 def resolve_preset(name: str, **given) -> dict:

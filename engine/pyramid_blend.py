@@ -5,43 +5,42 @@ initialisation (engine/initialisation.py) and the `blend` preset.
 
 Measures, per input k and pixel, on 0..1 pixels:
 
-- contrast C_k: the standard deviation of the luma in a `window` x `window` box around the
-  pixel (enfuse's contrast measure; reflect-101 borders, as everywhere here);
-- saturation S_k: the standard deviation of R, G, B at the pixel (0 for grey inputs);
-- well-exposedness E_k: prod_c exp(-(I_c - 0.5)^2 / (2 * 0.2^2)) (Mertens);
+- contrast C_k: the standard deviation of the luma in a 5 x 5 box around the pixel
+  (enfuse's contrast measure; reflect-101 borders, as everywhere here);
 - structural agreement A (one map for all inputs): the mean over k of the local correlation
-  (7 x 7 box) of input k's luma with the mean of the other inputs' luma, negative counted as
-  0. High where the inputs show one scene at different exposures or focus, about 0 where they
-  show different things (infrared against visible, CT against MR) or are flat.
+  of input k's luma with the mean of the other inputs' luma, negative counted as 0. High
+  where the inputs show one scene at different exposures or focus, about 0 where they show
+  different things (infrared against visible, CT against MR) or are flat.
 
-`evidence_weights` multiplies powers of C, S and E; `hard` gives each pixel to the input of
-largest weight (ties: lowest k), as enfuse's `--hard-mask`, else the weights are normalised.
 `pyramid_blend` sums each input's Laplacian bands times the Gaussian pyramid of its weight.
 
 `agreement_blend`, the rule (every number a fixed constant, no per-category switch):
 
-    hard  = one-hot argmax_k blur_3(C_k)                 (the sharpest input wins)
-    soft  = blur_4(C_k) / sum_j blur_4(C_j)              (contrast-weighted average)
-    g     = blur_4(A)
+    T     = std over k of blur_8(luma_k)                  (how far the inputs' tones differ)
+    p     = 1 + 2 (1 - min(T / 0.05, 1))                  (3 where tones agree, 1 where not)
+    hard  = one-hot majority_9(argmax_k blur_3(C_k))      (the sharpest input wins, verified)
+    soft  = blur_4(C_k^p) / sum_j blur_4(C_j^p)           (contrast-weighted average)
+    g     = blur_2(A), A over 9 x 9 windows
     W_k   = g soft_k + (1 - g) hard_k
     deep  = pyramid blend with W as deep as the image allows (coarsest side 1-2 px)
     local = pyramid blend with W down to a band of at least 8 pixels
     start = s deep + (1 - s) local,  s = blur_8(A)
 
-(blur_s: Gaussian of standard deviation s px.) Where the inputs disagree (different
-modalities) each pixel's detail comes from its sharpest input and low frequencies mix only
-locally, so one input's brightness does not leak across the image (a CT's black background
-stays black). Where they agree (exposure and focus stacks) details are averaged by contrast
-and the pyramid goes down to the whole image, which keeps the global tone of an exposure
-stack.
+(blur_s: Gaussian of standard deviation s px; majority_9: each pixel's most frequent label
+in a 9 x 9 box.) Where the inputs disagree (different modalities) each pixel's detail comes
+from its sharpest input and low frequencies mix only locally, so one input's brightness
+does not leak across the image (a CT's black background stays black). Where they agree
+(exposure and focus stacks) details are averaged by contrast and the pyramid goes down to
+the whole image, which keeps the global tone of an exposure stack. Where they agree in
+tone too (a focus stack: the inputs differ only in sharpness) the soft weights sharpen
+towards the sharpest input, which keeps its structure (Q_Y) rather than an average.
 
 Everything is torch ops on the pixels' device, except that on the CPU the box means, the
 Gaussian blurs and the pyramid's reduce step call OpenCV (the same filters, equal to
 rounding; far faster than single-channel torch convolutions there). The `pyramid-blend`
-start runs it in float64 on the CPU. The deep pyramid's
-support is the whole image: a tiled fuse (engine/tiling.py) sees tile starts that differ
-from the whole image's in their coarsest bands, which its cross-fade of neighbouring starts
-smooths; the local pyramid's support is about 2^L * 4 pixels for L levels.
+start runs it in float64 on the CPU. The deep pyramid's support is the whole image: a tiled
+fuse takes its tiles' lowest frequencies from a preview of the whole image
+(engine/tile_tone.py); the local pyramid's support is about 2^L * 4 pixels for L levels.
 """
 from __future__ import annotations
 
@@ -155,39 +154,11 @@ def luma(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels * weights).sum(dim=1, keepdim=True)
 
 
-def local_contrast(pixels: torch.Tensor, window: int = 5) -> torch.Tensor:
-    """(K, 3, H, W) on 0..1 -> (K, 1, H, W): the standard deviation of luma in a window."""
-    return _contrast_of_luma(luma(pixels), window)
-
-
-def _contrast_of_luma(grey: torch.Tensor, window: int) -> torch.Tensor:
+def local_contrast(grey: torch.Tensor, window: int = 5) -> torch.Tensor:
+    """(N, 1, H, W) luma -> its standard deviation in a window x window box."""
     mean = _box_mean(grey, window)
     square = _box_mean(grey * grey, window)
     return (square - mean * mean).clamp_min(0).sqrt()
-
-
-def saturation(pixels: torch.Tensor) -> torch.Tensor:
-    """(K, 3, H, W) -> (K, 1, H, W): standard deviation across R, G, B."""
-    return pixels.std(dim=1, unbiased=False, keepdim=True)
-
-
-def well_exposedness(pixels: torch.Tensor, sigma: float = 0.2) -> torch.Tensor:
-    """(K, 3, H, W) on 0..1 -> (K, 1, H, W): Mertens' Gaussian around mid-grey, over channels."""
-    return torch.exp(-((pixels - 0.5) ** 2) / (2 * sigma * sigma)).prod(dim=1, keepdim=True)
-
-
-def structural_agreement(pixels: torch.Tensor, window: int = 7, floor: float = 1e-4) -> torch.Tensor:
-    """(K, 3, H, W) on 0..1 -> (1, 1, H, W) in [0, 1]: the mean over k of the local correlation
-    of input k's luma with the mean of the other inputs' (negative counts as 0; flat windows
-    give about 0). High where the inputs show one structure at different exposures or
-    focus, low where they show different things (infrared against visible, CT against MR)."""
-    grey = luma(pixels)
-    k = len(grey)
-    total = grey.sum(dim=0, keepdim=True)
-    agreement = torch.zeros_like(grey[:1])
-    for index in range(k):
-        agreement += _correlation(grey[index:index + 1], (total - grey[index:index + 1]) / (k - 1), window, floor)
-    return agreement / k
 
 
 def _gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -204,30 +175,6 @@ def _gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
     from semfuse_rt.export.base_layer_graph import gaussian_taps
 
     return _blur(planes, gaussian_taps(sigma).to(planes))
-
-
-def evidence_weights(pixels: torch.Tensor, *, contrast: float = 1.0, saturation_weight: float = 0.0,
-                     exposure: float = 0.0, window: int = 5, smooth: float = 0.0, hard: bool = False,
-                     exposure_sigma: float = 0.2) -> torch.Tensor:
-    """(K, 3, H, W) pixels in 0..255 -> (K, 1, H, W) weights that sum to 1 at every pixel:
-    C^contrast S^saturation_weight E^exposure, blurred by a Gaussian of `smooth` px (0: not),
-    then one-hot at the largest (`hard`) or normalised (equal where all vanish)."""
-    unit = pixels / 255.0
-    weight = torch.ones_like(unit[:, :1])
-    if contrast:
-        weight = weight * (local_contrast(unit, window) + EPS) ** contrast
-    if saturation_weight:
-        weight = weight * (saturation(unit) + EPS) ** saturation_weight
-    if exposure:
-        weight = weight * (well_exposedness(unit, exposure_sigma) + EPS) ** exposure
-    if smooth:
-        weight = _gaussian(weight, smooth)
-    if hard:
-        winner = weight.argmax(dim=0, keepdim=True)  # first maximum: ties go to the lowest k
-        labels = torch.arange(len(pixels), device=pixels.device).view(-1, 1, 1, 1)
-        return (labels == winner).to(pixels.dtype)
-    total = weight.sum(dim=0, keepdim=True)
-    return torch.where(total > 0, weight / total.clamp_min(1e-30), torch.full_like(weight, 1.0 / len(pixels)))
 
 
 def pyramid_blend(pixels: torch.Tensor, weights: torch.Tensor, levels: int | None = None) -> torch.Tensor:
@@ -287,15 +234,18 @@ def _correlation(a: torch.Tensor, b: torch.Tensor, window: int, floor: float) ->
 
 
 def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_power: float = 1.0,
-                    soft_smooth: float = 4.0, gate_window: int = 7, gate_smooth: float = 4.0,
-                    deep_smooth: float = 8.0, dtype: torch.dtype | None = None) -> torch.Tensor:
+                    sharpen: float = 2.0, soft_smooth: float = 4.0, tone_smooth: float = 8.0,
+                    tone_spread: float = 0.05, majority: int = 9, gate_window: int = 9,
+                    gate_smooth: float = 2.0, deep_smooth: float = 8.0,
+                    dtype: torch.dtype | None = None) -> torch.Tensor:
     """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring, in `dtype`
     (default: the pixels' own).
 
-    Streamed over the inputs: one pass sums the lumas; a second accumulates the agreement,
-    the soft weights' normaliser and the hard mask (a running maximum and uint8 labels, ties
-    to the lower k); a third forms each input's weight and adds its pyramid. Each input's
-    contrast is computed twice rather than kept, so memory does not grow with K."""
+    Streamed over the inputs: one pass sums the lumas and their local means' moments; a
+    second accumulates the agreement, the soft weights' normaliser and the hard mask (a
+    running maximum and uint8 labels, ties to the lower k); a third verifies the mask by
+    majority; a fourth forms each input's weight and adds its pyramid. Each input's contrast
+    is recomputed rather than kept, so memory does not grow with K."""
     count = len(pixels)
     dtype = dtype or pixels.dtype
 
@@ -306,11 +256,24 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
         return luma(image(k) / 255.0)
 
     def contrast(k: int) -> torch.Tensor:
-        return _contrast_of_luma(grey(k), 5) + EPS
+        return local_contrast(grey(k)) + EPS
 
-    total = grey(0)
-    for k in range(1, count):
-        total += grey(k)
+    total, tone_sum, tone_squares = None, None, None
+    for k in range(count):
+        luma_k = grey(k)
+        tone = _gaussian(luma_k, tone_smooth)
+        if total is None:
+            total, tone_sum, tone_squares = luma_k, tone, tone * tone
+        else:
+            total += luma_k
+            tone_sum += tone
+            tone_squares += tone * tone
+    tone_sum /= count
+    spread = (tone_squares / count - tone_sum * tone_sum).clamp_min(0).sqrt()
+    del tone_sum, tone_squares
+    power = soft_power + sharpen * (1 - (spread / tone_spread).clamp(0, 1))
+    del spread
+
     agreement = torch.zeros_like(total)
     soft_total, best, labels = None, None, None
     for k in range(count):
@@ -318,7 +281,7 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
         agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
         del luma_k
         measure = contrast(k)
-        soft = _gaussian(measure ** soft_power, soft_smooth)
+        soft = _gaussian(measure ** power, soft_smooth)
         key = _gaussian(measure, hard_smooth)
         if best is None:
             soft_total, best = soft, key
@@ -332,12 +295,28 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     gate = _gaussian(agreement, gate_smooth).clamp_(0, 1)
     share = _gaussian(agreement, deep_smooth).clamp_(0, 1)
     del agreement
+    if majority > 1:
+        labels = _majority_labels(labels, count, majority, dtype)
 
     def weight(k: int) -> torch.Tensor:
-        soft = _gaussian(contrast(k) ** soft_power, soft_smooth)
+        soft = _gaussian(contrast(k) ** power, soft_smooth)
         soft = torch.where(soft_total > 0, soft / soft_total.clamp_min(1e-30), 1.0 / count)
         return gate * soft + (1 - gate) * (labels == k).to(dtype)
 
     pairs = ((image(k), weight(k)) for k in range(count))
     deep, local = pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH, None))
     return share * deep + (1 - share) * local
+
+
+def _majority_labels(labels: torch.Tensor, count: int, window: int, dtype: torch.dtype) -> torch.Tensor:
+    """Each pixel's most frequent label in a window x window box (ties to the lower k): the
+    consistency verification of choose-max rules, one label's votes at a time."""
+    most, verified = None, None
+    for k in range(count):
+        votes = _box_mean((labels == k).to(dtype), window)
+        if most is None:
+            most, verified = votes, torch.zeros_like(labels)
+        else:
+            verified[votes > most] = k
+            torch.maximum(most, votes, out=most)
+    return verified

@@ -67,73 +67,82 @@ def _reference_blend(pixels, weights, levels):
 @pytest.mark.parametrize("size", [(48, 64), (37, 51), (6, 11)])
 def test_shared_blends_match_the_textbook_blend(size):
     pixels = torch.rand(3, 3, *size, dtype=torch.float64) * 255
-    weights = pb.evidence_weights(pixels, contrast=1.0, smooth=2.0)
+    weights = torch.rand(3, 1, *size, dtype=torch.float64)
+    weights /= weights.sum(dim=0, keepdim=True)
     h, w = size
     deep, local = pb.pyramid_blends(zip(pixels.split(1), weights.split(1)), size, (pb.FULL_DEPTH, None))
     assert torch.allclose(deep, _reference_blend(pixels, weights, pb.pyramid_levels(h, w, 1)), atol=1e-9)
     assert torch.allclose(local, _reference_blend(pixels, weights, pb.pyramid_levels(h, w)), atol=1e-9)
 
 
-def test_weights_sum_to_one_and_hard_is_one_hot():
-    pixels = torch.stack([_texture(seed=1), _texture(seed=2, scale=10), _texture(seed=3, scale=30)])
-    soft = pb.evidence_weights(pixels, contrast=2.0, smooth=2.0)
-    assert soft.shape == (3, 1, 48, 64)
-    assert torch.allclose(soft.sum(0), torch.ones(1, 48, 64, dtype=soft.dtype))
-    assert (soft >= 0).all()
-    hard = pb.evidence_weights(pixels, contrast=1.0, hard=True)
-    assert set(hard.unique().tolist()) <= {0.0, 1.0}
-    assert torch.equal(hard.sum(0), torch.ones_like(hard[0]))
-    # the most contrasted input (scale 60) wins nearly everywhere
-    assert hard[0].mean() > 0.9
+def _stacked_rule(pixels):
+    """The rule of engine/pyramid_blend.py's docstring with every input's maps at once."""
+    unit = pixels / 255.0
+    grey = pb.luma(unit)
+    k = len(pixels)
+    tone = pb._gaussian(grey, 8.0)
+    power = 1 + 2 * (1 - (tone.std(dim=0, unbiased=False, keepdim=True) / 0.05).clamp(0, 1))
+    contrast = pb.local_contrast(grey) + pb.EPS
+    soft = pb._gaussian(contrast ** power, 4.0)
+    soft = soft / soft.sum(dim=0, keepdim=True)
+    labels = pb._gaussian(contrast, 3.0).argmax(dim=0, keepdim=True)
+    one_hot = (labels == torch.arange(k).view(-1, 1, 1, 1)).to(pixels.dtype)
+    votes = pb._box_mean(one_hot, 9)
+    hard = (votes.argmax(dim=0, keepdim=True) == torch.arange(k).view(-1, 1, 1, 1)).to(pixels.dtype)
+    total = grey.sum(dim=0, keepdim=True)
+    agreement = sum(pb._correlation(grey[i:i + 1], (total - grey[i:i + 1]) / (k - 1), 9, 1e-4)
+                    for i in range(k)) / k
+    gate = pb._gaussian(agreement, 2.0).clamp(0, 1)
+    weights = gate * soft + (1 - gate) * hard
+    share = pb._gaussian(agreement, 8.0).clamp(0, 1)
+    deep, local = pb.pyramid_blends(zip(pixels.split(1), weights.split(1)), pixels.shape[-2:],
+                                    (pb.FULL_DEPTH, None))
+    return share * deep + (1 - share) * local
 
 
-def test_flat_inputs_get_equal_soft_weights_and_ties_go_to_the_first():
-    pixels = torch.full((2, 3, 16, 16), 100.0, dtype=torch.float64)
-    assert torch.allclose(pb.evidence_weights(pixels, contrast=1.0), torch.full((2, 1, 16, 16), 0.5, dtype=torch.float64))
-    hard = pb.evidence_weights(pixels, contrast=1.0, hard=True)
-    assert (hard[0] == 1).all() and (hard[1] == 0).all()
+def _focus_and_exposures(k):
+    """One scene: sharp on the left or the right half, darker, brighter, then another scene."""
+    scene = pb._gaussian(_texture(37, 53, seed=30)[None], 1.5)[0] * 2 - 128
+    blurred = pb._gaussian(scene[None], 3.0)[0]
+    left, right = scene.clone(), scene.clone()
+    left[..., 26:], right[..., :26] = blurred[..., 26:], blurred[..., :26]
+    return torch.stack([left, right, scene * 0.6, scene * 0.8 + 40, _texture(37, 53, seed=31)][:k]).clamp(0, 255)
 
 
-def test_contrast_saturation_exposure_measures():
-    flat = torch.full((1, 3, 12, 12), 0.5, dtype=torch.float64)
-    assert torch.allclose(pb.local_contrast(flat), torch.zeros(1, 1, 12, 12, dtype=torch.float64))
-    assert torch.allclose(pb.well_exposedness(flat), torch.ones(1, 1, 12, 12, dtype=torch.float64))
-    assert torch.allclose(pb.saturation(flat), torch.zeros(1, 1, 12, 12, dtype=torch.float64))
-    clipped = torch.ones_like(flat)
-    assert (pb.well_exposedness(clipped) < 0.01).all()
-    red = torch.zeros_like(flat)
-    red[:, 0] = 1.0
-    assert (pb.saturation(red) > 0.4).all()
+@pytest.mark.parametrize("k", [2, 3, 5])
+def test_the_streamed_rule_is_the_stacked_one(k):
+    # (At k = 2 each of the rule's parts changes the result by over a grey level.)
+    pixels = _focus_and_exposures(k)
+    assert torch.allclose(pb.agreement_blend(pixels), _stacked_rule(pixels), atol=1e-8)
+
+
+def test_contrast_measure():
+    flat = torch.full((1, 1, 12, 12), 0.5, dtype=torch.float64)
+    assert torch.allclose(pb.local_contrast(flat), torch.zeros_like(flat))
     stripes = torch.zeros_like(flat)
     stripes[..., ::2] = 1.0
     assert (pb.local_contrast(stripes) > 0.4).all()
 
 
-def test_well_exposed_region_wins_over_a_saturated_one():
+def test_textured_region_wins_over_a_clipped_one():
     # Input 0: textured mid-grey left half, clipped white right half; input 1 the reverse.
     texture = _texture(40, 80, seed=4, scale=25)
     first = texture.clone()
     first[..., 40:] = 255.0
     second = texture.clone()
     second[..., :40] = 255.0
-    pixels = torch.stack([first, second])
-    weights = pb.evidence_weights(pixels, contrast=1.0, exposure=1.0, saturation_weight=0.0, hard=True)
-    assert weights[0, 0, :, 4:36].mean() > 0.95 and weights[1, 0, :, 44:76].mean() > 0.95
-    out = pb.agreement_blend(pixels)[0]
-    # away from the seam, the start follows the well-exposed texture, not the white
+    out = pb.agreement_blend(torch.stack([first, second]))[0]
+    # away from the seam, the start follows the texture, not the white
     assert (out[:, 4:36, 4:30] - texture[:, 4:36, 4:30]).abs().mean() < 5
     assert (out[:, 4:36, 50:76] - texture[:, 4:36, 50:76]).abs().mean() < 5
 
 
 def test_structural_agreement_high_for_one_scene_low_for_different_ones():
-    scene = _texture(40, 40, seed=5) / 255.0
+    scene = pb.luma(_texture(40, 40, seed=5)[None] / 255.0)
     darker = scene * 0.5  # the same structure at another exposure
-    other = _texture(40, 40, seed=6) / 255.0
-    same = pb.structural_agreement(torch.stack([scene, darker]))
-    different = pb.structural_agreement(torch.stack([scene, other]))
-    assert same.shape == (1, 1, 40, 40)
-    assert same.mean() > 0.95
-    assert different.mean() < 0.3
+    other = pb.luma(_texture(40, 40, seed=6)[None] / 255.0)
+    assert pb._correlation(scene, darker, 9, 1e-4).mean() > 0.95
+    assert pb._correlation(scene, other, 9, 1e-4).mean() < 0.3
 
 
 @pytest.mark.parametrize("k", [2, 3])
