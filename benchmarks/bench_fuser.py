@@ -2,7 +2,7 @@
 call's time per pipeline stage.
 
     python benchmarks/bench_fuser.py [--pair multifocus/lytro-10] [--runs 5] [--backend ort]
-                                     [--preset fast] [--method max]
+                                     [--preset blend] [--method max]
 
 Runs alternate (one-shot, warm, one-shot, ...) after one warm-up of each; medians are
 printed as a markdown table for benchmarks/RESULTS.md.
@@ -20,6 +20,7 @@ import torch
 
 from semfuse_rt.engine.api import Fuser, fuse_result
 from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.presets import DEFAULT_PRESET
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -37,7 +38,7 @@ def main() -> None:
     parser.add_argument("--pair", default="multifocus/lytro-10")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--backend", default="auto")
-    parser.add_argument("--preset", default="fast")
+    parser.add_argument("--preset", default=DEFAULT_PRESET)
     parser.add_argument("--method", default="max")
     args = parser.parse_args()
     images = [load_image(p) for p in pair_paths(args.pair)]

@@ -92,16 +92,18 @@ def free_device_bytes() -> int | None:
         return None
 
 
-def default_budget(on_gpu: bool = False) -> tuple[int | None, str]:
+def default_budget(on_gpu: bool = False, capped: bool = True) -> tuple[int | None, str]:
     """The budget when none is given, and how it came about (for messages): a share of the
     memory available, of the GPU's free memory where the fuse runs on a GPU (the estimate
-    per pixel is the CPU pipeline's, not yet calibrated on a GPU)."""
+    per pixel is the CPU pipeline's, not yet calibrated on a GPU). `capped`: at most
+    DEFAULT_CEILING, which only sizes tiles: a fuse that cannot be tiled (the semantic
+    methods) may take the whole share rather than be refused."""
     available = free_device_bytes() if on_gpu else available_bytes()
     if available is None:
         return None, "the memory available is unknown"
     where = "free on the GPU" if on_gpu else "available"
     share = int(available * DEFAULT_SHARE)
-    if share > DEFAULT_CEILING:
+    if capped and share > DEFAULT_CEILING:
         return DEFAULT_CEILING, f"the default of {describe(DEFAULT_CEILING)}; set --memory-budget to change it"
     return share, f"{DEFAULT_SHARE:.0%} of the {describe(available)} {where}; set --memory-budget to change it"
 
@@ -133,7 +135,7 @@ def budget_problem(count: int, height: int, width: int, budget: int | None = Non
     (default: default_budget()), in a few words; None if it would."""
     where = "--memory-budget"
     if budget is None:
-        budget, where = default_budget(on_gpu)
+        budget, where = default_budget(on_gpu, capped=streamed)
         if budget is None:
             return None
     need = estimated_peak_bytes(count, height, width, streamed)

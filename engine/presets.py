@@ -1,26 +1,26 @@
 """Named bundles of optimisation settings. Explicit options override a preset's values.
 
-`paper`: Hill & Bull's image optimisation as docs/method.md states it: 100 Adam steps at lr 1.0
-from the mean of the inputs. `refined`: DT-CWT choose-max with 3 x 3 consistency
-verification as the starting image, 30 gentler steps (lr 0.15, cosine-annealed to 0), and
-the optimised detail over the inputs' mean base layer (sigma 8 px); on ../shared/datasets it
-beats DT-CWT choose-max on Q^AB/F and Q_Y in every category. `fast` (the default): the same
-start and base layer with 10 steps at lr 0.4, cosine-annealed; within 0.002 of `refined` on
-Q^AB/F and Q_Y in every category, at a third of the loop (benchmarks/RESULTS.md, "Fewer
-steps"). `blend`: starts from a Laplacian-pyramid blend with per-pixel weights from the
-inputs' own local contrast and structural agreement (engine/pyramid_blend.py), 10 gentle
-steps (lr 0.1, cosine-annealed), no mean base layer (the start's own low frequencies stay);
-benchmarks/RESULTS.md, "Closing the quality gaps: general rules".
+`blend` (the default): starts from a Laplacian-pyramid blend with per-pixel weights from the
+inputs' own local contrast, structural agreement and tone agreement
+(engine/pyramid_blend.py), then 10 gentle steps (lr 0.1, cosine-annealed) with no mean base
+layer (the start's own low frequencies stay); benchmarks/RESULTS.md, "Closing the quality
+gaps: general rules". `paper`: Hill & Bull's image optimisation as docs/method.md states it:
+100 Adam steps at lr 1.0 from the mean of the inputs. `refined`: DT-CWT choose-max with 3 x 3
+consistency verification as the starting image, 30 gentler steps (lr 0.15, cosine-annealed
+to 0), and the optimised detail over the inputs' mean base layer (sigma 8 px). `fast` (the
+default before `blend`): the same start and base layer with 10 steps at lr 0.4,
+cosine-annealed; within 0.002 of `refined` on Q^AB/F and Q_Y in every category
+(benchmarks/RESULTS.md, "Fewer steps").
 """
 from __future__ import annotations
 
 from semfuse_rt.errors import SemfuseError
 
 PRESETS: dict[str, dict] = {
+    "blend": {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0},
     "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0},
     "refined": {"init": "dtcwt-verified", "steps": 30, "lr": 0.15, "decay": "cosine", "mean_base": 8.0},
     "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0},
-    "blend": {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0},
 }
 DEFAULT_PRESET = "blend"
 
