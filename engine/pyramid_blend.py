@@ -161,7 +161,7 @@ def local_contrast(grey: torch.Tensor, window: int = 5) -> torch.Tensor:
     return (square - mean * mean).clamp_min(0).sqrt()
 
 
-def _gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
+def gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
     """(N, C, H, W) blurred by a Gaussian of standard deviation `sigma` px, reflect-101 borders:
     cv2.GaussianBlur on the CPU, the same kernel (2 round(4 sigma) + 1 taps) as shifted sums
     elsewhere."""
@@ -261,16 +261,16 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     total, tone_sum, tone_squares = None, None, None
     for k in range(count):
         luma_k = grey(k)
-        tone = _gaussian(luma_k, tone_smooth)
+        tone = gaussian(luma_k, tone_smooth)
         if total is None:
             total, tone_sum, tone_squares = luma_k, tone, tone * tone
         else:
             total += luma_k
             tone_sum += tone
             tone_squares += tone * tone
-    tone_sum /= count
-    spread = (tone_squares / count - tone_sum * tone_sum).clamp_min(0).sqrt()
-    del tone_sum, tone_squares
+    tone_mean = tone_sum / count
+    spread = (tone_squares / count - tone_mean * tone_mean).clamp_min(0).sqrt()
+    del tone_sum, tone_squares, tone_mean
     power = soft_power + sharpen * (1 - (spread / tone_spread).clamp(0, 1))
     del spread
 
@@ -281,8 +281,8 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
         agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
         del luma_k
         measure = contrast(k)
-        soft = _gaussian(measure ** power, soft_smooth)
-        key = _gaussian(measure, hard_smooth)
+        soft = gaussian(measure ** power, soft_smooth)
+        key = gaussian(measure, hard_smooth)
         if best is None:
             soft_total, best = soft, key
             labels = torch.zeros(key.shape, dtype=torch.uint8, device=key.device)
@@ -292,14 +292,14 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
             torch.maximum(best, key, out=best)
     del total, best
     agreement /= count
-    gate = _gaussian(agreement, gate_smooth).clamp_(0, 1)
-    share = _gaussian(agreement, deep_smooth).clamp_(0, 1)
+    gate = gaussian(agreement, gate_smooth).clamp_(0, 1)
+    share = gaussian(agreement, deep_smooth).clamp_(0, 1)
     del agreement
     if majority > 1:
         labels = _majority_labels(labels, count, majority, dtype)
 
     def weight(k: int) -> torch.Tensor:
-        soft = _gaussian(contrast(k) ** power, soft_smooth)
+        soft = gaussian(contrast(k) ** power, soft_smooth)
         soft = torch.where(soft_total > 0, soft / soft_total.clamp_min(1e-30), 1.0 / count)
         return gate * soft + (1 - gate) * (labels == k).to(dtype)
 

@@ -80,21 +80,21 @@ def _stacked_rule(pixels):
     unit = pixels / 255.0
     grey = pb.luma(unit)
     k = len(pixels)
-    tone = pb._gaussian(grey, 8.0)
+    tone = pb.gaussian(grey, 8.0)
     power = 1 + 2 * (1 - (tone.std(dim=0, unbiased=False, keepdim=True) / 0.05).clamp(0, 1))
     contrast = pb.local_contrast(grey) + pb.EPS
-    soft = pb._gaussian(contrast ** power, 4.0)
+    soft = pb.gaussian(contrast ** power, 4.0)
     soft = soft / soft.sum(dim=0, keepdim=True)
-    labels = pb._gaussian(contrast, 3.0).argmax(dim=0, keepdim=True)
+    labels = pb.gaussian(contrast, 3.0).argmax(dim=0, keepdim=True)
     one_hot = (labels == torch.arange(k).view(-1, 1, 1, 1)).to(pixels.dtype)
     votes = pb._box_mean(one_hot, 9)
     hard = (votes.argmax(dim=0, keepdim=True) == torch.arange(k).view(-1, 1, 1, 1)).to(pixels.dtype)
     total = grey.sum(dim=0, keepdim=True)
     agreement = sum(pb._correlation(grey[i:i + 1], (total - grey[i:i + 1]) / (k - 1), 9, 1e-4)
                     for i in range(k)) / k
-    gate = pb._gaussian(agreement, 2.0).clamp(0, 1)
+    gate = pb.gaussian(agreement, 2.0).clamp(0, 1)
     weights = gate * soft + (1 - gate) * hard
-    share = pb._gaussian(agreement, 8.0).clamp(0, 1)
+    share = pb.gaussian(agreement, 8.0).clamp(0, 1)
     deep, local = pb.pyramid_blends(zip(pixels.split(1), weights.split(1)), pixels.shape[-2:],
                                     (pb.FULL_DEPTH, None))
     return share * deep + (1 - share) * local
@@ -102,8 +102,8 @@ def _stacked_rule(pixels):
 
 def _focus_and_exposures(k):
     """One scene: sharp on the left or the right half, darker, brighter, then another scene."""
-    scene = pb._gaussian(_texture(37, 53, seed=30)[None], 1.5)[0] * 2 - 128
-    blurred = pb._gaussian(scene[None], 3.0)[0]
+    scene = pb.gaussian(_texture(37, 53, seed=30)[None], 1.5)[0] * 2 - 128
+    blurred = pb.gaussian(scene[None], 3.0)[0]
     left, right = scene.clone(), scene.clone()
     left[..., 26:], right[..., :26] = blurred[..., 26:], blurred[..., :26]
     return torch.stack([left, right, scene * 0.6, scene * 0.8 + 40, _texture(37, 53, seed=31)][:k]).clamp(0, 255)
@@ -204,6 +204,6 @@ def test_torch_filters_match_the_opencv_ones(size):
     torch_reduce = pb._reduce_last(pb._reduce_last(x).transpose(-1, -2)).transpose(-1, -2)
     assert torch.allclose(pb.reduce(x), torch_reduce, atol=1e-12)
     for sigma in (3.0, 8.0):
-        assert torch.allclose(pb._gaussian(x, sigma), pb._blur(x, gaussian_taps(sigma).to(x)), atol=1e-6)
+        assert torch.allclose(pb.gaussian(x, sigma), pb._blur(x, gaussian_taps(sigma).to(x)), atol=1e-6)
     if min(size) > 3:
         assert torch.allclose(pb._box_mean(x, 7), F.avg_pool2d(pb._pad(x, 3), 7, stride=1), atol=1e-12)
