@@ -29,6 +29,7 @@ import torch
 from semfuse_rt.engine.baselines import fuse_baseline
 from semfuse_rt.engine.fuser import Fuser
 from semfuse_rt.engine.metrics import qabf
+from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
 from semfuse_rt.engine.ray_session import pinned_options
 from semfuse_rt.engine.video_fusion import InterleavedVideoFuser, VideoFuser, flicker
 from semfuse_rt.engine.video_io import probe, read_synchronised
@@ -69,7 +70,8 @@ def main() -> None:
     # Every configuration has its own Fuser and fuses frame t in turn with the others, so
     # that the load of a shared machine falls on all of them alike.
     warm_steps = [int(s) for s in args.steps.split(",")]
-    names = ["cold default (fast, 10 steps)", *(f"warm, {n} steps" for n in warm_steps),
+    names = [f"cold default ({DEFAULT_PRESET}, {PRESETS[DEFAULT_PRESET]['steps']} steps)",
+             *(f"warm, {n} steps" for n in warm_steps),
              "warm, 2 steps, residual not moved"]
     fusers = [Fuser("max", backend=args.backend) for _ in names]
     try:
