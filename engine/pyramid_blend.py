@@ -38,7 +38,7 @@ towards the sharpest input, which keeps its structure (Q_Y) rather than an avera
 Everything is torch ops on the pixels' device, except that on the CPU the box means, the
 Gaussian blurs and the pyramid's reduce step call OpenCV (the same filters, equal to
 rounding; far faster than single-channel torch convolutions there). The `pyramid-blend`
-start runs it in float64 on the CPU. The deep pyramid's support is the whole image: a tiled
+start runs it in float32. The deep pyramid's support is the whole image: a tiled
 fuse takes its tiles' lowest frequencies from a preview of the whole image
 (engine/tile_tone.py); the local pyramid's support is about 2^L * 4 pixels for L levels.
 """
