@@ -38,10 +38,10 @@ def fuse_command(
     output: Path = typer.Option(..., "--output", "-o", help="Fused image (.png, .tif, .jpg, .bmp)."),
     method: str = typer.Option("max", "--method", "-m", help=" | ".join(METHODS)),
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
-    preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below as published "
-                                                    "(paper), as measured best with the DT-CWT start (refined), "
-                                                    "nearly as good in a third of the steps (fast), or from a "
-                                                    "contrast-weighted pyramid blend (blend)."),
+    preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
+                                                    "blend weighted by the inputs' own contrast and agreement "
+                                                    "(blend), as published (paper), or from the DT-CWT start: "
+                                                    "30 steps (refined), 10 (fast)."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "
                                                    f"{preset_values('steps')})."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, above 0 and at most "
