@@ -333,9 +333,12 @@ class Fuser:
         total = np.zeros((3, height, width), np.float32)
         losses = np.zeros(self.schedule.steps + 1)
         steps = self.schedule.steps
+        def own_start(pixels):
+            return self.runner.start(pixels, self.init)
+
         tone = None
         if self.init == "pyramid-blend":  # its start spans the image: tiles take the preview's tone
-            tone = PreviewTone(images, lambda pixels: self.runner.start(pixels, self.init))
+            tone = PreviewTone(images, own_start)
             clock.lap("start")
         for index, tile in enumerate(tiles):
             y0, y1, x0, x1 = tile.crop
@@ -347,7 +350,7 @@ class Fuser:
                 if progress:
                     progress(done + step, len(tiles) * steps, loss)
 
-            start = TileStart(tone, tile.crop, lambda pixels: self.runner.start(pixels, self.init)) if tone else None
+            start = TileStart(tone, tile.crop, own_start) if tone else None
             result, tile_losses = self._fuse_planes(planes, None, tile_progress, clock, start)
             cy0, cy1, cx0, cx1 = tile.core
             ramp = tile.weights(height, width)

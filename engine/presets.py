@@ -4,7 +4,7 @@
 inputs' own local contrast, structural agreement and tone agreement
 (engine/pyramid_blend.py), then 10 gentle steps (lr 0.1, cosine-annealed) with no mean base
 layer (the start's own low frequencies stay); benchmarks/RESULTS.md, "Closing the quality
-gaps: general rules". `paper`: Hill & Bull's image optimisation as docs/method.md states it:
+gaps: general rules" and "The `blend` default". `paper`: Hill & Bull's image optimisation as docs/method.md states it:
 100 Adam steps at lr 1.0 from the mean of the inputs. `refined`: DT-CWT choose-max with 3 x 3
 consistency verification as the starting image, 30 gentler steps (lr 0.15, cosine-annealed
 to 0), and the optimised detail over the inputs' mean base layer (sigma 8 px). `fast` (the

@@ -3,9 +3,9 @@
 A `pyramid-blend` start reaches across the whole image: its deepest bands carry the global
 tone of an exposure stack. Started crop by crop, each tile would get a tone of its own, and
 neighbouring tiles of a 1 MP exposure stack differed by up to 15 grey levels in their means
-(benchmarks/RESULTS.md, "Tiles of the blend start"). So a tiled fuse first starts a preview:
-every input shrunk by area averaging to at most PREVIEW_PIXELS (and PREVIEW_BYTES for the
-whole stack), started as the whole image would be. Each tile keeps its own start's detail
+(benchmarks/RESULTS.md, "The `blend` default", tiles). So a tiled fuse first starts a
+preview: every input shrunk by area averaging to at most PREVIEW_PIXELS (and PREVIEW_BYTES
+for the whole stack), started as the whole image would be. Each tile keeps its own start's detail
 and takes the preview's frequencies below a Gaussian of CROSSOVER preview pixels:
 
     tile start = S - G(S) + G(preview) resampled to the crop,  G: Gaussian of CROSSOVER / scale px
