@@ -116,6 +116,12 @@ def test_the_streamed_rule_is_the_stacked_one(k):
     assert torch.allclose(pb.agreement_blend(pixels), _stacked_rule(pixels), atol=1e-8)
 
 
+def test_flat_inputs_tie_and_the_first_wins():
+    # No contrast and no structure anywhere: the hard mask's ties go to the lower k.
+    pixels = torch.stack([torch.full((3, 16, 16), 100.0), torch.full((3, 16, 16), 150.0)]).double()
+    assert torch.allclose(pb.agreement_blend(pixels), pixels[:1], atol=1e-6)
+
+
 def test_contrast_measure():
     flat = torch.full((1, 1, 12, 12), 0.5, dtype=torch.float64)
     assert torch.allclose(pb.local_contrast(flat), torch.zeros_like(flat))
