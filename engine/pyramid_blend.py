@@ -56,11 +56,6 @@ _TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # Burt & Adelson's 5-tap kernel, a = 0.375
 LUMA = (0.299, 0.587, 0.114)
 
 
-def _taps(dtype, device) -> torch.Tensor:
-    taps = torch.tensor(_TAPS, dtype=dtype, device=device)
-    return taps / taps.sum()
-
-
 def _fold(index: torch.Tensor, length: int) -> torch.Tensor:
     """Reflect-101 (OpenCV's default border: ...cb|abc|ba...) of indices, as often as needed."""
     if length == 1:
