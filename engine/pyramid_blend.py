@@ -274,8 +274,8 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     for k in range(count):
         luma_k = grey(k)
         agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
+        measure = local_contrast(luma_k) + EPS
         del luma_k
-        measure = contrast(k)
         soft = gaussian(measure ** power, soft_smooth)
         key = gaussian(measure, hard_smooth)
         if best is None:

@@ -47,7 +47,7 @@ class PreviewTone:
         small = [cv2.resize(np.asarray(image), size, interpolation=cv2.INTER_AREA) for image in images]
         preview = start(torch.from_numpy(prepare(small).pixels))
         del small
-        self.low = gaussian(preview.detach().cpu().double(), CROSSOVER)[0].float().numpy()  # (3, h, w)
+        self.low = gaussian(preview.detach().float().cpu(), CROSSOVER)[0].numpy()  # (3, h, w)
 
     @property
     def sigma(self) -> float:
@@ -68,7 +68,7 @@ class PreviewTone:
 
     def tile_start(self, start: torch.Tensor, crop: tuple[int, int, int, int]) -> torch.Tensor:
         """The crop's own (1, 3, h, w) start with the preview's low frequencies in place of its own."""
-        own_low = gaussian(start.detach().cpu().double(), self.sigma).to(start)
+        own_low = gaussian(start.detach().float().cpu(), self.sigma).to(start)
         low = torch.from_numpy(self.low_frequencies(crop)).to(start)[None]
         return start - own_low + low
 
