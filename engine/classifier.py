@@ -1,6 +1,6 @@
 """The ImageNet classifier that CAM fusion asks "what is in this image?".
 
-Default: EfficientNet-Lite0 (offline, see semfuse_rt.export.efficientnet_lite0). With a full
+Default: EfficientNet-Lite0 (offline, see semfuse_rt.export.efficientnet_lite). With a full
 torchvision VGG19 file (convolutions and classifier head) VGG19 is the CAM network, as in
 Hill & Bull.
 
@@ -79,19 +79,25 @@ class Prediction:
 
 def load_classifier(cam_weights: str | os.PathLike | None = None) -> Classifier:
     """EfficientNet-Lite0, or VGG19 when `cam_weights` is a full torchvision vgg19 file."""
-    names = imagenet_class_names()
     if cam_weights is None:
-        from semfuse_rt.export.efficientnet_lite0 import CAM_LAYERS, INCEPTION, load_efficientnet_lite0
-
-        model = PixelClassifier(load_efficientnet_lite0(), INCEPTION)
-        return Classifier("efficientnet-lite0", model, tuple(f"network.{n}" for n in CAM_LAYERS), names)
+        return efficientnet_classifier("efficientnet-lite0")
 
     from semfuse_rt.export.vgg19_classifier import CAM_LAYERS, VGG19Classifier
     from semfuse_rt.export.weights import load_vgg19
 
     weights = load_vgg19(cam_weights)
     model = PixelClassifier(VGG19Classifier(weights), weights.normalisation)
-    return Classifier("vgg19", model, tuple(f"network.{n}" for n in CAM_LAYERS), names)
+    return Classifier("vgg19", model, tuple(f"network.{n}" for n in CAM_LAYERS), imagenet_class_names())
+
+
+def efficientnet_classifier(name: str) -> Classifier:
+    """EfficientNet-Lite0, -Lite1 or -Lite2 by name ("efficientnet-lite1"), at its own resolution."""
+    from semfuse_rt.export.efficientnet_lite import INCEPTION, cam_layers, load_efficientnet_lite
+
+    network = load_efficientnet_lite(name)
+    model = PixelClassifier(network, INCEPTION)
+    layers = tuple(f"network.{n}" for n in cam_layers(network.variant))
+    return Classifier(name, model, layers, imagenet_class_names(), network.variant.input_size)
 
 
 def check_image(image: np.ndarray, what: str = "image") -> None:

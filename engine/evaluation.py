@@ -34,6 +34,8 @@ from semfuse_rt.engine.images import load_image, save_image
 from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
 from semfuse_rt.engine.metrics import fusion_metrics
 from semfuse_rt.engine.progress import progress_bar
+from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, unjudged
+from semfuse_rt.engine.retention_judges import metric_names as retention_names
 from semfuse_rt.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
@@ -189,18 +191,14 @@ class Evaluation:
     settings: dict  # max_size, common semfuse options, date, command
 
 
-# R5: share of the inputs whose top-1 ImageNet class is in the fused image's top 5
-# (semantic retention); NaN when the run skips the classifier.
-METRIC_NAMES = (*FUSION_METRIC_NAMES, "R5")
+# Semantic retention (engine/retention_judges.py): R5, the share of the inputs whose top-1
+# ImageNet class is in the fused image's top 5, and that class's mean rank and probability
+# there; NaN when the run skips the classifiers. With several judges, each one's R5 follows.
+METRIC_NAMES = (*FUSION_METRIC_NAMES, *POOLED_NAMES)
 
 
-def retention_share(classifier, images, fused) -> float:
-    if classifier is None:
-        return math.nan
-    from semfuse_rt.engine.cam import semantic_retention
-
-    rows = semantic_retention(images, fused, classifier)
-    return sum(row.fused_rank <= 5 for row in rows) / len(rows)
+def metric_names(evaluation: Evaluation) -> tuple[str, ...]:
+    return (*FUSION_METRIC_NAMES, *retention_names(evaluation.settings.get("judges", DEFAULT_JUDGES)))
 
 
 def _safe_name(text: str) -> str:
@@ -211,12 +209,13 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
              semfuse_options: dict | None = None, max_size: int | None = None,
              fuser: FuseFunction | None = None, save_fused: Path | None = None,
              show_progress: bool = True, source: str = "", command: str = "",
-             retention: bool = True) -> Evaluation:
+             retention: bool = True, judges: Sequence[str] = DEFAULT_JUDGES) -> Evaluation:
     """Fuse every set with every method and score each result.
 
     `semfuse_options` go to every semfuse method (a variant's own @options win); `fuser`
     replaces api.fuse (tests, or a preloaded engine); `save_fused` keeps every fused image
-    as PNG under that folder; `retention` scores R5 with the CAM classifier.
+    as PNG under that folder; `retention` scores semantic retention with the classifiers
+    named in `judges` (engine/retention_judges.py).
     """
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
@@ -228,16 +227,12 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
         try:
             return evaluate(sets, methods, semfuse_options=semfuse_options, max_size=max_size, fuser=pool,
                             save_fused=save_fused, show_progress=show_progress, source=source, command=command,
-                            retention=retention)
+                            retention=retention, judges=judges)
         finally:
             pool.close()
     if weights is not None:
         semfuse_options["weights"] = weights
-    classifier = None
-    if retention:
-        from semfuse_rt.engine.classifier import load_classifier
-
-        classifier = load_classifier()
+    judge = RetentionJudges(judges) if retention else None
     records, outcomes = [], []
     run_started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -263,7 +258,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                     raise SemfuseError(f"{method.label}: unknown option ({error})") from None
                 seconds = time.perf_counter() - started
                 scores = fusion_metrics(images, fused)
-                scores["R5"] = retention_share(classifier, images, fused)
+                scores.update(judge(images, fused) if judge is not None else unjudged(judges))
                 outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores))
                 record.fused_thumbnails[method.label] = _thumbnail(fused)
                 if save_fused is not None:
@@ -275,6 +270,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     settings = {
         "max_size": max_size,
         "semfuse_options": recorded_options,
+        "judges": list(judges),
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - run_started, 1),
         "command": command,
@@ -295,6 +291,7 @@ def summarise(evaluation: Evaluation) -> list[dict]:
     groups = {category: [o for o in evaluation.outcomes if o.category == category]
               for category in dict.fromkeys(o.category for o in evaluation.outcomes)}
     groups[ALL_CATEGORIES] = evaluation.outcomes
+    names = metric_names(evaluation)
     rows = []
     for category, outcomes in groups.items():
         for method in evaluation.methods:
@@ -305,7 +302,7 @@ def summarise(evaluation: Evaluation) -> list[dict]:
                 "category": category,
                 "method": method.label,
                 "sets": len(chosen),
-                "metrics": {name: _mean([o.metrics.get(name, math.nan) for o in chosen]) for name in METRIC_NAMES},
+                "metrics": {name: _mean([o.metrics.get(name, math.nan) for o in chosen]) for name in names},
                 "seconds": _mean([o.seconds for o in chosen]),
             })
     return rows
@@ -335,7 +332,7 @@ def write_json(evaluation: Evaluation, path: Path) -> Path:
     document = {
         "source": evaluation.source,
         "settings": evaluation.settings,
-        "metrics": list(METRIC_NAMES),
+        "metrics": list(metric_names(evaluation)),
         "methods": [{"label": m.label, "name": m.name, "options": m.options, "baseline": m.is_baseline}
                     for m in evaluation.methods],
         "sets": [{"category": r.fusion_set.category, "name": r.fusion_set.name,
@@ -369,6 +366,8 @@ def read_json(path: Path) -> Evaluation:
 def _format(name: str, value: float) -> str:
     if value is None or math.isnan(value):
         return "-"
+    if name == "rank":
+        return f"{value:.1f}"
     return f"{value:.2f}" if name in ("SD", "SF", "AG", "seconds") else f"{value:.3f}"
 
 
@@ -387,6 +386,7 @@ def summary_markdown(evaluation: Evaluation) -> str:
     """The summary table: one row per (category, method), best source-referenced score per
     category in bold, then the all-sets rows."""
     rows_out = []
+    names = metric_names(evaluation)
     summary = summarise(evaluation)
     for category in dict.fromkeys(row["category"] for row in summary):
         group = [row for row in summary if row["category"] == category]
@@ -394,14 +394,14 @@ def summary_markdown(evaluation: Evaluation) -> str:
                           default=math.nan) for name in SOURCE_REFERENCED}
         for row in group:
             cells = [_cell(category), f"`{_cell(row['method'])}`", str(row["sets"])]
-            for name in METRIC_NAMES:
+            for name in names:
                 text = _format(name, row["metrics"][name])
                 if name in best and len(group) > 1 and row["metrics"][name] == best[name]:
                     text = f"**{text}**"
                 cells.append(text)
             cells.append(_format("seconds", row["seconds"]))
             rows_out.append(cells)
-    return _markdown_table(["category", "method", "sets", *METRIC_NAMES, "s/set"], rows_out)
+    return _markdown_table(["category", "method", "sets", *names, "s/set"], rows_out)
 
 
 def write_markdown(evaluation: Evaluation, path: Path) -> Path:
@@ -430,13 +430,14 @@ def write_markdown(evaluation: Evaluation, path: Path) -> Path:
         "",
     ]
     by_set = {(r.fusion_set.category, r.fusion_set.name): r for r in evaluation.sets}
+    names = metric_names(evaluation)
     rows = []
     for o in evaluation.outcomes:
         record = by_set[(o.category, o.set_name)]
         rows.append([_cell(o.category), _cell(o.set_name), str(len(record.fusion_set.sources)),
                      f"{record.width}x{record.height}", f"`{_cell(o.method)}`",
-                     *(_format(n, o.metrics.get(n, math.nan)) for n in METRIC_NAMES), _format("seconds", o.seconds)])
-    parts.append(_markdown_table(["category", "set", "K", "size", "method", *METRIC_NAMES, "s"], rows))
+                     *(_format(n, o.metrics.get(n, math.nan)) for n in names), _format("seconds", o.seconds)])
+    parts.append(_markdown_table(["category", "set", "K", "size", "method", *names, "s"], rows))
     return _write_text(path, "\n".join(parts) + "\n")
 
 
@@ -486,6 +487,7 @@ def summary_table(evaluation: Evaluation):
     from rich.table import Table
 
     method_width = min(24, max(len(m.label) for m in evaluation.methods) + 2)
+    names = metric_names(evaluation)
     summary = summarise(evaluation)
     tables = []
     for category in dict.fromkeys(row["category"] for row in summary):
@@ -495,10 +497,10 @@ def summary_table(evaluation: Evaluation):
                       title_style="bold", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
                       header_style="bold")
         table.add_column("method", min_width=8, max_width=method_width, no_wrap=True, overflow="ellipsis")
-        for name in (*METRIC_NAMES, "s/set"):
+        for name in (*names, "s/set"):
             table.add_column(name, justify="right", no_wrap=True, min_width=5)
         for row in rows:
-            table.add_row(row["method"], *(_format(n, row["metrics"][n]) for n in METRIC_NAMES),
+            table.add_row(row["method"], *(_format(n, row["metrics"][n]) for n in names),
                           _format("seconds", row["seconds"]))
         tables.append(table)
     return Group(*tables)

@@ -41,11 +41,11 @@ class ExportedCamGraph:
 
 def graph_source_sha256() -> str:
     """Identifies the code that defines the graph: editing it invalidates old exports."""
-    from semfuse_rt.export import (cam_graph, efficientnet_lite0, normalisation, onnx_export, vgg19,
+    from semfuse_rt.export import (cam_graph, efficientnet_lite, normalisation, onnx_export, vgg19,
                                    vgg19_classifier)
 
     digest = hashlib.sha256()
-    for module in (cam_graph, efficientnet_lite0, normalisation, onnx_export, vgg19, vgg19_classifier,
+    for module in (cam_graph, efficientnet_lite, normalisation, onnx_export, vgg19, vgg19_classifier,
                    sys.modules[__name__]):
         digest.update(Path(module.__file__).read_bytes())
     return digest.hexdigest()
@@ -58,7 +58,7 @@ def checkpoint_sha256(classifier) -> str | None:
     if recorded:
         return recorded
     if classifier.name == "efficientnet-lite0":
-        from semfuse_rt.export.efficientnet_lite0 import checkpoint_path
+        from semfuse_rt.export.efficientnet_lite import checkpoint_path
 
         return sha256_of(checkpoint_path())
     return None

@@ -49,8 +49,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.efficientnet_lite0 import CAM_LAYERS as EFFICIENTNET_CAM_LAYERS
-from semfuse_rt.export.efficientnet_lite0 import EfficientNetLite0, MBConvBlock, same_padding
+from semfuse_rt.export.efficientnet_lite import CAM_LAYERS as EFFICIENTNET_CAM_LAYERS
+from semfuse_rt.export.efficientnet_lite import EfficientNetLite, MBConvBlock, same_padding
 from semfuse_rt.export.normalisation import Normalisation
 from semfuse_rt.export.vgg19_classifier import POOL_SIZE, TRUNK_CHANNELS, VGG19Classifier
 
@@ -252,7 +252,7 @@ class CamGraph(nn.Module, ABC):
 
 
 def _efficientnet_cam_blocks() -> tuple[int, int]:
-    """The two block indices of efficientnet_lite0.CAM_LAYERS ("_blocks.4", "_blocks.10");
+    """The two block indices of efficientnet_lite.CAM_LAYERS ("_blocks.4", "_blocks.10");
     the third layer must be the activated head, whose gradient the FC gives directly."""
     *blocks, head = EFFICIENTNET_CAM_LAYERS
     if head != "_head_act" or len(blocks) != 2 or not all(b.startswith("_blocks.") for b in blocks):
@@ -261,12 +261,12 @@ def _efficientnet_cam_blocks() -> tuple[int, int]:
 
 
 class EfficientNetCamGraph(CamGraph):
-    """EfficientNet-Lite0 at efficientnet_lite0.CAM_LAYERS: blocks 4 and 10 and the head."""
+    """EfficientNet-Lite0 at efficientnet_lite.CAM_LAYERS: blocks 4 and 10 and the head."""
 
     CAM_BLOCKS = _efficientnet_cam_blocks()
     FIRST_TAPED_BLOCK = CAM_BLOCKS[0] + 1  # blocks below the shallowest CAM layer need no backward
 
-    def __init__(self, network: EfficientNetLite0, normalisation: Normalisation, input_size: int,
+    def __init__(self, network: EfficientNetLite, normalisation: Normalisation, input_size: int,
                  top_k: int | None = None):
         super().__init__(normalisation, input_size, top_k, network._fc.weight.dtype)
         network = network.eval()
@@ -459,7 +459,7 @@ def build_cam_graph(classifier, top_k: int | None = None, input_size: int | None
     network = classifier.model.network
     normalisation = classifier.model.normalisation
     size = input_size or classifier.input_size
-    if isinstance(network, EfficientNetLite0):
+    if isinstance(network, EfficientNetLite):
         graph = EfficientNetCamGraph(network, normalisation, size, top_k)
         expected = tuple(f"network.{n}" for n in EFFICIENTNET_CAM_LAYERS)
     elif isinstance(network, VGG19Classifier):

