@@ -328,7 +328,7 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
     import torch
 
     from semfuse_rt.kernels.adam_scalars import AdamSchedule
-    from semfuse_rt.engine.backends.base import FusionRunner
+    from semfuse_rt.engine.backends.quadratic import QuadraticRunner
     from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
     from semfuse_rt.engine.backends.cuda_device import CudaDevice
     from semfuse_rt.kernels.runner import KernelRunner
@@ -360,16 +360,7 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
     finally:
         cuda.close()
 
-    class Reference(FusionRunner):
-        device = torch.device("cpu")
-
-        def features(self, pixels):
-            raise NotImplementedError
-
-        def loss_and_grad(self, image, goal):
-            return (image - goal).square().sum(dim=(1, 2, 3)), 2 * (image - goal)
-
-    want = Reference().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 1.0))
+    want = QuadraticRunner().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 1.0))
     image_error = float(np.abs(image - want.image.numpy()).max())
     loss_error = float(np.max(np.abs(history - np.array(want.losses)) / np.maximum(np.array(want.losses), 1)))
     return {"capture_ms": capture_ms, "replay_ms": replay_ms, "max_image_error": image_error,

@@ -469,7 +469,7 @@ class TorchAdamKernels:
 @pytest.mark.parametrize("decay", ["constant", "cosine"])
 def test_fixed_step_loop_replays_the_reference_optimisation(rng, decay):
     from semfuse_rt.kernels.adam_scalars import AdamSchedule
-    from semfuse_rt.engine.backends.base import FusionRunner
+    from semfuse_rt.engine.backends.quadratic import QuadraticRunner
     from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
 
     shape, steps = (1, 3, 5, 4), 7
@@ -479,16 +479,7 @@ def test_fixed_step_loop_replays_the_reference_optimisation(rng, decay):
     init = (rng.random(shape) * 255).astype(np.float32)
     target = (rng.random(shape) * 255).astype(np.float32)
 
-    class Reference(FusionRunner):
-        device = torch.device("cpu")
-
-        def features(self, pixels):
-            raise NotImplementedError
-
-        def loss_and_grad(self, image, goal):
-            return (image - goal).square().sum(dim=(1, 2, 3)), 2 * (image - goal)
-
-    want = Reference().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 2.0, decay=decay))
+    want = QuadraticRunner().optimise(torch.from_numpy(init), torch.from_numpy(target), AdamSchedule(steps, 2.0, decay=decay))
     for _ in range(2):  # the second run replays the graph captured by the first
         device.view(loop.init.ptr, init.size)[:] = init.ravel()
         device.view(loop.target.ptr, target.size)[:] = target.ravel()
