@@ -34,7 +34,7 @@ from semfuse_rt.engine.images import load_image, save_image
 from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
 from semfuse_rt.engine.metrics import fusion_metrics
 from semfuse_rt.engine.progress import progress_bar
-from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, unjudged
+from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, parse_judges, unjudged
 from semfuse_rt.engine.retention_judges import metric_names as retention_names
 from semfuse_rt.cache import atomic_write_bytes
 
@@ -219,6 +219,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     """
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
+    judges = parse_judges(",".join(judges))
     semfuse_options = dict(semfuse_options or {})
     recorded_options = {k: _jsonable(v) for k, v in semfuse_options.items()}
     weights = semfuse_options.pop("weights", None)

@@ -266,7 +266,7 @@ def test_retention_columns_follow_the_judges(tree, tmp_path):
 
     sets = find_sets(tree, categories=["med"], limit=1).sets
     evaluation = evaluate(sets, parse_methods("average"), fuser=FakeFuser(), show_progress=False,
-                          judges=("efficientnet-lite0", "efficientnet-lite2"))
+                          judges=("lite0", "efficientnet-lite2"))
     names = ("R5", "rank", "P", "R5 lite0", "R5 lite2")
     metrics = evaluation.outcomes[0].metrics
     assert tuple(metrics)[-5:] == names
