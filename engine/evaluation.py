@@ -39,7 +39,7 @@ from semfuse_rt.engine.retention_judges import metric_names as retention_names
 from semfuse_rt.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
-           "evaluate", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",
+           "evaluate", "fused_image_path", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",
            "write_grids", "write_reports", "summary_markdown", "summary_table", "ALL_CATEGORIES"]
 
 # A function with api.fuse's contract: fuse(images, method, **options) -> image.
@@ -205,6 +205,11 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
+def fused_image_path(folder: str | Path, category: str, set_name: str, label: str) -> Path:
+    """Where `save_fused` keeps one set's result of one method variant."""
+    return Path(folder) / _safe_name(category) / f"{_safe_name(set_name)}--{_safe_name(label)}.png"
+
+
 def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
              semfuse_options: dict | None = None, max_size: int | None = None,
              fuser: FuseFunction | None = None, save_fused: Path | None = None,
@@ -263,9 +268,9 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                 outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores))
                 record.fused_thumbnails[method.label] = _thumbnail(fused)
                 if save_fused is not None:
-                    folder = Path(save_fused) / _safe_name(fusion_set.category)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    save_image(folder / f"{_safe_name(fusion_set.name)}--{_safe_name(method.label)}.png", fused)
+                    path = fused_image_path(save_fused, fusion_set.category, fusion_set.name, method.label)
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    save_image(path, fused)
             records.append(record)
             bar.advance(task)
     settings = {

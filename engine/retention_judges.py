@@ -81,3 +81,41 @@ class RetentionJudges:
 def unjudged(judges: Sequence[str]) -> dict[str, float]:
     """The scores of a run that skips the classifiers: every one undefined."""
     return {name: math.nan for name in metric_names(judges)}
+
+
+def sign_test(wins: int, losses: int) -> float:
+    """Exact two-sided p of `wins` against `losses` under a fair coin."""
+    n = wins + losses
+    if n == 0:
+        return 1.0
+    tail = sum(math.comb(n, i) for i in range(min(wins, losses) + 1)) / 2 ** n
+    return min(1.0, 2 * tail)
+
+
+def compare_paired(first: dict, second: dict, judge_count: int) -> list[dict]:
+    """Two methods' judgements {(category, set, input, judge): kept in the top 5} on the same
+    inputs -> per category: each one's R5, the judgements kept by one method only, and an
+    exact sign test on those (McNemar's); then the same per input, an input kept where at
+    least half of the judges keep it (the judges see one image, so their judgements are
+    not independent)."""
+    rows = []
+    for category in dict.fromkeys(key[0] for key in first):
+        keys = [key for key in first if key[0] == category]
+        inputs = sorted({key[:3] for key in keys})
+        majority = {}
+        for which, kept in (("a", first), ("b", second)):
+            for item in inputs:
+                votes = sum(kept[key] for key in keys if key[:3] == item)
+                majority[(which, item)] = 2 * votes >= judge_count
+        a_only = sum(first[k] and not second[k] for k in keys)
+        b_only = sum(second[k] and not first[k] for k in keys)
+        a_inputs = sum(majority[("a", i)] and not majority[("b", i)] for i in inputs)
+        b_inputs = sum(majority[("b", i)] and not majority[("a", i)] for i in inputs)
+        rows.append({
+            "category": category, "judgements": len(keys),
+            "r5_a": sum(first[k] for k in keys) / len(keys), "r5_b": sum(second[k] for k in keys) / len(keys),
+            "a_only": a_only, "b_only": b_only, "p": sign_test(a_only, b_only),
+            "inputs": len(inputs), "a_inputs": a_inputs, "b_inputs": b_inputs,
+            "p_inputs": sign_test(a_inputs, b_inputs),
+        })
+    return rows

@@ -5,8 +5,8 @@ from conftest import dataset
 
 from semfuse_rt.engine.classifier import classify, efficientnet_classifier
 from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.retention_judges import (JUDGE_NAMES, POOLED_NAMES, RetentionJudges, metric_names,
-                                                parse_judges)
+from semfuse_rt.engine.retention_judges import (JUDGE_NAMES, POOLED_NAMES, RetentionJudges, compare_paired,
+                                                metric_names, parse_judges, sign_test)
 from semfuse_rt.errors import SemfuseError
 
 
@@ -66,3 +66,29 @@ def test_the_independent_judges_read_images_at_their_own_size(name, size):
     classifier = efficientnet_classifier(name)
     assert classifier.input_size == size
     assert classifier.cam_layers == ("network._blocks.6", "network._blocks.14", "network._head_act")
+
+
+@pytest.mark.parametrize("wins,losses,p", [
+    (7, 2, 2 * (1 + 9 + 36) / 512),  # 9 discordant pairs: P(X <= 2) twice
+    (2, 7, 2 * (1 + 9 + 36) / 512),
+    (0, 0, 1.0),
+    (3, 3, 1.0),
+    (0, 6, 2 / 64),
+])
+def test_sign_test_is_exact_and_two_sided(wins, losses, p):
+    assert sign_test(wins, losses) == pytest.approx(p)
+
+
+def test_paired_comparison_counts_discordant_judgements_and_inputs():
+    """Two inputs, three judges. Method a keeps input 0 with every judge; b with one judge.
+    Input 1: a keeps it with two judges, b with all three."""
+    first, second = {}, {}
+    for judge, (a0, b0, a1, b1) in enumerate([(1, 1, 1, 1), (1, 0, 1, 1), (1, 0, 0, 1)]):
+        first[("ir", "s", 0, judge)], second[("ir", "s", 0, judge)] = bool(a0), bool(b0)
+        first[("ir", "s", 1, judge)], second[("ir", "s", 1, judge)] = bool(a1), bool(b1)
+    [row] = compare_paired(first, second, judge_count=3)
+    assert (row["judgements"], row["inputs"]) == (6, 2)
+    assert (row["r5_a"], row["r5_b"]) == (5 / 6, 4 / 6)
+    assert (row["a_only"], row["b_only"]) == (2, 1)
+    assert (row["a_inputs"], row["b_inputs"]) == (1, 0)  # input 0: kept by 3 of 3 against 1 of 3
+    assert row["p"] == pytest.approx(1.0) and row["p_inputs"] == pytest.approx(1.0)

@@ -1,0 +1,75 @@
+"""Is one method's semantic retention really above another's? Paired counts and exact sign
+tests, per category, from an `eval --save-fused` run.
+
+    semfuse-rt eval ../shared/datasets --methods max,max@preset=paper --judges all --save-fused -o OUT
+    python benchmarks/retention_pairs.py OUT max max@preset=paper
+
+R5 counts, for each input and judge, whether the input's top-1 class is in the fused image's
+top 5. Two methods fuse the same inputs, so their judgements pair up: only the pairs where
+one keeps the class and the other loses it say which is better (McNemar's test, exact:
+a two-sided sign test on those discordant pairs). The judges see the same images and are of
+one family, so their judgements are not independent; the second test counts each input
+once, kept when at least half of the judges keep it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+
+def judgements(out: Path, label: str, judges) -> dict:
+    """{(category, set, input, judge): kept in the top 5} for one method of the run."""
+    from semfuse_rt.engine.cam import semantic_retention
+    from semfuse_rt.engine.evaluation import fused_image_path
+    from semfuse_rt.engine.images import load_image
+
+    document = json.loads((out / "results.json").read_text())
+    kept = {}
+    for fusion_set in document["sets"]:
+        category, name = fusion_set["category"], fusion_set["name"]
+        fused_path = fused_image_path(out / "fused", category, name, label)
+        if not fused_path.is_file():
+            raise SystemExit(f"{fused_path}: missing (run eval with --save-fused and this method)")
+        inputs = [load_image(path) for path in fusion_set["sources"]]
+        fused = load_image(fused_path)
+        for judge in judges:
+            for row in semantic_retention(inputs, fused, judge):
+                kept[(category, name, row.input_index, judge.name)] = row.fused_rank <= 5
+    return kept
+
+
+def markdown(rows: list[dict], a: str, b: str) -> str:
+    lines = [f"| category (judgements / inputs) | R5 `{a}` | R5 `{b}` | judgements kept by one only "
+             f"(`{a}` / `{b}`) | p | inputs kept by one only (`{a}` / `{b}`) | p |",
+             "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['category']} ({r['judgements']} / {r['inputs']}) | {r['r5_a']:.2f} | {r['r5_b']:.2f} "
+                     f"| {r['a_only']} / {r['b_only']} | {r['p']:.2f} | {r['a_inputs']} / {r['b_inputs']} "
+                     f"| {r['p_inputs']:.2f} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out", type=Path, help="an eval --save-fused output folder")
+    parser.add_argument("a", help="method label, as in the eval's --methods")
+    parser.add_argument("b", help="the method to compare it with")
+    parser.add_argument("--judges", default=None, help="default: the run's own judges")
+    args = parser.parse_args(argv)
+
+    from semfuse_rt.engine.classifier import efficientnet_classifier
+    from semfuse_rt.engine.retention_judges import compare_paired, parse_judges
+
+    document = json.loads((args.out / "results.json").read_text())
+    names = parse_judges(args.judges or ",".join(document["settings"].get("judges", ["lite0"])))
+    judges = [efficientnet_classifier(name) for name in names]
+    rows = compare_paired(judgements(args.out, args.a, judges), judgements(args.out, args.b, judges), len(judges))
+    print(f"judges: {', '.join(names)}")
+    print(markdown(rows, args.a, args.b))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
