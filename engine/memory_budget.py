@@ -11,7 +11,10 @@ at 1.03 and 1.69 GiB, about 0.37 GiB of libraries, weights and sessions plus 700
 pixel; tiled, a 12 MP pair in crops of 1.5 and 3.4 MP peaked at 1.97 and 3.12 GiB, 770-900
 bytes a crop pixel over the whole-image buffers. Each further input adds about 24 bytes a
 pixel (its pixels in the crop; 1 MP with 2, 8, 16 inputs: 1.03, 1.14, 1.35 GiB). The
-semantic methods stack every input's features and are estimated as before streaming.
+semantic methods stack every input's features and cannot be tiled: `cam-max` peaked at 1.35,
+3.81 and 7.16 GiB for pairs of 0.27, 1 and 2 MP and at 5.52 GiB for three 1 MP inputs, 1700
+bytes a pixel of each input over the fixed part; `cam-majority` at 4.21 GiB for the 1 MP
+pair (1900 bytes).
 """
 from __future__ import annotations
 
@@ -22,7 +25,7 @@ from semfuse_rt.errors import SemfuseError
 FIXED_BYTES = 512 * 2**20
 STREAMED_BYTES_PER_PIXEL = 900  # two inputs' working set, per pixel of the image or crop
 FURTHER_INPUT_BYTES_PER_PIXEL = 32
-STACKED_BYTES_PER_INPUT_PIXEL = 4200  # semantic methods: every input's features at once
+STACKED_BYTES_PER_INPUT_PIXEL = 2000  # semantic methods: every input's features at once
 DEFAULT_SHARE = 0.8  # of the memory available when the fuse starts
 # The default budget is also at most this: crops of about 2 MP, which it allows a pair of
 # 24 MP photographs, already spend most of their time on their core rather than their halo,

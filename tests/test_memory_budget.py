@@ -38,9 +38,9 @@ def test_the_default_budget_is_a_share_of_what_is_available(monkeypatch):
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 100 * 2**30)
     assert "budget of 3.0 GiB (the default of 3.0 GiB; set --memory-budget" in budget_problem(2, 4000, 6000)
     # The ceiling sizes tiles; the semantic methods cannot be tiled, so it does not refuse them
-    # (cam-max on three 520 x 520 inputs needs about 3.7 GiB).
-    assert budget_problem(3, 520, 520) is None and budget_problem(3, 520, 520, streamed=False) is None
-    assert "80% of the 100.0 GiB available" in budget_problem(3, 4000, 3000, streamed=False)
+    # (cam-max on three 1 MP inputs needs about 6.4 GiB).
+    assert budget_problem(3, 1024, 1024) is None and budget_problem(3, 1024, 1024, streamed=False) is None
+    assert "80% of the 100.0 GiB available" in budget_problem(3, 4000, 6000, streamed=False)
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: None)
     assert budget_problem(2, 4000, 3000) is None  # unknown: no guess
 
