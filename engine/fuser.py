@@ -45,7 +45,7 @@ from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
 from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.vgg19 import check_layer
+from semfuse_rt.export.vgg19 import check_layer, is_nonnegative
 from semfuse_rt.export.weights import VGG19Weights, load_vgg19
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
@@ -302,7 +302,7 @@ class Fuser:
                 if target.is_cuda:  # the rule's kernel, on the pair
                     target = self.runner.fuse_features(torch.cat([target, features(k)]), self.rule)
                 else:
-                    self.rule.reduce_into(target, features(k))
+                    self.rule.reduce_into(target, features(k), nonnegative=is_nonnegative(self.layer))
                 clock.lap("rule")
             return target
         first = features(0)[0]

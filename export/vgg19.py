@@ -51,6 +51,12 @@ def check_layer(layer: str) -> str:
     return layer
 
 
+def is_nonnegative(layer: str) -> bool:
+    """Whether the layer's maps are never negative: a ReLU's, or a max pool over one."""
+    check_layer(layer)
+    return not layer.startswith("conv")
+
+
 def layers_up_to(layer: str) -> list[tuple[str, str, int]]:
     check_layer(layer)
     index = LAYER_NAMES.index(layer)

@@ -108,3 +108,28 @@ def test_running_reduction_equals_the_rule_over_all_inputs(rng):
     for k in range(1, 4):
         rule.reduce_into(target, maps[k:k + 1], band=200)  # 2 rows a band
     assert torch.equal(target[0], rule.fuse(maps))
+
+
+def test_running_reduction_of_relu_maps_is_their_fmax(rng):
+    """Never-negative maps (a ReLU layer's): the one-pass rule gives the rule's values, ties
+    and NaN included (NaN is where no input has a value, so it stays NaN in both)."""
+    maps = torch.relu(torch.from_numpy(rng.standard_normal((4, 3, 37, 29)).astype(np.float32)))
+    maps[1, :, :5] = maps[0, :, :5]
+    maps[0, 1, 10, :] = float("nan")
+    maps[3, 2, 11, 3] = float("nan")
+    maps[:, 0, 12, 4] = float("nan")
+    rule = ChooseMax()
+    expected = rule.fuse(maps)
+    target = maps[0:1].clone()
+    for k in range(1, 4):
+        rule.reduce_into(target, maps[k:k + 1], nonnegative=True)
+    assert torch.equal(target[0].nan_to_num(-1), expected.nan_to_num(-1))
+    assert not torch.isnan(target[0, 1, 10]).any() and torch.isnan(target[0, 0, 12, 4])
+
+
+def test_only_relu_and_pool_layers_count_as_never_negative():
+    from semfuse_rt.export.vgg19 import LAYER_NAMES, is_nonnegative
+
+    assert [name for name in LAYER_NAMES if not is_nonnegative(name)] == [
+        name for name in LAYER_NAMES if name.startswith("conv")]
+    assert is_nonnegative("relu1_1") and is_nonnegative("pool2") and not is_nonnegative("conv1_1")
