@@ -15,10 +15,11 @@ from collections.abc import Sequence
 import numpy as np
 
 from semfuse_rt.errors import SemfuseError
+from semfuse_rt.export.efficientnet_lite import LITE0, VARIANTS
 
 PREFIX = "efficientnet-"
-JUDGE_NAMES = ("efficientnet-lite0", "efficientnet-lite1", "efficientnet-lite2")
-DEFAULT_JUDGES = ("efficientnet-lite0",)
+JUDGE_NAMES = tuple(VARIANTS)
+DEFAULT_JUDGES = (LITE0.name,)
 POOLED_NAMES = ("R5", "rank", "P")
 TOP = 5
 

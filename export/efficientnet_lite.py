@@ -57,6 +57,7 @@ DEPTH_DIVISOR = 8
 # (pixel - 127) / 128 on RGB 0..255: the TensorFlow Lite builder's MEAN_RGB / STDDEV_RGB.
 INCEPTION = Normalisation("inception", (0, 1, 2), (127.0, 127.0, 127.0), (128.0, 128.0, 128.0))
 
+
 @dataclass(frozen=True)
 class BlockSpec:
     repeats: int
@@ -167,7 +168,6 @@ VARIANTS = {v.name: v for v in (
     LiteVariant(2, 1.1, 1.2, 260, "9656183e"),
 )}
 LITE0 = VARIANTS["efficientnet-lite0"]
-INPUT_SIZE = LITE0.input_size
 
 
 def variant_of(name: str) -> LiteVariant:
