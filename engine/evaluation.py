@@ -253,6 +253,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
             images = [downscale(load_image(path), max_size) for path in fusion_set.sources]
             height, width = images[0].shape[:2]
             record = SetRecord(fusion_set, width, height, [_thumbnail(i) for i in images])
+            judged = judge.judged_inputs(images) if judge is not None else None
             for method in methods:
                 bar.update(task, description=f"{escape(fusion_set.key)} [bold]{escape(method.label)}[/]")
                 started = time.perf_counter()
@@ -269,7 +270,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                     raise SemfuseError(f"{method.label}: unknown option ({error})") from None
                 seconds = time.perf_counter() - started
                 scores = fusion_metrics(images, fused)
-                scores.update(judge(images, fused) if judge is not None else unjudged(judges))
+                scores.update(judged(fused) if judged is not None else unjudged(judges))
                 outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores))
                 record.fused_thumbnails[method.label] = _thumbnail(fused)
                 if save_fused is not None:

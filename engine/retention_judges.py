@@ -53,7 +53,8 @@ def metric_names(judges: Sequence[str]) -> tuple[str, ...]:
 
 
 class RetentionJudges:
-    """The judges' classifiers, loaded once; called on (inputs, fused) -> {metric: value}."""
+    """The judges' classifiers, loaded once; called on (inputs, fused) -> {metric: value}.
+    `judged_inputs(inputs)` classifies the inputs once for many fused images of them."""
 
     def __init__(self, names: Sequence[str] = DEFAULT_JUDGES):
         from semfuse_rt.engine.classifier import efficientnet_classifier
@@ -65,18 +66,35 @@ class RetentionJudges:
     def metric_names(self) -> tuple[str, ...]:
         return metric_names(self.names)
 
+    def judged_inputs(self, inputs: Sequence[np.ndarray]) -> "JudgedInputs":
+        from semfuse_rt.engine.classifier import predict
+
+        return JudgedInputs(self, [predict(classifier, inputs).argmax(dim=1) for classifier in self.classifiers])
+
     def __call__(self, inputs: Sequence[np.ndarray], fused: np.ndarray) -> dict[str, float]:
-        from semfuse_rt.engine.cam import semantic_retention
+        return self.judged_inputs(inputs)(fused)
+
+
+class JudgedInputs:
+    """Each judge's top-1 class of each input; called on a fused image -> {metric: value}."""
+
+    def __init__(self, judges: RetentionJudges, classes):
+        self.judges, self.classes = judges, classes
+
+    def __call__(self, fused: np.ndarray) -> dict[str, float]:
+        from semfuse_rt.engine.classifier import predict
 
         scores, ranks, probabilities = {}, [], []
-        for name, classifier in zip(self.names, self.classifiers):
-            rows = semantic_retention(inputs, fused, classifier)
-            ranks += [row.fused_rank for row in rows]
-            probabilities += [row.fused_probability for row in rows]
-            scores[f"R5 {short_name(name)}"] = sum(row.fused_rank <= TOP for row in rows) / len(rows)
+        for name, classifier, classes in zip(self.judges.names, self.judges.classifiers, self.classes):
+            row = predict(classifier, [fused])[0]
+            chosen = row[classes]
+            judged = (1 + (row[None, :] > chosen[:, None]).sum(dim=1)).tolist()
+            ranks += judged
+            probabilities += chosen.tolist()
+            scores[f"R5 {short_name(name)}"] = sum(rank <= TOP for rank in judged) / len(judged)
         pooled = {"R5": sum(rank <= TOP for rank in ranks) / len(ranks),
                   "rank": float(np.mean(ranks)), "P": float(np.mean(probabilities))}
-        return {name: pooled.get(name, scores.get(name)) for name in self.metric_names}
+        return {name: pooled.get(name, scores.get(name)) for name in self.judges.metric_names}
 
 
 def unjudged(judges: Sequence[str]) -> dict[str, float]:

@@ -92,3 +92,16 @@ def test_paired_comparison_counts_discordant_judgements_and_inputs():
     assert (row["a_only"], row["b_only"]) == (2, 1)
     assert (row["a_inputs"], row["b_inputs"]) == (1, 0)  # input 0: kept by 3 of 3 against 1 of 3
     assert row["p"] == pytest.approx(1.0) and row["p_inputs"] == pytest.approx(1.0)
+
+
+def test_inputs_judged_once_score_each_fused_image_as_in_semantic_retention(judges):
+    from semfuse_rt.engine.cam import semantic_retention
+
+    fence, lock = photo("lytro-05-A"), photo("lytro-06-A")
+    judged = judges.judged_inputs([fence, lock])
+    for fused in (fence, lock, (fence // 2 + lock // 2)):
+        rows = [row for classifier in judges.classifiers for row in semantic_retention([fence, lock], fused, classifier)]
+        scores = judged(fused)
+        assert scores["rank"] == pytest.approx(np.mean([row.fused_rank for row in rows]))
+        assert scores["P"] == pytest.approx(np.mean([row.fused_probability for row in rows]), rel=1e-4)
+        assert scores["R5"] == pytest.approx(np.mean([row.fused_rank <= 5 for row in rows]))
