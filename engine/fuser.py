@@ -135,6 +135,7 @@ class Fuser:
         self.runner: FusionRunner | None = None
         self.classifier: Classifier | None = None
         self._cam = None
+        self._tiling = False  # inside a tiled fuse: the features scratch goes before each loop
 
     # -- lifetime ------------------------------------------------------------------------------
     def __enter__(self) -> Fuser:
@@ -240,8 +241,13 @@ class Fuser:
             result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, warm_start)
         else:
             sources = prepare(images, with_pixels=False)
-            result, losses = self._fuse_tiles(images, tiles, progress, clock)
+            self._tiling = True
+            try:
+                result, losses = self._fuse_tiles(images, tiles, progress, clock)
+            finally:
+                self._tiling = False
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
+            self.runner.release_scratch()  # kept between calls only while it is small
             return_free_memory()
         image = finish(result, sources)
         clock.lap("finish")
@@ -288,12 +294,20 @@ class Fuser:
         majority filter needs every input's decision: uint8 labels in the first pass, the
         values in a second."""
         def features(k):
-            maps = self.runner.features(pixels[k:k + 1])
+            # The first input's maps become the target; the others' are done with before the
+            # next input's are computed, so they can share one reused buffer.
+            fetch = self.runner.features if k == 0 else self.runner.passing_features
+            maps = fetch(pixels[k:k + 1])
             clock.lap("features")
             return maps
 
         with self.runner.loop_context():  # ONNX Runtime's on the CPU: torch on one thread
-            return self._reduced_target(pixels, features, clock)
+            target = self._reduced_target(pixels, features, clock)
+        if self._tiling or pixels.shape[-2] * pixels.shape[-1] >= TRIM_PIXELS:
+            # The memory model counts no features during the loop, and large maps cost
+            # the loop more room than their reuse saves time.
+            self.runner.release_scratch()
+        return target
 
     def _reduced_target(self, pixels: torch.Tensor, features, clock) -> torch.Tensor:
         if not isinstance(self.rule, Majority):

@@ -10,6 +10,7 @@ maps in cache.
 from __future__ import annotations
 
 import contextlib
+import math
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -49,6 +50,7 @@ class OrtRunner(FusionRunner):
         self.sessions: OrtSessions | None = None
         self.band_pool = None
         self._small_sessions: dict = {}  # rule, start and base-layer graphs by file, opened on first use
+        self._scratch: torch.Tensor | None = None  # passing_features' buffer, flat
 
     def activate(self) -> None:
         self.sessions = self.loader()
@@ -61,6 +63,7 @@ class OrtRunner(FusionRunner):
             self.band_pool.shutdown()
         self.sessions = self.band_pool = None
         self._small_sessions = {}
+        self._scratch = None
 
     def _small_session(self, path):
         if path not in self._small_sessions:
@@ -126,14 +129,15 @@ class OrtRunner(FusionRunner):
     def device(self) -> torch.device:
         return torch.device("cuda") if self.on_cuda else torch.device("cpu")
 
-    def features(self, pixels: torch.Tensor) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor, scratch: bool = False) -> torch.Tensor:
         pixels = pixels.to(self.device, torch.float32).contiguous()
         session = self.sessions.features
         binding = session.io_binding()
         if not self.on_cuda:
             # Written straight into an array of ours: a plain run keeps the maps in the
             # arena and copies them out, twice the memory while they are large.
-            features = torch.empty(feature_shape(self.loader.layer, *pixels.shape[:1], *pixels.shape[2:]))
+            shape = feature_shape(self.loader.layer, *pixels.shape[:1], *pixels.shape[2:])
+            features = self._scratch_maps(shape) if scratch else torch.empty(shape)
             _bind(binding, "image", pixels)
             _bind(binding, "features", features, output=True)
             session.run_with_iobinding(binding)
@@ -143,6 +147,19 @@ class OrtRunner(FusionRunner):
         binding.bind_output("features", "cuda")
         session.run_with_iobinding(binding)
         return torch.from_dlpack(binding.get_outputs()[0])
+
+    def passing_features(self, pixels: torch.Tensor) -> torch.Tensor:
+        return self.features(pixels, scratch=True)
+
+    def _scratch_maps(self, shape) -> torch.Tensor:
+        count = math.prod(shape)
+        if self._scratch is None or self._scratch.numel() < count:
+            self._scratch = None  # the old buffer goes before the larger one is taken
+            self._scratch = torch.empty(count)
+        return self._scratch[:count].view(shape)
+
+    def release_scratch(self) -> None:
+        self._scratch = None
 
     def gradient_function(self, x, target, release_target=False):
         """Binds x, target, loss and grad once; each call runs the graph into them."""
