@@ -224,7 +224,7 @@ def graph_timing(features, loss_and_grad, pixels, schedule, repeats: int) -> tup
     target = fuse_features(features(pixels), "max")[None].contiguous()
     init = initial_image(pixels, "mean").contiguous()
     x, m, v, scratch = (torch.empty_like(init) for _ in range(4))
-    history = torch.empty(schedule.steps + 1, device="cuda")
+    history = torch.empty(schedule.steps, device="cuda")
 
     def body():
         x.copy_(init)
@@ -234,7 +234,6 @@ def graph_timing(features, loss_and_grad, pixels, schedule, repeats: int) -> tup
             loss, grad = loss_and_grad(x, target)
             history[t - 1] = loss.sum()
             adam_update(x, m, v, grad, t, schedule, scratch)
-        history[schedule.steps] = loss_and_grad(x, target)[0].sum()
 
     side = torch.cuda.Stream()
     side.wait_stream(torch.cuda.current_stream())
@@ -352,7 +351,7 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
                 cuda.synchronize()
 
             replay_ms = median_ms(run, repeats)
-            image, history = np.empty_like(init), np.empty(steps + 1, np.float32)
+            image, history = np.empty_like(init), np.empty(steps, np.float32)
             cuda.download(image, loop.x.ptr)
             cuda.download(history, loop.history.ptr)
             cuda.synchronize()

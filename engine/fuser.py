@@ -84,7 +84,8 @@ class FusionResult:
 
     @property
     def relative_loss(self) -> float | None:
-        """Final loss over the loss at the first step (None without optimisation)."""
+        """The loss at the last step over the loss at the first (None without optimisation,
+        or with one step)."""
         if len(self.losses) < 2 or self.losses[0] == 0:
             return None
         return self.losses[-1] / self.losses[0]
@@ -95,7 +96,7 @@ class FusionResult:
         if self.tiles > 1:
             how += f" in {self.tiles} tiles"
         relative = self.relative_loss
-        loss = f", final loss {relative:.3f} of the first step" if relative is not None else ""
+        loss = f", loss at the last step {relative:.3f} of the first" if relative is not None else ""
         return f"fused {count} images with {how} in {self.seconds:.2f} s{loss}"
 
 
@@ -345,7 +346,7 @@ class Fuser:
         counted in each)."""
         height, width = images[0].shape[:2]
         total = np.zeros((3, height, width), np.float32)
-        losses = np.zeros(self.schedule.steps + 1)
+        losses = np.zeros(self.schedule.steps)
         steps = self.schedule.steps
         def own_start(pixels):
             return self.runner.start(pixels, self.init)

@@ -190,17 +190,21 @@ def frame_sets(streams):
 
 def test_a_warm_frame_starts_where_the_previous_one_stopped(vgg_weights, streams):
     still = [streams[0][0], streams[1][0]]
-    with Fuser("max", backend="torch", weights=vgg_weights) as fuser:
-        video = VideoFuser(fuser, steps=3, carry=1.0)
+    options = dict(backend="torch", weights=vgg_weights, decay="constant")
+    with Fuser("max", steps=3, **options) as fuser, Fuser("max", steps=4, **options) as longer:
+        # The loss where the cold fuse's 3 steps end: where a 4th step of the same constant
+        # schedule starts.
+        end = longer(still).losses[3]
+        video = VideoFuser(fuser, steps=2, carry=1.0)
         first, second = video(still), video(still)
         # Same frame, the whole residual carried: the loop resumes at the first frame's end.
         assert (first.warm, second.warm) == (False, True)
-        assert len(first.losses) == fuser.schedule.steps + 1 and len(second.losses) == 3 + 1
-        assert second.losses[0] == pytest.approx(first.losses[-1], rel=1e-4)
-        halfway = VideoFuser(fuser, steps=3, carry=0.5)
+        assert len(first.losses) == 3 and len(second.losses) == 2
+        assert second.losses[0] == pytest.approx(end, rel=1e-4)
+        halfway = VideoFuser(fuser, steps=2, carry=0.5)
         halfway(still)
         resumed = halfway(still)
-        assert first.losses[-1] < resumed.losses[0] < first.losses[0]
+        assert end < resumed.losses[0] < first.losses[0]
         assert np.array_equal(first.image, fuser(still).image)  # the first frame is the cold fuse
 
 

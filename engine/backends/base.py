@@ -23,15 +23,16 @@ ProgressCallback = Callable[[int, int, float], None]
 def report_steps(losses: list[float], progress: ProgressCallback | None) -> None:
     """For loops that run on the device in one go: tell the callback about every step after."""
     if progress:
-        steps = len(losses) - 1
-        for t in range(1, steps + 1):
-            progress(t, steps, losses[t - 1])
+        for t, loss in enumerate(losses, start=1):
+            progress(t, len(losses), loss)
 
 
 @dataclass
 class Optimised:
     image: torch.Tensor  # (1, 3, H, W) pixels 0..255, unclipped
-    losses: list[float] = field(default_factory=list)  # before each step, then the final one
+    # The loss at the image each step starts from; none after the last step, which would
+    # cost one more gradient evaluation (a third of a 2-step warm video frame's loop).
+    losses: list[float] = field(default_factory=list)
 
 
 class FusionRunner(ABC):
@@ -114,7 +115,7 @@ class FusionRunner(ABC):
         m, v, scratch = torch.zeros_like(x), torch.zeros_like(x), torch.empty_like(x)
         # Losses stay on the device until the end, so a GPU loop has no per-step sync
         # unless a progress bar asks for the value.
-        history = torch.empty(schedule.steps + 1, device=self.device)
+        history = torch.empty(schedule.steps, device=self.device)
         with self.loop_context():
             for t in range(1, schedule.steps + 1):
                 loss, grad = evaluate()
@@ -122,5 +123,4 @@ class FusionRunner(ABC):
                 adam_update(x, m, v, grad, t, schedule, scratch)
                 if progress:
                     progress(t, schedule.steps, float(history[t - 1]))
-            torch.sum(evaluate()[0], 0, keepdim=True, out=history[schedule.steps:])
         return Optimised(x, history.tolist())

@@ -2,7 +2,7 @@
 backend (a TensorRT gradient engine) and the cuda backend (the fused first-layer kernel).
 
 x <- init, m = v = 0, then for each step the gradient engine writes (loss, grad) and the
-Adam kernel updates x, m, v in place; a last evaluation gives the final loss. Captured the
+Adam kernel updates x, m, v in place. Captured the
 first time, replayed after; a run synchronises once, at the end. Each step's loss goes to
 its own slot of a device array, so nothing is read back until then.
 """
@@ -55,7 +55,7 @@ class FixedStepLoop:
         image_bytes = self.count * FLOAT_BYTES
         self.init, self.x, self.m, self.v, self.grad = (cuda.alloc(image_bytes) for _ in range(5))
         self.target = cuda.alloc(volume(target_shape) * FLOAT_BYTES)
-        self.history = cuda.alloc((self.steps + 1) * self.batch * FLOAT_BYTES)
+        self.history = cuda.alloc(self.steps * self.batch * FLOAT_BYTES)
         self._graph = None
 
     def _loss_slot(self, step: int) -> int:
@@ -78,7 +78,6 @@ class FixedStepLoop:
             s = self.schedule
             self.kernels.adam_update(self.x.ptr, self.grad.ptr, self.m.ptr, self.v.ptr, self.count, t,
                                      s.lr_at(t), (s.beta1, s.beta2), s.eps, stream=cuda.stream)
-        self._evaluate(self.steps)
 
     def capture(self) -> None:
         if self._graph is not None:
@@ -117,13 +116,13 @@ class FixedStepLoop:
 
 def run_loop_on_device(cuda: CudaDevice, loop: FixedStepLoop, init_ptr: int, target_ptr: int, out_ptr: int) -> list[float]:
     """Run `loop` from the device image at init_ptr towards the device target, the result to
-    out_ptr; one sync. Returns the summed loss before each step and after the last."""
+    out_ptr; one sync. Returns the summed loss before each step."""
     image_bytes = loop.count * FLOAT_BYTES
     cuda.copy(loop.init.ptr, init_ptr, image_bytes)
     cuda.copy(loop.target.ptr, target_ptr, volume(loop.target_shape) * FLOAT_BYTES)
     loop.launch()
     cuda.copy(out_ptr, loop.x.ptr, image_bytes)
-    history = np.empty((loop.steps + 1, loop.batch), np.float32)
+    history = np.empty((loop.steps, loop.batch), np.float32)
     cuda.download(history, loop.history.ptr)
     cuda.synchronize()
     return [float(v) for v in history.sum(axis=1, dtype=np.float64)]

@@ -217,7 +217,7 @@ class TrtFusionRuntime:
     def optimise_device(self, init_ptr: int, target_ptr: int, out_ptr: int, image_shape, target_shape,
                         schedule: AdamSchedule) -> list[float]:
         """Optimise from the device image at init_ptr towards the device target; the result
-        goes to out_ptr. Returns the summed loss before each step and after the last."""
+        goes to out_ptr. Returns the summed loss before each step."""
         loop = self.loop(image_shape, target_shape, schedule)
         return run_loop_on_device(self.cuda, loop, init_ptr, target_ptr, out_ptr)
 
@@ -231,7 +231,7 @@ class TrtFusionRuntime:
         self.cuda.upload(loop.target.ptr, target)
         loop.launch()
         image = np.empty_like(init)
-        history = np.empty((steps + 1, loop.batch), np.float32)
+        history = np.empty((steps, loop.batch), np.float32)
         self.cuda.download(image, loop.x.ptr)
         self.cuda.download(history, loop.history.ptr)
         self.cuda.synchronize()
