@@ -295,10 +295,10 @@ class Fuser:
         majority filter needs every input's decision: uint8 labels in the first pass, the
         values in a second."""
         def features(k):
-            # The first input's maps become the target; the others' are done with before the
-            # next input's are computed, so they can share one reused buffer.
-            fetch = self.runner.features if k == 0 else self.runner.passing_features
-            maps = fetch(pixels[k:k + 1])
+            # The first input's maps become the target, which lives until the loop ends; the
+            # others' are done with before the next input's are computed. Each kind reuses
+            # one buffer from call to call.
+            maps = self.runner.reused_features(pixels[k:k + 1], "first" if k == 0 else "next")
             clock.lap("features")
             return maps
 

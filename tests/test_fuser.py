@@ -122,7 +122,7 @@ def test_the_streamed_target_is_the_stacked_one(random_vgg_weights, rng, backend
     assert torch.allclose(streamed, stacked, rtol=1e-5, atol=1e-5)
 
 
-def test_passing_features_share_one_buffer_until_released(random_vgg_weights, rng):
+def test_reused_features_keep_one_buffer_a_slot_until_released(random_vgg_weights, rng):
     import torch
 
     def pixels(height, width):
@@ -131,14 +131,15 @@ def test_passing_features_share_one_buffer_until_released(random_vgg_weights, rn
     with Fuser("max", backend="ort", weights=random_vgg_weights) as fuser:
         runner = fuser.runner
         first, second, smaller, larger = pixels(20, 30), pixels(20, 30), pixels(11, 17), pixels(25, 30)
-        maps = runner.passing_features(first)
+        maps = runner.reused_features(first, "next")
         assert torch.equal(maps, runner.features(first))
         buffer = maps.data_ptr()
-        assert runner.passing_features(second).data_ptr() == buffer
-        assert torch.equal(runner.passing_features(smaller), runner.features(smaller))
-        assert runner.passing_features(smaller).data_ptr() == buffer  # a view of the same memory
-        assert runner.passing_features(larger).data_ptr() != buffer
+        assert runner.reused_features(second, "next").data_ptr() == buffer
+        assert runner.reused_features(second, "first").data_ptr() != buffer  # each slot its own
+        assert torch.equal(runner.reused_features(smaller, "next"), runner.features(smaller))
+        assert runner.reused_features(smaller, "next").data_ptr() == buffer  # a view of the same memory
+        assert runner.reused_features(larger, "next").data_ptr() != buffer
         fuser([rng.integers(0, 256, (20, 30, 3), dtype=np.uint8) for _ in range(3)])
-        assert runner._scratch is not None  # a small fuse keeps it for the next call
+        assert set(runner._scratch) == {"first", "next"}  # a small fuse keeps them for the next call
         runner.release_scratch()
-        assert runner._scratch is None
+        assert runner._scratch == {}

@@ -56,14 +56,14 @@ class FusionRunner(ABC):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         """(K, 3, H, W) RGB pixels 0..255 -> (K, C, h, w) feature maps at the layer."""
 
-    def passing_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        """features(pixels) for a caller that is done with them before its next call: a
-        backend may write them into a buffer it keeps and reuses (large maps written into
-        fresh memory spend much of their time on page faults). Valid until the next call."""
+    def reused_features(self, pixels: torch.Tensor, slot: str) -> torch.Tensor:
+        """features(pixels), which a backend may write into a buffer it keeps for `slot` and
+        reuses (large maps written into fresh memory spend much of their time on page
+        faults): valid until the next call for the same slot."""
         return self.features(pixels)
 
     def release_scratch(self) -> None:
-        """Free what passing_features keeps between calls."""
+        """Free the buffers reused_features keeps."""
 
     @property
     @abstractmethod

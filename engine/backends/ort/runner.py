@@ -50,7 +50,7 @@ class OrtRunner(FusionRunner):
         self.sessions: OrtSessions | None = None
         self.band_pool = None
         self._small_sessions: dict = {}  # rule, start and base-layer graphs by file, opened on first use
-        self._scratch: torch.Tensor | None = None  # passing_features' buffer, flat
+        self._scratch: dict[str, torch.Tensor] = {}  # reused_features' buffers by slot, flat
 
     def activate(self) -> None:
         self.sessions = self.loader()
@@ -63,7 +63,7 @@ class OrtRunner(FusionRunner):
             self.band_pool.shutdown()
         self.sessions = self.band_pool = None
         self._small_sessions = {}
-        self._scratch = None
+        self._scratch = {}
 
     def _small_session(self, path):
         if path not in self._small_sessions:
@@ -129,7 +129,7 @@ class OrtRunner(FusionRunner):
     def device(self) -> torch.device:
         return torch.device("cuda") if self.on_cuda else torch.device("cpu")
 
-    def features(self, pixels: torch.Tensor, scratch: bool = False) -> torch.Tensor:
+    def features(self, pixels: torch.Tensor, slot: str | None = None) -> torch.Tensor:
         pixels = pixels.to(self.device, torch.float32).contiguous()
         session = self.sessions.features
         binding = session.io_binding()
@@ -137,7 +137,7 @@ class OrtRunner(FusionRunner):
             # Written straight into an array of ours: a plain run keeps the maps in the
             # arena and copies them out, twice the memory while they are large.
             shape = feature_shape(self.loader.layer, *pixels.shape[:1], *pixels.shape[2:])
-            features = self._scratch_maps(shape) if scratch else torch.empty(shape)
+            features = self._scratch_maps(slot, shape) if slot else torch.empty(shape)
             _bind(binding, "image", pixels)
             _bind(binding, "features", features, output=True)
             session.run_with_iobinding(binding)
@@ -148,18 +148,18 @@ class OrtRunner(FusionRunner):
         session.run_with_iobinding(binding)
         return torch.from_dlpack(binding.get_outputs()[0])
 
-    def passing_features(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.features(pixels, scratch=True)
+    def reused_features(self, pixels: torch.Tensor, slot: str) -> torch.Tensor:
+        return self.features(pixels, slot)
 
-    def _scratch_maps(self, shape) -> torch.Tensor:
+    def _scratch_maps(self, slot: str, shape) -> torch.Tensor:
         count = math.prod(shape)
-        if self._scratch is None or self._scratch.numel() < count:
-            self._scratch = None  # the old buffer goes before the larger one is taken
-            self._scratch = torch.empty(count)
-        return self._scratch[:count].view(shape)
+        if slot not in self._scratch or self._scratch[slot].numel() < count:
+            self._scratch.pop(slot, None)  # the old buffer goes before the larger one is taken
+            self._scratch[slot] = torch.empty(count)
+        return self._scratch[slot][:count].view(shape)
 
     def release_scratch(self) -> None:
-        self._scratch = None
+        self._scratch = {}
 
     def gradient_function(self, x, target, release_target=False):
         """Binds x, target, loss and grad once; each call runs the graph into them."""
