@@ -2,9 +2,9 @@
 backend (a TensorRT gradient engine) and the cuda backend (the fused first-layer kernel).
 
 x <- init, m = v = 0, then for each step the gradient engine writes (loss, grad) and the
-Adam kernel updates x, m, v in place. Captured the
-first time, replayed after; a run synchronises once, at the end. Each step's loss goes to
-its own slot of a device array, so nothing is read back until then.
+Adam kernel updates x, m, v in place. Captured the first time, replayed after; a run
+synchronises once, at the end. Each step's loss goes to its own slot of a device array, so
+nothing is read back until then.
 """
 from __future__ import annotations
 
