@@ -133,7 +133,7 @@ def plot(sizes: list[dict], stacks: list[dict], path: Path) -> None:
 
     figure, axes = plt.subplots(1, 3, figsize=(15, 4.2))
     for name, style in (("semfuse", "o-"), ("enfuse", "s--")):
-        if f"{name}_s" not in sizes[0]:
+        if not (sizes or stacks) or f"{name}_s" not in (sizes or stacks)[0]:
             continue
         mp = [r["megapixels"] for r in sizes]
         axes[0].plot(mp, [r[f"{name}_s"] / r["megapixels"] for r in sizes], style, label=name)
@@ -163,17 +163,19 @@ def main() -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"{os.cpu_count()} cores, enfuse: {shutil.which('enfuse') or 'absent'}", flush=True)
-    sizes = [float(s) for s in args.sizes.split(",")]
-    run(fuse_command(write_pair(args.work, sizes[0]), args.work / "warm-up.tif"))  # weights, graphs
+    sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
+    warm_up = write_pair(args.work, sizes[0] if sizes else 0.25)
+    run(fuse_command(warm_up, args.work / "warm-up.tif"))  # weights, graphs
     pairs = [measure(f"2 x {mp:g} MP", write_pair(args.work, mp), args.work, 3 if mp <= 4 else 1) for mp in sizes]
     stacks = [measure(f"{k} x {args.stack_mp:g} MP", write_stack(args.work, k, args.stack_mp), args.work, 1)
-              for k in (int(s) for s in args.stacks.split(","))]
+              for k in (int(s) for s in args.stacks.split(",") if s.strip())]
     if args.big_stack:
         count, mp = args.big_stack.split("x")
         stacks_big = [measure(f"{count} x {mp} MP", write_stack(args.work, int(count), float(mp)), args.work, 1)]
     else:
         stacks_big = []
-    print("\n" + table(pairs, "pair") + "\n\n" + table(stacks + stacks_big, "stack"))
+    print("\n" + "\n\n".join(table(rows, by) for rows, by in ((pairs, "pair"), (stacks + stacks_big, "stack"))
+                              if rows))
     plot(pairs, stacks, args.plot)
     print(f"\nplot: {args.plot}; children's peak RSS overall "
           f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB")
