@@ -17,7 +17,7 @@ import contextlib
 import math
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Protocol, Sequence
 
@@ -45,7 +45,7 @@ from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
 from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.vgg19 import check_layer, is_nonnegative
+from semfuse_rt.export.vgg19 import check_layer, feature_shape, is_nonnegative
 from semfuse_rt.export.weights import VGG19Weights, load_vgg19
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
@@ -128,8 +128,9 @@ class Fuser:
         # None: tiles only when the whole image would not fit the budget (tiling.py)
         if tile is not None and not (isinstance(tile, int) and tile >= MIN_TILE):
             raise SemfuseError(f"--tile must be a whole number of at least {MIN_TILE} pixels, got {tile}")
-        if tile is not None and self.method.semantic:
-            raise SemfuseError(f"--tile does not apply to {method}: its class activation maps are whole-image maps")
+        if tile is not None and not self.method.optimised:
+            raise SemfuseError(f"--tile does not apply to {method}: it weights the pixels directly, with no "
+                               "optimisation to divide")
         self.tile = tile
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
@@ -192,16 +193,17 @@ class Fuser:
         # the same decimation phase as the whole image keeps the tiles' starts closer to it.
         multiscale = self.init.startswith("dtcwt") or self.init == "pyramid-blend"
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if multiscale else 1)
-        if self.tile is not None and self.method.optimised and not self.method.semantic:
+        if self.tile is not None and self.method.optimised:
             return plan_tiles(height, width, self.tile, margin, grid)
         problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic,
                                  on_gpu=self.on_gpu)
         if problem is None:
             return None
-        if not self.method.optimised or self.method.semantic:  # the CAMs are whole-image maps
+        if not self.method.optimised:
             raise SemfuseError(f"{problem}; fuse smaller or fewer images")
-        core = core_for_budget(tile_room(count, height, width, self.memory_budget, spilled, self.on_gpu),
-                               margin, grid)
+        room = tile_room(count, height, width, self.memory_budget, spilled, self.on_gpu,
+                         streamed=not self.method.semantic)
+        core = core_for_budget(room, margin, grid)
         if core < MIN_TILE:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
@@ -233,18 +235,18 @@ class Fuser:
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
                                 cams=fused.cams.maps.numpy(), stages=clock.stages)
         cams = None
+        if self.method.semantic:  # whole-image maps: the classifier sees the whole image
+            cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
+            clock.lap("cams")
         if tiles is None:
             sources = prepare(images)
             clock.lap("prepare")
-            if self.method.semantic:
-                cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
-                clock.lap("cams")
             result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, warm_start)
         else:
             sources = prepare(images, with_pixels=False)
             self._tiling = True
             try:
-                result, losses = self._fuse_tiles(images, tiles, progress, clock)
+                result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
             finally:
                 self._tiling = False
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
@@ -340,11 +342,16 @@ class Fuser:
             clock.lap("rule")
         return target[None]
 
-    def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock) -> tuple[np.ndarray, list]:
+    def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock,
+                    cams: CAMResult | None = None) -> tuple[np.ndarray, list]:
         """Each tile's crop through the whole pipeline; cores cross-faded into one image (the
         ramps of overlapping cores sum to one). The losses are summed over the tiles (halos
-        counted in each)."""
+        counted in each). `cams`, the semantic methods' whole-image maps: each tile's rule
+        is weighted by their crop."""
         height, width = images[0].shape[:2]
+        if cams is not None:
+            size = feature_shape(self.layer, 1, height, width)[-2:]
+            maps, stride = _maps_at(cams, size), receptive_radius(self.layer)[1]
         total = np.zeros((3, height, width), np.float32)
         losses = np.zeros(self.schedule.steps)
         steps = self.schedule.steps
@@ -366,7 +373,12 @@ class Fuser:
                     progress(done + step, len(tiles) * steps, loss)
 
             start = TileStart(tone, tile.crop, own_start) if tone else None
-            result, tile_losses = self._fuse_planes(planes, None, tile_progress, clock, start)
+            crop_cams = None
+            if cams is not None:  # crops start on the pooling grid, so they divide by the stride
+                rows, columns = feature_shape(self.layer, 1, y1 - y0, x1 - x0)[-2:]
+                top, left = y0 // stride, x0 // stride
+                crop_cams = replace(cams, maps=maps[:, top:top + rows, left:left + columns])
+            result, tile_losses = self._fuse_planes(planes, crop_cams, tile_progress, clock, start)
             cy0, cy1, cx0, cx1 = tile.core
             ramp = tile.weights(height, width)
             total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp

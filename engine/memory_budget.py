@@ -79,6 +79,9 @@ def describe(size: float) -> str:
 # most 6 bytes a pixel each: 16-bit colour).
 DECODED_BYTES_PER_PIXEL = 6
 ACCUMULATOR_BYTES_PER_PIXEL = 12 + 6
+# A tiled semantic fuse holds each input's CAM over the whole image (4 bytes a pixel), made by
+# upsampling, normalising and averaging the layers' maps (about four such maps at once).
+CAM_BYTES_PER_INPUT_PIXEL = 16
 # Inputs are spilled to disk (engine/spilled_images.py) when decoded they would take more
 # than this share of the budget: a long stack of large frames then costs no more memory
 # than two of them.
@@ -122,14 +125,18 @@ def spill_inputs(count: int, height: int, width: int, budget: int | None = None)
 
 
 def tile_room(count: int, height: int, width: int, budget: int | None = None, spilled: bool = False,
-              on_gpu: bool = False) -> int:
+              on_gpu: bool = False, streamed: bool = True) -> int:
     """How many crop pixels a tile may have: what the budget leaves after the whole-image
-    buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set."""
+    buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set.
+    `streamed=False`: a semantic method, which stacks the inputs' features in each crop and
+    holds their CAMs over the whole image."""
     budget = budget_or_default(budget, on_gpu)
     if budget is None:
         return 2**62
     per_pixel = ACCUMULATOR_BYTES_PER_PIXEL + (0 if spilled else DECODED_BYTES_PER_PIXEL * count)
-    return max(0, budget - FIXED_BYTES - per_pixel * height * width) // bytes_per_pixel(count)
+    if not streamed:
+        per_pixel += CAM_BYTES_PER_INPUT_PIXEL * count
+    return max(0, budget - FIXED_BYTES - per_pixel * height * width) // bytes_per_pixel(count, streamed)
 
 
 def budget_problem(count: int, height: int, width: int, budget: int | None = None,

@@ -80,8 +80,14 @@ def test_the_budget_chooses_tiles_and_refuses_what_cannot_fit(random_vgg_weights
     assert Fuser(memory_budget=need, **options).tiles(2, 600, 800) is None
     with pytest.raises(SemfuseError, match="over the memory budget .* no room for a tile either"):
         Fuser(memory_budget=memory_budget.FIXED_BYTES + 2**20, **options).tiles(2, 600, 800)
+    # The semantic methods stack the inputs' features in each crop and hold whole-image CAMs.
+    need = memory_budget.estimated_peak_bytes(2, 600, 800, streamed=False)
+    half = memory_budget.FIXED_BYTES + (need - memory_budget.FIXED_BYTES) // 2
+    tiles = Fuser("cam-max", memory_budget=half, **options).tiles(2, 600, 800)
+    room = memory_budget.tile_room(2, 600, 800, half, streamed=False)
+    assert tiles is not None and all((t.crop[1] - t.crop[0]) * (t.crop[3] - t.crop[2]) <= room for t in tiles)
     with pytest.raises(SemfuseError, match="over the memory budget"):
-        Fuser("cam-max", memory_budget=half, **options).tiles(2, 600, 800)  # CAMs are whole-image
+        Fuser("cam", memory_budget=memory_budget.FIXED_BYTES, **options).tiles(2, 600, 800)
 
 
 def test_tile_option_is_checked(random_vgg_weights):
@@ -89,8 +95,8 @@ def test_tile_option_is_checked(random_vgg_weights):
 
     with pytest.raises(SemfuseError, match="--tile must be a whole number of at least 64"):
         Fuser(weights=random_vgg_weights, tile=10)
-    with pytest.raises(SemfuseError, match="--tile does not apply to cam-max"):
-        Fuser("cam-max", weights=random_vgg_weights, tile=128)
+    with pytest.raises(SemfuseError, match="--tile does not apply to cam: it weights the pixels directly"):
+        Fuser("cam", weights=random_vgg_weights, tile=128)
 
 
 def test_tiled_optimisation_is_the_whole_one_at_a_pooled_layer(random_vgg_weights, rng):
@@ -99,3 +105,38 @@ def test_tiled_optimisation_is_the_whole_one_at_a_pooled_layer(random_vgg_weight
     with Fuser(**options) as whole, Fuser(tile=64, **options) as tiled:
         want, got = whole(images), tiled(images)
     assert got.tiles > 1 and np.abs(want.image.astype(int) - got.image).max() <= 1
+
+
+@pytest.mark.parametrize("method,layer,shape", [("cam-max", "relu1_1", (90, 118, 3)),
+                                                ("cam-majority", "relu2_1", (170, 230, 3))])
+def test_tiled_semantic_fuses_weight_each_crop_by_the_whole_images_cams(monkeypatch, random_vgg_weights, rng,
+                                                                       method, layer, shape):
+    """The CAMs come from the whole images; each tile's rule takes their crop, so the tiled
+    optimisation is the whole one (as for the other methods, from the mean start). The maps
+    here are a coarse checkerboard, each input's the other's inverse, so that a crop taken
+    from the wrong place would choose the wrong input."""
+    import torch
+
+    from semfuse_rt.engine import fuser as fuser_module
+    from semfuse_rt.engine.cam import CAMResult, combine_layer_maps
+
+    board = torch.from_numpy(np.indices((6, 8)).sum(axis=0) % 2).float()
+    layer_maps = [torch.stack([board, 1 - board])[:, None]]  # (K, 1 class, 6, 8)
+    weights = torch.ones(2, 1)
+
+    def checkerboard_cams(_classifier, images, _classes, extractor=None):
+        size = images[0].shape[:2]
+        return CAMResult(combine_layer_maps(layer_maps, weights, size), layer_maps, torch.zeros(2, 1000),
+                         torch.zeros(2, 1, dtype=torch.long), weights)
+
+    monkeypatch.setattr(fuser_module, "input_cams", checkerboard_cams)
+    images = [rng.integers(0, 256, shape, dtype=np.uint8) for _ in range(2)]
+    # Large steps, so that the target, and so the weights, move the image by tens of levels.
+    options = dict(backend="ort", weights=random_vgg_weights, init="mean", steps=2, lr=20.0, layer=layer,
+                   mean_base=0)
+    with Fuser(method, **options) as whole, Fuser(method, tile=64, **options) as tiled:
+        want, got = whole(images), tiled(images)
+        crops = [tile.crop for tile in tiled.tiles(2, *shape[:2])]
+    assert got.tiles > 1 and np.array_equal(got.cams, want.cams)
+    assert any(y0 > 0 or x0 > 0 for y0, _, x0, _ in crops)  # crops that are not the image's corner
+    assert np.abs(want.image.astype(int) - got.image).max() <= 1
