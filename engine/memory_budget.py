@@ -11,7 +11,7 @@ at 1.03 and 1.69 GiB, about 0.37 GiB of libraries, weights and sessions plus 700
 pixel; tiled, a 12 MP pair in crops of 1.5 and 3.4 MP peaked at 1.97 and 3.12 GiB, 770-900
 bytes a crop pixel over the whole-image buffers. Each further input adds about 24 bytes a
 pixel (its pixels in the crop; 1 MP with 2, 8, 16 inputs: 1.03, 1.14, 1.35 GiB). The
-semantic methods stack every input's features and cannot be tiled: `cam-max` peaked at 1.35,
+semantic methods stack every input's features (tiled, each crop): `cam-max` peaked at 1.35,
 3.81 and 7.16 GiB for pairs of 0.27, 1 and 2 MP and at 5.52 GiB for three 1 MP inputs, 1700
 bytes a pixel of each input over the fixed part; `cam-majority` at 4.21 GiB for the 1 MP
 pair (1900 bytes).
@@ -102,8 +102,9 @@ def default_budget(on_gpu: bool = False, capped: bool = True) -> tuple[int | Non
     """The budget when none is given, and how it came about (for messages): a share of the
     memory available, of the GPU's free memory where the fuse runs on a GPU (the estimate
     per pixel is the CPU pipeline's, not yet calibrated on a GPU). `capped`: at most
-    DEFAULT_CEILING, which only sizes tiles: a fuse that cannot be tiled (the semantic
-    methods) may take the whole share rather than be refused."""
+    DEFAULT_CEILING, which only sizes tiles of the streamed methods: a semantic fuse may
+    take the whole share (and `cam`, which is never tiled, must) rather than be cut up or
+    refused."""
     available = free_device_bytes() if on_gpu else available_bytes()
     if available is None:
         return None, "the memory available is unknown"
@@ -114,8 +115,8 @@ def default_budget(on_gpu: bool = False, capped: bool = True) -> tuple[int | Non
     return share, f"{DEFAULT_SHARE:.0%} of the {describe(available)} {where}; set --memory-budget to change it"
 
 
-def budget_or_default(budget: int | None, on_gpu: bool = False) -> int | None:
-    return budget if budget is not None else default_budget(on_gpu)[0]
+def budget_or_default(budget: int | None, on_gpu: bool = False, capped: bool = True) -> int | None:
+    return budget if budget is not None else default_budget(on_gpu, capped)[0]
 
 
 def spill_inputs(count: int, height: int, width: int, budget: int | None = None) -> bool:
@@ -130,7 +131,7 @@ def tile_room(count: int, height: int, width: int, budget: int | None = None, sp
     buffers of a tiled fuse, shared by the `count` inputs' per-pixel working set.
     `streamed=False`: a semantic method, which stacks the inputs' features in each crop and
     holds their CAMs over the whole image."""
-    budget = budget_or_default(budget, on_gpu)
+    budget = budget_or_default(budget, on_gpu, capped=streamed)
     if budget is None:
         return 2**62
     per_pixel = ACCUMULATOR_BYTES_PER_PIXEL + (0 if spilled else DECODED_BYTES_PER_PIXEL * count)
