@@ -19,13 +19,13 @@ import sys
 from pathlib import Path
 
 
-def judgements(out: Path, label: str, judges) -> dict:
-    """{(category, set, input, judge): kept in the top 5} for one method of the run."""
+def judgements(out: Path, document: dict, label: str, judges) -> dict:
+    """{(category, set, input, judge): kept in the top 5} for one method of the run whose
+    results.json is `document`."""
     from semfuse_rt.engine.cam import semantic_retention
     from semfuse_rt.engine.evaluation import fused_image_path
     from semfuse_rt.engine.images import load_image
 
-    document = json.loads((out / "results.json").read_text())
     kept = {}
     for fusion_set in document["sets"]:
         category, name = fusion_set["category"], fusion_set["name"]
@@ -62,10 +62,14 @@ def main(argv=None) -> int:
     from semfuse_rt.engine.classifier import efficientnet_classifier
     from semfuse_rt.engine.retention_judges import compare_paired, parse_judges
 
-    document = json.loads((args.out / "results.json").read_text())
+    results = args.out / "results.json"
+    if not results.is_file():
+        raise SystemExit(f"{results}: missing (give the --out folder of an eval --save-fused run)")
+    document = json.loads(results.read_text())
     names = parse_judges(args.judges or ",".join(document["settings"].get("judges", ["lite0"])))
     judges = [efficientnet_classifier(name) for name in names]
-    rows = compare_paired(judgements(args.out, args.a, judges), judgements(args.out, args.b, judges), len(judges))
+    rows = compare_paired(judgements(args.out, document, args.a, judges),
+                          judgements(args.out, document, args.b, judges), len(judges))
     print(f"judges: {', '.join(names)}")
     print(markdown(rows, args.a, args.b))
     return 0

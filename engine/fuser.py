@@ -137,7 +137,6 @@ class Fuser:
         self.runner: FusionRunner | None = None
         self.classifier: Classifier | None = None
         self._cam = None
-        self._tiling = False  # inside a tiled fuse: the features scratch goes before each loop
 
     # -- lifetime ------------------------------------------------------------------------------
     def __enter__(self) -> Fuser:
@@ -244,13 +243,8 @@ class Fuser:
             result, losses = self._fuse_planes(sources.pixels, cams, progress, clock, warm_start)
         else:
             sources = prepare(images, with_pixels=False)
-            self._tiling = True
-            try:
-                result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
-            finally:
-                self._tiling = False
+            result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
-            self.runner.release_scratch()  # kept between calls only while it is small
             return_free_memory()
         image = finish(result, sources)
         clock.lap("finish")
@@ -259,8 +253,9 @@ class Fuser:
                             stages=clock.stages, tiles=len(tiles) if tiles else 1)
 
     def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock,
-                     warm_start: WarmStart | None = None) -> tuple[np.ndarray, list]:
-        """(K, 3, H, W) pixels -> the optimised image over its base layer (3, H, W), and the losses."""
+                     warm_start: WarmStart | None = None, tiled: bool = False) -> tuple[np.ndarray, list]:
+        """(K, 3, H, W) pixels -> the optimised image over its base layer (3, H, W), and the losses.
+        `tiled`: the pixels are one tile's crop."""
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
         pixels = torch.from_numpy(planes).to(self.runner.device)
@@ -275,6 +270,11 @@ class Fuser:
             target = self.runner.fuse_features(features, self.rule, weights)
             del features
             clock.lap("rule")
+        if tiled or pixels.shape[-2] * pixels.shape[-1] >= TRIM_PIXELS:
+            # The memory model counts no features during the loop, and large maps cost the
+            # loop more room than their reuse saves time; a small whole image (a video
+            # frame) keeps the buffers for the next call.
+            self.runner.release_scratch()
         start = self.runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
         clock.lap("start")
         schedule = self.schedule if warm_start is None or warm_start.schedule is None else warm_start.schedule
@@ -305,12 +305,7 @@ class Fuser:
             return maps
 
         with self.runner.loop_context():  # ONNX Runtime's on the CPU: torch on one thread
-            target = self._reduced_target(pixels, features, clock)
-        if self._tiling or pixels.shape[-2] * pixels.shape[-1] >= TRIM_PIXELS:
-            # The memory model counts no features during the loop, and large maps cost
-            # the loop more room than their reuse saves time.
-            self.runner.release_scratch()
-        return target
+            return self._reduced_target(pixels, features, clock)
 
     def _reduced_target(self, pixels: torch.Tensor, features, clock) -> torch.Tensor:
         if not isinstance(self.rule, Majority):
@@ -378,7 +373,7 @@ class Fuser:
                 rows, columns = feature_shape(self.layer, 1, y1 - y0, x1 - x0)[-2:]
                 top, left = y0 // stride, x0 // stride
                 crop_cams = replace(cams, maps=maps[:, top:top + rows, left:left + columns])
-            result, tile_losses = self._fuse_planes(planes, crop_cams, tile_progress, clock, start)
+            result, tile_losses = self._fuse_planes(planes, crop_cams, tile_progress, clock, start, tiled=True)
             cy0, cy1, cx0, cx1 = tile.core
             ramp = tile.weights(height, width)
             total[:, cy0:cy1, cx0:cx1] += result[:, cy0 - y0:cy1 - y0, cx0 - x0:cx1 - x0] * ramp

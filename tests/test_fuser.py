@@ -143,3 +143,6 @@ def test_reused_features_keep_one_buffer_a_slot_until_released(random_vgg_weight
         assert set(runner._scratch) == {"first", "next"}  # a small fuse keeps them for the next call
         runner.release_scratch()
         assert runner._scratch == {}
+    with Fuser("max", backend="ort", weights=random_vgg_weights, tile=64) as fuser:
+        fuser([rng.integers(0, 256, (90, 150, 3), dtype=np.uint8) for _ in range(3)])
+        assert fuser.runner._scratch == {}  # tiles let go of them before each loop

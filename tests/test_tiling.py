@@ -54,7 +54,7 @@ def test_tiles_that_disagree_are_cross_faded_not_cut(monkeypatch, random_vgg_wei
     from one level to the other over the overlap, never jump."""
     levels = iter(range(40, 220, 15))  # 12 tiles: 3 rows of 4
 
-    def flat_tile(self, planes, cams, progress, clock, warm_start=None):
+    def flat_tile(self, planes, cams, progress, clock, warm_start=None, tiled=False):
         return np.full((3, *planes.shape[2:]), float(next(levels)), np.float32), [0.0] * self.schedule.steps
 
     monkeypatch.setattr(Fuser, "_fuse_planes", flat_tile)
