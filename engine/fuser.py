@@ -9,7 +9,7 @@ the preset resolved, the VGG19 weights loaded and checked (once), the backend's 
 builds or loads its artefacts and the runner keeps its sessions, engines and buffers; for
 the semantic methods the CAM classifier and its extractor are kept open too. A call does
 only the per-image work: sources, CAMs, features, the rule, the start image, the loop, the
-base layer.
+base layer, the semantic phase.
 """
 from __future__ import annotations
 
@@ -43,6 +43,7 @@ from semfuse_rt.engine.methods import get_method
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
                                        check_window)
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
+from semfuse_rt.engine.semantic_phase import SemanticPhase, SemanticSettings, small_inputs
 from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.vgg19 import check_layer, feature_shape, is_nonnegative
@@ -109,13 +110,16 @@ class Fuser:
                  init: str | None = None, window: int = 5, backend: str = "auto",
                  weights: str | os.PathLike | VGG19Weights | None = None, classes: int = 1,
                  cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
-                 memory_budget: int | str | None = None, tile: int | None = None, **backend_options):
+                 memory_budget: int | str | None = None, tile: int | None = None,
+                 semantic_steps: int | None = None, **backend_options):
         self.method = get_method(method)
         self.rule = self.method.feature_rule(check_window(window))
         self.layer = check_layer(layer)
         self.classes, self.cam_weights_path = check_classes(classes), cam_weights
-        settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base)
+        settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base,
+                                  semantic_steps=semantic_steps)
         self.preset = preset
+        self.semantic = SemanticSettings(settings["semantic_steps"])
         self.init = check_initialisation(settings["init"])
         self.mean_base = check_mean_base(settings["mean_base"])
         self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
@@ -137,6 +141,7 @@ class Fuser:
         self.runner: FusionRunner | None = None
         self.classifier: Classifier | None = None
         self._cam = None
+        self._semantic_phase: SemanticPhase | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
     def __enter__(self) -> Fuser:
@@ -163,11 +168,16 @@ class Fuser:
                 runner = create_runner(self.backend, self.weights, self.layer, **self._backend_options)
                 runner.__enter__()
                 self.runner = runner
+                if self.semantic.steps:
+                    self._semantic_phase = SemanticPhase(self.weights, self.semantic, runner.device).__enter__()
         except BaseException:
             self.close()
             raise
 
     def close(self) -> None:
+        if self._semantic_phase is not None:
+            self._semantic_phase.__exit__(None, None, None)
+            self._semantic_phase = None
         if self.runner is not None:
             self.runner.__exit__(None, None, None)
             self.runner = None
@@ -244,6 +254,9 @@ class Fuser:
         else:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
+        if self._semantic_phase is not None:
+            self._semantic_refinement(result, images, sources.mode == "mixed", cams)
+            clock.lap("semantic phase")
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
             return_free_memory()
         image = finish(result, sources)
@@ -251,6 +264,17 @@ class Fuser:
         return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
                             losses, cams.maps.numpy() if cams is not None else None,
                             stages=clock.stages, tiles=len(tiles) if tiles else 1)
+
+    def _semantic_refinement(self, result: np.ndarray, images: Sequence[np.ndarray], mixed: bool,
+                             cams: CAMResult | None) -> None:
+        """The semantic phase on the whole result, tiled or not (the phase's copy is small)."""
+        phase = self._semantic_phase
+        inputs = small_inputs(images, mixed, phase.size(*result.shape[1:]))
+        weights = None
+        if cams is not None:
+            def weights(size):
+                return cam_weights(_maps_at(cams, size)).to(phase.runner.device)
+        phase(result, inputs, self.rule, weights)
 
     def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock,
                      warm_start: WarmStart | None = None, tiled: bool = False) -> tuple[np.ndarray, list]:

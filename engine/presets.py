@@ -1,6 +1,8 @@
 """Named bundles of optimisation settings. Explicit options override a preset's values.
 
-`blend` (the default): starts from a Laplacian-pyramid blend with per-pixel weights from the
+`semantic` (the default): `blend`, then 5 steps of the semantic phase at relu5_1 on a
+160-pixel copy (engine/semantic_phase.py; benchmarks/RESULTS.md, "A semantic phase at
+relu5_1"). `blend` (the default before it): starts from a Laplacian-pyramid blend with per-pixel weights from the
 inputs' own local contrast, structural agreement and tone agreement
 (engine/pyramid_blend.py), then 10 gentle steps (lr 0.1, cosine-annealed) with no mean base
 layer (the start's own low frequencies stay); benchmarks/RESULTS.md, "Closing the quality
@@ -16,13 +18,17 @@ from __future__ import annotations
 
 from semfuse_rt.errors import SemfuseError
 
+_BLEND = {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0}
 PRESETS: dict[str, dict] = {
-    "blend": {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine", "mean_base": 0.0},
-    "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0},
-    "refined": {"init": "dtcwt-verified", "steps": 30, "lr": 0.15, "decay": "cosine", "mean_base": 8.0},
-    "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0},
+    "semantic": {**_BLEND, "semantic_steps": 5},
+    "blend": {**_BLEND, "semantic_steps": 0},
+    "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0, "semantic_steps": 0},
+    "refined": {"init": "dtcwt-verified", "steps": 30, "lr": 0.15, "decay": "cosine", "mean_base": 8.0,
+                "semantic_steps": 0},
+    "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0,
+             "semantic_steps": 0},
 }
-DEFAULT_PRESET = "blend"
+DEFAULT_PRESET = "semantic"
 
 
 def resolve_preset(name: str, **given) -> dict:

@@ -82,14 +82,14 @@ def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
     a = np.full((40, 40), 40, np.uint8)
     b = np.full((40, 40), 200, np.uint8)
     a[10:30, 10:30] = rng.integers(0, 256, (20, 20))
-    out = fuse([a, b], steps=0, init="max", mean_base=6.0, weights=vgg_weights, backend="torch")
+    out = fuse([a, b], steps=0, init="max", mean_base=6.0, semantic_steps=0, weights=vgg_weights, backend="torch")
     mean = (a.astype(np.float32) + b) / 2
     # Starting from max(a, b) with zero steps, the result is max - base(max) + base(mean).
     start = np.maximum(a, b).astype(np.float32)
     want = start - gaussian_base(start[None], 6.0)[0] + gaussian_base(mean[None], 6.0)[0]
     assert np.abs(out - np.clip(np.rint(want), 0, 255)).max() <= 1
     flat = fuse([np.full((24, 24), 40, np.uint8), np.full((24, 24), 200, np.uint8)],
-                steps=0, init="max", mean_base=4.0, weights=vgg_weights, backend="torch")
+                steps=0, init="max", mean_base=4.0, semantic_steps=0, weights=vgg_weights, backend="torch")
     assert np.abs(flat.astype(int) - 120).max() <= 1  # flat inputs: the base layer is everything
 
 
@@ -97,7 +97,8 @@ def test_presets_fill_only_what_is_not_given():
     from semfuse_rt.errors import SemfuseError
     from semfuse_rt.engine.presets import resolve_preset
 
-    assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0}
+    assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
+                                       "semantic_steps": 0}
     refined = resolve_preset("refined", steps=7, lr=None)
     assert refined["steps"] == 7 and refined["lr"] == 0.15 and refined["init"] == "dtcwt-verified"
     assert refined["decay"] == "cosine"

@@ -54,7 +54,7 @@ def test_cam_max_takes_the_features_of_the_input_with_all_the_class_evidence(mon
         return seen["target"]
 
     monkeypatch.setattr(ChooseMax, "fuse", spy)
-    result = api.fuse_result(list(pair), "cam-max", steps=1, weights=vgg_weights, backend="torch")
+    result = api.fuse_result(list(pair), "cam-max", steps=1, semantic_steps=0, weights=vgg_weights, backend="torch")
     evidence = seen["features"][1] != 0  # where input 2's magnitude is 0, 0 * |F_1| ties it: lowest k
     assert torch.equal(seen["target"][evidence], seen["features"][1][evidence])
     assert evidence.float().mean() > 0.3

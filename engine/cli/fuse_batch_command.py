@@ -44,6 +44,7 @@ def fuse_batch_command(
     init: Optional[str] = same_as_fuse("init"),
     window: int = same_as_fuse("window"),
     mean_base: Optional[float] = same_as_fuse("mean_base"),
+    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
     backend: str = same_as_fuse("backend"),
     weights: Optional[Path] = same_as_fuse("weights"),
     classes: int = same_as_fuse("classes"),
@@ -77,7 +78,7 @@ def fuse_batch_command(
         errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     plan = plan_batch(discovery.sets, output, ext=ext, force=force)
     options = dict(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
-                   window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
+                   window=window, mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
                    cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())

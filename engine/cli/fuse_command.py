@@ -39,9 +39,10 @@ def fuse_command(
     method: str = typer.Option("max", "--method", "-m", help=" | ".join(METHODS)),
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
     preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
-                                                    "blend weighted by the inputs' own contrast and agreement "
-                                                    "(blend), as published (paper), or from the DT-CWT start: "
-                                                    "30 steps (refined), 10 (fast)."),
+                                                    "blend weighted by the inputs' own contrast and agreement, "
+                                                    "with the semantic phase (semantic) or without (blend), as "
+                                                    "published (paper), or from the DT-CWT start: 30 steps "
+                                                    "(refined), 10 (fast)."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "
                                                    f"{preset_values('steps')})."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, above 0 and at most "
@@ -55,6 +56,10 @@ def fuse_command(
                                               help="Put the optimised detail over the inputs' mean base layer "
                                                    f"(Gaussian sigma in pixels; 0: off) (preset: "
                                                    f"{preset_values('mean_base')})."),
+    semantic_steps: Optional[int] = typer.Option(None, "--semantic-steps",
+                                                 help="Adam steps of the semantic phase at relu5_1 on a 160-pixel "
+                                                      "copy; 0: off (preset: "
+                                                      f"{preset_values('semantic_steps')})."),
     backend: str = typer.Option("auto", help="auto | trt | cuda | ort | torch"),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
     classes: int = typer.Option(1, "--classes",
@@ -83,7 +88,7 @@ def fuse_command(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
-            memory_budget=memory_budget, tile=tile,
+            memory_budget=memory_budget, tile=tile, semantic_steps=semantic_steps,
         )
     if report:
         Console().print(retention_table(inputs, result.retention))

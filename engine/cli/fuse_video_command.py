@@ -51,6 +51,9 @@ def fuse_video_command(
     init: Optional[str] = same_as_fuse("init"),
     window: int = same_as_fuse("window"),
     mean_base: Optional[float] = same_as_fuse("mean_base"),
+    semantic_steps: Optional[int] = typer.Option(None, "--semantic-steps",
+                                                 help="Adam steps of the semantic phase on each frame (default: "
+                                                      "0, off: on a CPU it costs several times a warm frame)."),
     backend: str = same_as_fuse("backend"),
     weights: Optional[Path] = same_as_fuse("weights"),
     classes: int = same_as_fuse("classes"),
@@ -85,7 +88,7 @@ def fuse_video_command(
             max_pixels=max_pixels, progress=advance, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
             num_gpus_per_actor=num_gpus_per_actor, chunk_frames=chunk_frames, workers=workers,
             layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
-            backend=backend, weights=weights, classes=classes, cam_weights=cam_weights,
+            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes, cam_weights=cam_weights,
             memory_budget=memory_budget,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")
