@@ -43,7 +43,10 @@ class SemanticSettings:
     lr: float = 0.2
 
     def __post_init__(self):
-        check_steps(self.steps)
+        try:
+            check_steps(self.steps)
+        except SemfuseError as error:
+            raise SemfuseError(str(error).replace("--steps", "--semantic-steps")) from None
         if self.steps:
             check_lr(self.lr)
         if not (isinstance(self.size, int) and self.size >= MIN_SIZE):

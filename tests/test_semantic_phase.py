@@ -109,5 +109,5 @@ def test_tiled_fuses_run_the_phase_on_the_whole_image(rng):
 
 
 def test_negative_semantic_steps_are_one_line_errors():
-    with pytest.raises(SemfuseError, match="steps"):
+    with pytest.raises(SemfuseError, match="--semantic-steps must be"):
         Fuser("max", semantic_steps=-2)
