@@ -3,6 +3,7 @@ tests, per category, from an `eval --save-fused` run.
 
     semfuse-rt eval ../shared/datasets --methods max,max@preset=paper --judges all --save-fused -o OUT
     python benchmarks/retention_pairs.py OUT max max@preset=paper
+    python benchmarks/retention_pairs.py OUT max max@preset=paper --sets benchmarks/heldout-heldout.csv
 
 R5 counts, for each input and judge, whether the input's top-1 class is in the fused image's
 top 5. Two methods fuse the same inputs, so their judgements pair up: only the pairs where
@@ -19,9 +20,9 @@ import sys
 from pathlib import Path
 
 
-def judgements(out: Path, document: dict, label: str, judges) -> dict:
+def judgements(out: Path, document: dict, label: str, judges, chosen: set | None = None) -> dict:
     """{(category, set, input, judge): kept in the top 5} for one method of the run whose
-    results.json is `document`."""
+    results.json is `document`; only the (category, set) pairs in `chosen`, where given."""
     from semfuse_rt.engine.cam import semantic_retention
     from semfuse_rt.engine.evaluation import fused_image_path
     from semfuse_rt.engine.images import load_image
@@ -29,6 +30,8 @@ def judgements(out: Path, document: dict, label: str, judges) -> dict:
     kept = {}
     for fusion_set in document["sets"]:
         category, name = fusion_set["category"], fusion_set["name"]
+        if chosen is not None and (category, name) not in chosen:
+            continue
         fused_path = fused_image_path(out / "fused", category, name, label)
         if not fused_path.is_file():
             raise SystemExit(f"{fused_path}: missing (run eval with --save-fused and this method)")
@@ -57,9 +60,12 @@ def main(argv=None) -> int:
     parser.add_argument("a", help="method label, as in the eval's --methods")
     parser.add_argument("b", help="the method to compare it with")
     parser.add_argument("--judges", default=None, help="default: the run's own judges")
+    parser.add_argument("--sets", type=Path, default=None,
+                        help="a sets CSV (benchmarks/heldout-heldout.csv): compare only the sets it names")
     args = parser.parse_args(argv)
 
     from semfuse_rt.engine.classifier import efficientnet_classifier
+    from semfuse_rt.engine.datasets import read_sets_csv
     from semfuse_rt.engine.retention_judges import compare_paired, parse_judges
 
     results = args.out / "results.json"
@@ -68,8 +74,9 @@ def main(argv=None) -> int:
     document = json.loads(results.read_text())
     names = parse_judges(args.judges or ",".join(document["settings"].get("judges", ["lite0"])))
     judges = [efficientnet_classifier(name) for name in names]
-    rows = compare_paired(judgements(args.out, document, args.a, judges),
-                          judgements(args.out, document, args.b, judges), len(judges))
+    chosen = {(s.category, s.name) for s in read_sets_csv(args.sets).sets} if args.sets else None
+    rows = compare_paired(judgements(args.out, document, args.a, judges, chosen),
+                          judgements(args.out, document, args.b, judges, chosen), len(judges))
     print(f"judges: {', '.join(names)}")
     print(markdown(rows, args.a, args.b))
     return 0

@@ -7,9 +7,11 @@ whole image. So after the loop the result x is area-downsampled to `size` pixels
 longer side (z0), and `steps` Adam steps move z from z0 towards the method's rule applied
 to the inputs' relu5_1 maps at that size (choose-max: whatever any input shows). Only the
 change z - z0, upsampled bilinearly, is added to x: the full-resolution detail stays the
-loop's. On the 26 sets of ../shared/datasets it keeps 10 more input classes in the top 5
-of three EfficientNet-Lite judges than the loop alone and loses 1 (benchmarks/RESULTS.md,
-"A semantic phase at relu5_1").
+loop's. On the 26 sets of ../shared/datasets it keeps 10 input classes in the top 5 of
+three EfficientNet-Lite judges that the loop alone loses, and loses 2; the net gain lies all
+in the half of the sets its settings were tuned on (benchmarks/RESULTS.md, "A semantic phase
+at relu5_1" and "The default returns to `blend`"). The `semantic` preset runs it; the
+default does not.
 
 It runs in PyTorch on the fusion runner's device for every backend (a 160-pixel image
 through relu5_1), so all backends compute the same function.

@@ -420,11 +420,8 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
     `chunk_frames` frames (default: an even share per actor) on `ray_actors` Ray actors
     (engine/video_ray.py); else `workers` Fusers on this machine take frames in turn
     (default: `default_workers`; chunks need one). The output appears only when every
-    frame has been written. Frames skip the semantic phase unless `semantic_steps` is given:
-    on a CPU it would take several times a warm frame's own time."""
+    frame has been written."""
     started = time.perf_counter()
-    if options.get("semantic_steps") is None:
-        options["semantic_steps"] = 0
     plan = plan_video(inputs, output, fps=fps, quality=quality, lossless=lossless, max_pixels=max_pixels)
     if not warm:
         options["steps"] = steps

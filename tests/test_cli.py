@@ -37,7 +37,7 @@ def test_fuse_happy_path_through_the_console_script(pair, tmp_path, vgg_weights)
     )
     assert run.returncode == 0, run.stderr
     summary = run.stdout.strip().splitlines()
-    assert len(summary) == 1 and "fused 2 images with max (preset semantic) on torch" in summary[0]
+    assert len(summary) == 1 and "fused 2 images with max (preset blend) on torch" in summary[0]
     assert "loss at the last step" in summary[0] and str(out) in summary[0]
     assert cv2.imread(str(out)).shape == (32, 40, 3)
 

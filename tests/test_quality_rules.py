@@ -196,7 +196,7 @@ def test_blend_preset_and_earlier_presets():
                                        "mean_base": 0.0, "semantic_steps": 0}
     assert PRESETS["paper"] == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
                                 "semantic_steps": 0}
-    assert DEFAULT_PRESET == "semantic" and PRESETS["semantic"] == {**PRESETS["blend"], "semantic_steps": 5}
+    assert DEFAULT_PRESET == "blend" and PRESETS["semantic"] == {**PRESETS["blend"], "semantic_steps": 5}
     assert PRESETS["fast"]["init"] == "dtcwt-verified" and PRESETS["refined"]["steps"] == 30
     assert DEFAULT_PRESET in PRESETS
 

@@ -89,21 +89,24 @@ def test_the_phase_moves_the_result_towards_the_deep_target_by_low_frequencies(m
     np.testing.assert_allclose(fused - before, upsampled, rtol=0, atol=1e-3)
 
 
-def test_the_default_preset_is_blend_then_the_semantic_phase(rng):
+def test_the_semantic_preset_is_blend_then_the_phase_and_the_default_is_blend(rng):
     pair = [rng.integers(0, 256, (64, 80), dtype=np.uint8) for _ in range(2)]
     weights = deep_weights()
-    with Fuser("max", backend="torch", weights=weights) as default, \
-            Fuser("max", backend="torch", weights=weights, semantic_steps=0) as off, \
-            Fuser("max", backend="torch", weights=weights, preset="blend") as blend:
-        with_phase, without = default(pair), off(pair)
-        assert np.array_equal(without.image, blend(pair).image)
+    with Fuser("max", backend="torch", weights=weights, preset="semantic") as semantic, \
+            Fuser("max", backend="torch", weights=weights, preset="semantic", semantic_steps=0) as off, \
+            Fuser("max", backend="torch", weights=weights, preset="blend") as blend, \
+            Fuser("max", backend="torch", weights=weights) as default:
+        with_phase, without = semantic(pair), off(pair)
+        plain = blend(pair)
+        assert np.array_equal(without.image, plain.image)
+        assert np.array_equal(default(pair).image, plain.image)
     assert "semantic phase" in with_phase.stages and "semantic phase" not in without.stages
     assert not np.array_equal(with_phase.image, without.image)
 
 
 def test_tiled_fuses_run_the_phase_on_the_whole_image(rng):
     pair = [rng.integers(0, 256, (96, 120, 3), dtype=np.uint8) for _ in range(2)]
-    with Fuser("max", backend="torch", weights=deep_weights(), tile=64, steps=1) as fuser:
+    with Fuser("max", backend="torch", weights=deep_weights(), tile=64, steps=1, semantic_steps=5) as fuser:
         result = fuser(pair)
     assert result.tiles > 1 and "semantic phase" in result.stages
 

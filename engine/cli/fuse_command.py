@@ -40,7 +40,7 @@ def fuse_command(
     layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
     preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
                                                     "blend weighted by the inputs' own contrast and agreement, "
-                                                    "with the semantic phase (semantic) or without (blend), as "
+                                                    "without (blend) or with the semantic phase (semantic), as "
                                                     "published (paper), or from the DT-CWT start: 30 steps "
                                                     "(refined), 10 (fast)."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "

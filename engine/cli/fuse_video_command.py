@@ -51,9 +51,7 @@ def fuse_video_command(
     init: Optional[str] = same_as_fuse("init"),
     window: int = same_as_fuse("window"),
     mean_base: Optional[float] = same_as_fuse("mean_base"),
-    semantic_steps: Optional[int] = typer.Option(None, "--semantic-steps",
-                                                 help="Adam steps of the semantic phase on each frame (default: "
-                                                      "0, off: on a CPU it costs several times a warm frame)."),
+    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
     backend: str = same_as_fuse("backend"),
     weights: Optional[Path] = same_as_fuse("weights"),
     classes: int = same_as_fuse("classes"),
