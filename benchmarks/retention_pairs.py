@@ -64,23 +64,35 @@ def main(argv=None) -> int:
                         help="a sets CSV (benchmarks/heldout-heldout.csv): compare only the sets it names")
     args = parser.parse_args(argv)
 
+    from semfuse_rt.errors import SemfuseError
+
+    try:
+        print(compare(args.out, args.a, args.b, args.judges, args.sets))
+    except SemfuseError as error:
+        raise SystemExit(f"error: {error}") from None
+    return 0
+
+
+def compare(out: Path, a: str, b: str, judges: str | None, sets: Path | None) -> str:
     from semfuse_rt.engine.classifier import efficientnet_classifier
     from semfuse_rt.engine.datasets import read_sets_csv
     from semfuse_rt.engine.retention_judges import compare_paired, parse_judges
+    from semfuse_rt.errors import SemfuseError
 
-    results = args.out / "results.json"
+    results = out / "results.json"
     if not results.is_file():
-        raise SystemExit(f"{results}: missing (give the --out folder of an eval --save-fused run)")
+        raise SemfuseError(f"{results}: missing (give the --out folder of an eval --save-fused run)")
     document = json.loads(results.read_text())
-    names = parse_judges(args.judges or ",".join(document["settings"].get("judges", ["lite0"])))
-    judges = [efficientnet_classifier(name) for name in names]
-    chosen = {(s.category, s.name) for s in read_sets_csv(args.sets).sets} if args.sets else None
-    rows = compare_paired(judgements(args.out, document, args.a, judges, chosen),
-                          judgements(args.out, document, args.b, judges, chosen), len(judges))
-    print(f"judges: {', '.join(names)}")
-    print(markdown(rows, args.a, args.b))
-    return 0
-
+    chosen = None
+    if sets is not None:
+        chosen = {(s.category, s.name) for s in read_sets_csv(sets).sets}
+        if not chosen & {(s["category"], s["name"]) for s in document["sets"]}:
+            raise SemfuseError(f"{sets}: names none of the sets of {results}")
+    names = parse_judges(judges or ",".join(document["settings"].get("judges", ["lite0"])))
+    classifiers = [efficientnet_classifier(name) for name in names]
+    rows = compare_paired(judgements(out, document, a, classifiers, chosen),
+                          judgements(out, document, b, classifiers, chosen), len(classifiers))
+    return f"judges: {', '.join(names)}\n{markdown(rows, a, b)}"
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -78,8 +78,9 @@ def fuse_batch_command(
         errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     plan = plan_batch(discovery.sets, output, ext=ext, force=force)
     options = dict(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
-                   window=window, mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
-                   cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels)
+                   window=window, mean_base=mean_base, semantic_steps=semantic_steps, backend=backend,
+                   weights=weights, classes=classes, cam_weights=cam_weights, memory_budget=memory_budget,
+                   tile=tile, max_pixels=max_pixels)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not quiet) as bar:

@@ -86,7 +86,7 @@ def fuse_video_command(
             max_pixels=max_pixels, progress=advance, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
             num_gpus_per_actor=num_gpus_per_actor, chunk_frames=chunk_frames, workers=workers,
             layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
-            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes, cam_weights=cam_weights,
-            memory_budget=memory_budget,
+            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
+            cam_weights=cam_weights, memory_budget=memory_budget,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")
