@@ -19,6 +19,7 @@ from pathlib import Path
 import torch
 
 from semfuse_rt.engine.api import Fuser, fuse_result
+from semfuse_rt.engine.fuser import run_description
 from semfuse_rt.engine.images import load_image
 from semfuse_rt.engine.presets import DEFAULT_PRESET
 
@@ -37,12 +38,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pair", default="multifocus/lytro-10")
     parser.add_argument("--runs", type=int, default=5)
-    parser.add_argument("--backend", default="auto")
-    parser.add_argument("--preset", default=DEFAULT_PRESET)
+    # None: the method's default (auto, DEFAULT_PRESET); `cam` optimises nothing, so neither applies to it.
+    parser.add_argument("--backend", help="default: auto, for the methods that optimise")
+    parser.add_argument("--preset", help=f"default: {DEFAULT_PRESET}, for the methods that optimise")
     parser.add_argument("--method", default="max")
     args = parser.parse_args()
     images = [load_image(p) for p in pair_paths(args.pair)]
-    options = dict(backend=args.backend, preset=args.preset)
+    options = {name: value for name, value in (("backend", args.backend), ("preset", args.preset))
+               if value is not None}
     one_shot, warm, stages = [], [], []
     with Fuser(args.method, **options) as fuser:
         fuser(images)
@@ -56,9 +59,9 @@ def main() -> None:
             warm.append(time.perf_counter() - started)
             stages.append(result.stages)
     height, width = images[0].shape[:2]
-    print(f"{args.pair}: {len(images)} x {width}x{height}, method {args.method}, preset {args.preset}, "
-          f"backend {result.backend}; {platform.processor() or platform.machine()}, {torch.get_num_threads()} "
-          f"threads, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; medians of {args.runs}")
+    what = run_description(result.method, result.preset, result.backend)
+    print(f"{args.pair}: {len(images)} x {width}x{height}, {what}; {platform.processor() or platform.machine()}, "
+          f"{torch.get_num_threads()} threads, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC; medians of {args.runs}")
     print("\n| call | median s |\n| --- | ---: |")
     print(f"| one-shot fuse_result (sets up every call) | {statistics.median(one_shot):.3f} |")
     print(f"| warm Fuser call | {statistics.median(warm):.3f} |")

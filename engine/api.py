@@ -9,39 +9,54 @@ import numpy as np
 
 from semfuse_rt.engine.backends.base import ProgressCallback
 from semfuse_rt.engine.cam import Retention
-from semfuse_rt.engine.fuser import DEFAULT_LAYER, Fuser, FusionResult
+from semfuse_rt.engine.fuser import DEFAULT_LAYER, Fuser, FusionResult, option_names
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, load_image, save_image
+from semfuse_rt.engine.methods import DEFAULT_METHOD
+from semfuse_rt.engine.options import check_option_names
 
 __all__ = ["DEFAULT_LAYER", "Fuser", "FusionResult", "fuse", "fuse_files", "fuse_result", "load_image",
            "retention", "save_image"]
 
 
-def fuse_result(images: Sequence[np.ndarray], method: str = "max", *,
+def fuse_result(images: Sequence[np.ndarray], method: str = DEFAULT_METHOD, *,
                 progress: ProgressCallback | None = None, **options) -> FusionResult:
     """Fuse K >= 2 registered images; returns the image and how the optimisation went.
 
     Options (see `Fuser`): layer, preset, steps, lr, decay, init, window, backend, weights,
-    classes, cam_weights, mean_base. Semantic methods (`cam`, `cam-max`, `cam-majority`)
-    classify each input with the CAM network (EfficientNet-Lite0, or VGG19 when
-    `cam_weights` is a full torchvision file) and weight by the Grad-CAM maps of its
-    `classes` most probable classes. `preset` (engine/presets.py) supplies steps, lr,
-    decay, init and mean_base where they are None. `mean_base` > 0 puts the optimised
-    detail over the inputs' mean base layer (engine/base_layer.py).
+    classes, cam_weights, mean_base, semantic_steps, memory_budget, tile, show_progress (False:
+    a first-time weights fetch says nothing). Each is checked
+    before any work: a misspelt name, or an option that the method does not use (`window`
+    with `max`, `classes` with a method that is not semantic), is a SemfuseError. Semantic
+    methods (`cam`, `cam-max`, `cam-majority`) classify each input with the CAM network
+    (EfficientNet-Lite0, or VGG19 when `cam_weights` is a full torchvision file) and weight
+    by the Grad-CAM maps of its `classes` most probable classes. `preset`
+    (engine/presets.py) supplies steps, lr, decay, init and mean_base where they are None.
+    `mean_base` > 0 puts the optimised detail over the inputs' mean base layer
+    (engine/base_layer.py).
+
+    `progress(step, total, loss)` is called after each step of the image optimisation, as
+    the CLI's progress bar is; a tiled fuse counts the steps of all its tiles. Without it,
+    the "semfuse_rt" logger reports the start (with the step count) and the end at INFO,
+    so `logging.basicConfig(level=logging.INFO)` shows a long fuse's progress; nothing is
+    printed otherwise.
     """
-    with Fuser(method, **options) as fuser:
-        return fuser(images, progress)
+    with Fuser(method, progress=progress, **options) as fuser:
+        return fuser(images)
 
 
-def fuse(images: Sequence[np.ndarray], method: str = "max", **options) -> np.ndarray:
-    """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of the same mode."""
-    return fuse_result(images, method, **options).image
+def fuse(images: Sequence[np.ndarray], method: str = DEFAULT_METHOD, *,
+         progress: ProgressCallback | None = None, **options) -> np.ndarray:
+    """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of the same mode
+    (options and `progress` as for `fuse_result`)."""
+    return fuse_result(images, method, progress=progress, **options).image
 
 
-def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, method: str = "max", *,
+def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, method: str = DEFAULT_METHOD, *,
                save_cams: str | os.PathLike | None = None, report: bool = False,
                progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                **options) -> FusionResult:
     """Read, fuse and write atomically (see Fuser.fuse_files)."""
+    check_option_names(options, option_names() | {"save_cams", "report", "max_pixels"})
     fuser = Fuser(method, **options)  # checks the options; sets up only once the inputs are read
     try:
         return fuser.fuse_files(paths, output, save_cams=save_cams, report=report, progress=progress,

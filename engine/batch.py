@@ -2,15 +2,18 @@
 worker processes on this machine (engine/ray_batch.py runs the same plan on Ray).
 
 Each set's output is `OUTDIR/<category>/<set name>.<ext>`: the category and set name of
-discovery (engine/datasets.py), so outputs of a folder of categories lie as its sets do.
+discovery (engine/datasets.py), so outputs of a folder of categories lie as its sets do (a
+category below a grouping folder, `roadscene/infrared_visible`, is nested folders).
 
 Resumable: an output that exists is skipped, unless `force`. Every output is written
 atomically (temp file beside it, then rename; see cache.atomic_write_bytes), so an output
 that exists is complete; a temp file left by a killed run is hidden (`.NAME.*.tmp`), never
 taken for an output, and removed by a later write once it is a day old.
 
-A set that fails (unreadable or corrupt file, sizes that differ, ...) is recorded with its
-one-line reason and the others go on.
+A set that fails (unreadable or corrupt file, sizes that differ, a malformed CSV row, ...)
+is recorded with its one-line reason and the others go on. A full disk is the exception: it
+would fail every set after it, so the batch stops at the first one (DiskFull), keeping what
+it has written; run it again once there is room and it resumes.
 
 Workers: `spawn`ed processes (torch and fork do not mix), each opening one Fuser once and
 fusing one set at a time as the parent hands them out; they split the machine's cores, and
@@ -20,6 +23,7 @@ worker stopped mid-write removes its temp file.
 """
 from __future__ import annotations
 
+import errno
 import multiprocessing
 import os
 import signal
@@ -29,16 +33,20 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import wait
 from pathlib import Path
 
-from semfuse_rt.engine.datasets import FusionSet
-from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, WRITE_FORMATS, check_not_an_input
+from semfuse_rt.engine.datasets import FusionSet, RejectedRow, category_folders
+from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, EIGHT_BIT_ONLY, WRITE_FORMATS, InputFiles,
+                                      check_not_an_input, has_16_bit_samples)
+from semfuse_rt.engine.options import check_workers
 from semfuse_rt.engine.ray_session import FuserActor, sigint_ignored_by_new_processes
 from semfuse_rt.errors import SemfuseError
 
-__all__ = ["DEFAULT_EXTENSION", "BatchJob", "BatchPlan", "SetOutcome", "BatchReport", "output_extension",
-           "plan_batch", "run_batch", "fuse_job", "one_line", "worker_threads", "check_fuser_options"]
+__all__ = ["DEFAULT_EXTENSION", "BatchJob", "BatchPlan", "SetOutcome", "BatchReport", "DiskFull", "output_extension",
+           "plan_batch", "run_batch", "fuse_job", "failed_outcome", "one_line", "is_disk_full", "worker_threads",
+           "check_fuser_options"]
 
 DEFAULT_EXTENSION = ".png"
 STOP_GRACE_SECONDS = 10  # how long stopped workers get to remove their temp files and exit
+DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
 @dataclass(frozen=True)
@@ -53,28 +61,31 @@ class BatchJob:
         return self.fusion_set.key
 
 
-@dataclass
-class BatchPlan:
-    todo: list[BatchJob]
-    finished: list[BatchJob]  # outputs already there: skipped
-
-    @property
-    def total(self) -> int:
-        return len(self.todo) + len(self.finished)
-
-
 @dataclass(frozen=True)
 class SetOutcome:
-    """What became of one set: `error` is None where it was fused and written."""
+    """What became of one set: `error` is None where it was fused and written; `disk_full`
+    where it failed for want of space (is_disk_full)."""
 
     key: str
     output: str
     error: str | None = None
     seconds: float = 0.0
+    disk_full: bool = False
 
     @property
     def ok(self) -> bool:
         return self.error is None
+
+
+@dataclass
+class BatchPlan:
+    todo: list[BatchJob]
+    finished: list[BatchJob]  # outputs already there: skipped
+    rejected: list[SetOutcome] = field(default_factory=list)  # sets that cannot be fused as given: failed
+
+    @property
+    def total(self) -> int:
+        return len(self.todo) + len(self.finished) + len(self.rejected)
 
 
 @dataclass
@@ -93,11 +104,20 @@ class BatchReport:
         return len(self.fused) / self.seconds if self.seconds > 0 else 0.0
 
     def record(self, outcome: SetOutcome) -> None:
+        """Files the outcome; DiskFull where it failed for want of space, which every set
+        after it would too."""
         (self.fused if outcome.ok else self.failed).append(outcome)
+        if outcome.disk_full:
+            raise DiskFull(f"{outcome.error}; the batch stopped there, keeping the {len(self.fused)} set(s) fused "
+                           "so far: free some space and run the same command again to resume")
 
     def summary(self) -> str:
         return (f"{len(self.fused)} fused, {len(self.skipped)} skipped (already done), {len(self.failed)} failed "
                 f"in {self.seconds:.1f} s ({self.sets_per_second:.2f} sets/s)")
+
+
+class DiskFull(SemfuseError):
+    """A batch stopped by a full disk or quota."""
 
 
 # ----------------------------------------------------------------------------------- the plan
@@ -118,27 +138,54 @@ def _path_component(text: str, what: str, fusion_set: FusionSet) -> str:
 
 
 def plan_batch(sets: Sequence[FusionSet], outdir: str | os.PathLike, *, ext: str = DEFAULT_EXTENSION,
-               force: bool = False) -> BatchPlan:
-    """Each set's output under `outdir`, split into those to fuse and those already done.
-    SemfuseError where an output would replace one of its set's inputs, or two sets would
-    share an output."""
+               force: bool = False, rejected: Sequence[RejectedRow] = ()) -> BatchPlan:
+    """Each set's output under `outdir`, split into those to fuse and those already done;
+    `rejected` (CSV rows that name no usable set) and sets whose names cannot be file names
+    are failed outcomes of the plan. SemfuseError where an output would replace one of its
+    set's inputs, two sets would share an output, or sets of 16-bit images would go to a
+    format that holds only 8 bits (from the headers, so before any set is fused)."""
     outdir, extension = Path(outdir), output_extension(ext)
     if outdir.exists() and not outdir.is_dir():
         raise SemfuseError(f"{outdir}: not a folder")
+    # Every output against every set's inputs: an OUTDIR that overlaps the sets' folder
+    # could hold another set's input where an output goes.
+    inputs = InputFiles((source, f"input {index} of set {fusion_set.key!r}")
+                        for fusion_set in sets for index, source in enumerate(fusion_set.sources, start=1))
     todo, finished, claimed = [], [], {}
+    failed = [SetOutcome(row.key, "", row.reason) for row in rejected]
     for fusion_set in sets:
-        category = _path_component(fusion_set.category, "category", fusion_set)
-        name = _path_component(fusion_set.name, "name", fusion_set)
-        output = outdir / category / f"{name}{extension}"
+        try:
+            # A category found below a grouping folder (roadscene/infrared_visible) is nested folders.
+            category = [_path_component(part, "category", fusion_set) for part in category_folders(fusion_set.category)]
+            name = _path_component(fusion_set.name, "name", fusion_set)
+        except SemfuseError as error:
+            failed.append(SetOutcome(fusion_set.key, "", str(error)))
+            continue
+        output = outdir.joinpath(*category, f"{name}{extension}")
         key = os.path.normcase(str(output))
         if key in claimed:
             raise SemfuseError(f"sets {claimed[key]!r} and {fusion_set.key!r} would both be written to {output}")
         claimed[key] = fusion_set.key
         check_not_an_input(output, fusion_set.sources)
+        replaced = inputs.replaced_by(output)
+        if replaced is not None:
+            raise SemfuseError(f"{output}: the output of set {fusion_set.key!r} would replace {replaced[1]} "
+                               f"({replaced[0]}); write the batch to a folder apart from the sets")
         job = BatchJob(fusion_set, output)
         # is_file: an output is a file; a folder of that name is left for the write to report.
         (finished if output.is_file() and not force else todo).append(job)
-    return BatchPlan(todo, finished)
+    if extension in EIGHT_BIT_ONLY:
+        _check_eight_bit(todo, extension)
+    return BatchPlan(todo, finished, failed)
+
+
+def _check_eight_bit(jobs: Sequence[BatchJob], extension: str) -> None:
+    # Refused, not written under another suffix: a resumed run finds each output by its name.
+    deep = [job.key for job in jobs if any(has_16_bit_samples(source) for source in job.fusion_set.sources)]
+    if deep:
+        named = ", ".join(deep[:5]) + (f" and {len(deep) - 5} more" if len(deep) > 5 else "")
+        raise SemfuseError(f"--ext {extension[1:]} holds only 8-bit images, and {len(deep)} set(s) are 16-bit "
+                           f"({named}); use --ext png or --ext tif")
 
 
 def make_output_folders(jobs: Sequence[BatchJob]) -> None:
@@ -158,6 +205,23 @@ def one_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+def is_disk_full(error: BaseException | None) -> bool:
+    """Whether `error` comes of a full disk or quota. The chain is followed because writers
+    re-raise the OSError as a one-line SemfuseError (`from None` hides it from tracebacks
+    but keeps it as the context)."""
+    seen: set[int] = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, OSError) and error.errno in DISK_FULL_ERRNOS:
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def failed_outcome(job: BatchJob, error: BaseException, seconds: float = 0.0) -> SetOutcome:
+    return SetOutcome(job.key, str(job.output), one_line(error), seconds, is_disk_full(error))
+
+
 def fuse_job(actor: FuserActor, job: BatchJob, max_pixels: int = DEFAULT_MAX_PIXELS) -> SetOutcome:
     """Fuse one set and write its output atomically, as `semfuse-rt fuse` does; a failure of
     this set is its outcome, not an exception."""
@@ -165,7 +229,7 @@ def fuse_job(actor: FuserActor, job: BatchJob, max_pixels: int = DEFAULT_MAX_PIX
     try:
         actor.fuse_files(job.fusion_set.sources, job.output, max_pixels=max_pixels)
     except (SemfuseError, OSError) as error:
-        return SetOutcome(job.key, str(job.output), one_line(error), time.perf_counter() - started)
+        return failed_outcome(job, error, time.perf_counter() - started)
     return SetOutcome(job.key, str(job.output), None, time.perf_counter() - started)
 
 
@@ -189,11 +253,10 @@ def run_batch(plan: BatchPlan, method: str = "max", *, workers: int = 1, max_pix
     """Fuse the plan's sets with one Fuser of `method` and `options` (those of Fuser), in this
     process (`workers` 1) or in `workers` processes. `on_outcome` is called, in this process,
     as each set finishes. SemfuseError, before any work, for bad options; and where no worker
-    could set up its Fuser."""
-    if not (isinstance(workers, int) and workers >= 1):
-        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
+    could set up its Fuser; DiskFull at the first set that finds the disk full."""
     check_fuser_options(method, options)
-    report = BatchReport(skipped=list(plan.finished))
+    workers = check_workers(workers)  # after every error, so that a warning is never a second line
+    report = BatchReport(failed=list(plan.rejected), skipped=list(plan.finished))
     if not plan.todo:
         return report
     make_output_folders(plan.todo)

@@ -3,6 +3,7 @@ as ratios against the PyTorch-eager autograd baseline measured in the same run."
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import time
@@ -18,6 +19,7 @@ from semfuse_rt.kernels.torch_rules import adam_update
 from semfuse_rt.engine.backends import available_backends, create_runner
 from semfuse_rt.engine.memory import PeakResident, resident_bytes
 from semfuse_rt.cache import atomic_write_bytes
+from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.weights import VGG19Weights
 
 BASELINE = "torch-eager"  # the straightforward implementation: TorchRunner, autograd
@@ -89,6 +91,37 @@ def _measure(runner, size: int, steps: int, repeats: int, warmup: int, generator
     return {"step_ms": step_ms, "fuse_ms": fuse_ms, "peak_mib": peak.growth / 2**20, "loop_growth_mib": growth}
 
 
+MIN_SIZE = 16
+
+
+def largest_size() -> int:
+    """The largest square the loop can time here: both inputs', the target's and the
+    loop's buffers (memory_budget's estimate of a whole-image fuse of a pair) within the
+    memory available, as a fuse's default budget allows."""
+    from semfuse_rt.engine.memory_budget import FIXED_BYTES, bytes_per_pixel, default_budget
+
+    budget = default_budget(capped=False)[0]
+    if budget is None:  # the memory available is unknown: as large as a fuse's pixels may be
+        from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
+
+        return math.isqrt(DEFAULT_MAX_PIXELS)
+    return max(MIN_SIZE, math.isqrt(max(0, budget - FIXED_BYTES) // bytes_per_pixel(2)))
+
+
+def check_sizes(texts: Sequence[str]) -> list[int]:
+    """--sizes as whole numbers of pixels, each one a loop that fits in memory here."""
+    try:
+        sizes = [int(text) for text in texts]
+    except ValueError:
+        raise SemfuseError(f"--sizes takes comma-separated whole numbers, got {','.join(texts)!r}") from None
+    largest = largest_size() if sizes else 0
+    for size in sizes:
+        if not MIN_SIZE <= size <= largest:
+            raise SemfuseError(f"--sizes must be from {MIN_SIZE} to {largest} pixels here (a larger loop would not "
+                               f"fit in the memory available), got {size}")
+    return sizes
+
+
 def planned_measurements(backends: Sequence[str], layers: Sequence[str], sizes: Sequence[int]) -> list[tuple]:
     """(size, layer, backend) in the order they run, the eager baseline first in each group."""
     plan = []
@@ -138,6 +171,27 @@ def machine_description() -> dict:
     return description
 
 
+# The reports' file names in the --out folder, by kind.
+REPORT_NAMES = {"json": "bench.json", "md": "bench.md", "pipeline png": "pipeline.png", "png": "bench.png"}
+
+
+def check_report_folder(directory: str | Path, inputs: Sequence[str | Path] = ()) -> None:
+    """Before any timing: the --out folder can be written (or made), and no report would
+    replace one of the pipeline's input images or a folder."""
+    from semfuse_rt.engine.images import InputFiles, check_writable_folder
+
+    directory = check_writable_folder(directory, "--out")
+    images = InputFiles((source, f"input {index}") for index, source in enumerate(inputs, start=1))
+    for name in REPORT_NAMES.values():
+        path = directory / name
+        replaced = images.replaced_by(path)
+        if replaced is not None:
+            raise SemfuseError(f"--out {directory}: the report {path} would replace {replaced[1]} ({replaced[0]}); "
+                               "give --out another folder")
+        if path.is_dir():
+            raise SemfuseError(f"--out {directory}: the report {path} is a folder; give --out another folder")
+
+
 def write_reports(rows: Sequence[BenchRow], directory: Path, command: str, pipeline=None) -> dict[str, Path]:
     """bench.json, bench.md and the charts: pipeline.png (stages) and bench.png (steps)."""
     from semfuse_rt.engine.pipeline_benchmark import pipeline_chart, pipeline_markdown
@@ -146,16 +200,16 @@ def write_reports(rows: Sequence[BenchRow], directory: Path, command: str, pipel
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"command": command, "machine": machine_description(),
                "rows": [{**asdict(r), "fuse_step_ms": r.fuse_step_ms} for r in rows]}
-    paths = {"json": directory / "bench.json", "md": directory / "bench.md"}
+    paths = {kind: directory / REPORT_NAMES[kind] for kind in ("json", "md")}
     sections = []
     if pipeline is not None:
         payload["pipeline"] = {**asdict(pipeline), "ms": pipeline.summary()}
         sections.append(pipeline_markdown(pipeline))
-        paths["pipeline png"] = directory / "pipeline.png"
+        paths["pipeline png"] = directory / REPORT_NAMES["pipeline png"]
         pipeline_chart(pipeline, paths["pipeline png"])
     if rows:
         sections.append(markdown_table(rows))
-        paths["png"] = directory / "bench.png"
+        paths["png"] = directory / REPORT_NAMES["png"]
         _chart(rows, paths["png"])
     atomic_write_bytes(paths["json"], (json.dumps(payload, indent=2) + "\n").encode())
     atomic_write_bytes(paths["md"], "\n".join(sections).encode())

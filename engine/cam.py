@@ -238,7 +238,9 @@ class Retention:
 def semantic_retention(inputs: Sequence[np.ndarray], fused: np.ndarray,
                        classifier: Classifier) -> list[Retention]:
     """For each input's top-1 class: where it ranks, and how probable it is, in the fused image."""
-    probabilities = predict(classifier, [*inputs, fused])
+    # One image at a time: inputs kept on disk (engine/spilled_images.py) are read back one
+    # by one, never all at once.
+    probabilities = torch.cat([predict(classifier, [np.asarray(image)]) for image in [*inputs, fused]])
     fused_row = probabilities[-1]
     report = []
     for index, row in enumerate(probabilities[:-1]):

@@ -2,8 +2,9 @@
 
 One run fuses every set with every method variant, in one process, on the same pixels, and
 scores each result with engine/metrics.py. Reports: a rich table on screen, JSON (every
-number), markdown (summaries by category and by method, then every set) and one PNG grid per
-category with the sources and each method's result side by side.
+number), markdown (summaries by category and by method, then every set), per set a PNG of
+its sources and each method's result side by side (engine/side_by_side.py), and per category
+a PNG grid of thumbnails.
 
 Method variants are written `name[@key=value]...`: `dtcwt`, `max@layer=relu1_2@steps=30`,
 `dwt@wavelet=haar`. `average`, `dwt`, `dtcwt`, `mertens` and `enfuse` are the baselines of
@@ -28,19 +29,26 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
 from semfuse_rt.engine.baselines import fuse_baseline, is_baseline
-from semfuse_rt.engine.datasets import FusionSet
+from semfuse_rt.engine.datasets import FusionSet, category_folders
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.images import InputFiles, check_writable_folder, load_image, save_image
 from semfuse_rt.engine.metrics import METRIC_NAMES as FUSION_METRIC_NAMES
 from semfuse_rt.engine.metrics import fusion_metrics
+from semfuse_rt.engine.method_ranking import ImageScore, SuiteRanking, image_scores, rank_suites
+from semfuse_rt.engine.metric_suites import DEFAULT_SUITES, SUITES, MetricSuite, score_suites
+from semfuse_rt.engine.methods import METHODS, applicable_options, check_applicable_to_some
+from semfuse_rt.engine.options import check_option_names
 from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, parse_judges, unjudged
 from semfuse_rt.engine.retention_judges import metric_names as retention_names
+from semfuse_rt.engine.side_by_side import VIEW, side_by_side_png
+from semfuse_rt.engine.suite_reports import SCORES_CSV, ranking_markdown, rankings_json, write_scores_csv
 from semfuse_rt.cache import atomic_write_bytes
 
-__all__ = ["MethodSpec", "parse_methods", "downscale", "SetRecord", "Outcome", "Evaluation",
+__all__ = ["MethodSpec", "parse_methods", "check_variants", "downscale", "SetRecord", "Outcome", "Evaluation",
            "evaluate", "fused_image_path", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",
-           "write_grids", "write_reports", "summary_markdown", "summary_table", "ALL_CATEGORIES"]
+           "write_grids", "write_side_by_sides", "side_by_side_path", "check_report_folder", "write_reports",
+           "summary_markdown", "summary_table", "ALL_CATEGORIES", "evaluation_scores", "suite_rankings"]
 
 # A function with api.fuse's contract: fuse(images, method, **options) -> image.
 FuseFunction = Callable[..., np.ndarray]
@@ -109,6 +117,65 @@ def parse_methods(text: str) -> list[MethodSpec]:
     return specs
 
 
+def _baseline_rule(name: str) -> Callable[..., np.ndarray]:
+    from semfuse_rt.engine.baselines import BASELINES
+    from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
+
+    rule: Callable[..., np.ndarray] = BASELINES[name] if name in BASELINES else IMAGE_BASELINES[name]
+    return rule
+
+
+def _kind_of(default: object) -> tuple[str, Callable[[object], bool]]:
+    """What a baseline parameter takes, judged by its default, and a test for a value."""
+    if isinstance(default, bool):
+        return "true or false", lambda value: isinstance(value, bool)
+    if isinstance(default, int):
+        return "a whole number", lambda value: isinstance(value, int) and not isinstance(value, bool)
+    if isinstance(default, float):
+        return "a number", lambda value: isinstance(value, (int, float)) and not isinstance(value, bool)
+    return "a name", lambda value: isinstance(value, str)
+
+
+def _check_baseline_options(name: str, options: dict) -> None:
+    import inspect
+
+    parameters = {p.name: p.default for p in inspect.signature(_baseline_rule(name)).parameters.values()
+                  if p.kind is inspect.Parameter.KEYWORD_ONLY}
+    for key, value in options.items():
+        if not parameters:
+            raise SemfuseError(f"{name} takes no options, got {key!r}")
+        check_option_names([key], parameters)
+        kind, takes = _kind_of(parameters[key])
+        if not takes(value):
+            raise SemfuseError(f"{name}'s {key} takes {kind}, got {value!r}")
+
+
+def check_variants(methods: Sequence[MethodSpec], semfuse_options: dict | None = None) -> None:
+    """Every variant's options, and the options given for all semfuse variants at once, are
+    checked before any set is read: a misspelt key, a value of the wrong kind or an option
+    no method in the run uses is one line naming the variant and the option."""
+    from semfuse_rt.engine.fuser import Fuser
+
+    semfuse = []
+    for spec in methods:
+        try:
+            if spec.is_baseline:
+                _check_baseline_options(spec.name, spec.options)
+                continue
+            if spec.name not in METHODS:
+                from semfuse_rt.engine.baselines import BASELINES
+                from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
+
+                raise SemfuseError(f"unknown method {spec.name!r}; use a baseline "
+                                   f"({', '.join([*BASELINES, *IMAGE_BASELINES])}) or a semfuse method "
+                                   f"({', '.join(METHODS)})")
+            Fuser(spec.name, **spec.options)  # checks names, values and what the method uses; loads nothing
+        except SemfuseError as error:
+            raise SemfuseError(f"method variant {spec.label!r}: {error}") from None
+        semfuse.append(METHODS[spec.name])
+    check_applicable_to_some(semfuse, semfuse_options or {})
+
+
 class FuserPool:
     """One Fuser per method variant for a whole run, each set up once (weights, sessions,
     graphs) and closed at the end; called like api.fuse.
@@ -117,10 +184,10 @@ class FuserPool:
     download shows its own rich progress bar, and rich allows only one live display at a time.
     """
 
-    def __init__(self, weights=None):
+    def __init__(self, weights=None, show_progress: bool = True):
         from semfuse_rt.export.weights import load_vgg19
 
-        self.weights = load_vgg19(weights, show_progress=True)
+        self.weights = load_vgg19(weights, show_progress=show_progress)
         self.fusers: dict[tuple, object] = {}
 
     def __call__(self, images, method, **options) -> np.ndarray:
@@ -128,7 +195,9 @@ class FuserPool:
 
         key = (method, tuple(sorted((name, repr(value)) for name, value in options.items())))
         if key not in self.fusers:
-            self.fusers[key] = Fuser(method, weights=self.weights, **options)
+            # The loaded weights, unless the variant names its own; `cam` takes none.
+            own = {"weights": self.weights} if METHODS[method].optimised else {}
+            self.fusers[key] = Fuser(method, **{**own, **options})
         return self.fusers[key](images).image
 
     def close(self) -> None:
@@ -137,8 +206,8 @@ class FuserPool:
         self.fusers.clear()
 
 
-def semfuse_fuser(weights=None) -> FuserPool:
-    return FuserPool(weights)
+def semfuse_fuser(weights=None, show_progress: bool = True) -> FuserPool:
+    return FuserPool(weights, show_progress)
 
 
 # --------------------------------------------------------------------------- running
@@ -155,13 +224,13 @@ def downscale(image: np.ndarray, max_size: int | None) -> np.ndarray:
     return cv2.resize(image, size, interpolation=cv2.INTER_AREA)
 
 
-def _thumbnail(image: np.ndarray) -> np.ndarray:
-    """8-bit RGB, longest side THUMBNAIL: what a grid cell shows."""
+def _shown(image: np.ndarray, longest: int = THUMBNAIL) -> np.ndarray:
+    """8-bit RGB, longer side at most `longest`: what a grid cell or a side-by-side panel shows."""
     if image.dtype == np.uint16:
         image = np.rint(image / 257.0).astype(np.uint8)
     if image.ndim == 2:
         image = np.repeat(image[:, :, None], 3, axis=2)
-    return downscale(image, THUMBNAIL)
+    return downscale(image, longest)
 
 
 @dataclass
@@ -171,6 +240,7 @@ class SetRecord:
     height: int
     source_thumbnails: list[np.ndarray]
     fused_thumbnails: dict[str, np.ndarray] = field(default_factory=dict)  # by method label
+    side_by_side: bytes | None = None  # PNG: the sources and each method's result in one row
 
 
 @dataclass
@@ -180,6 +250,7 @@ class Outcome:
     method: str  # MethodSpec.label
     seconds: float
     metrics: dict[str, float]
+    suites: dict[str, dict[str, float]] = field(default_factory=dict)  # suite -> metric -> value
 
 
 @dataclass
@@ -205,25 +276,38 @@ def _safe_name(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)
 
 
+def _category_folder(category: str) -> Path:
+    """Nested folders for a category found below a grouping folder (`roadscene/infrared_visible`),
+    each part a safe name; `.` and `..` parts (from a CSV) must not lead out of the folder."""
+    return Path(*(part if part.strip(".") else "_" for part in map(_safe_name, category_folders(category))))
+
+
 def fused_image_path(folder: str | Path, category: str, set_name: str, label: str) -> Path:
     """Where `save_fused` keeps one set's result of one method variant."""
-    return Path(folder) / _safe_name(category) / f"{_safe_name(set_name)}--{_safe_name(label)}.png"
+    return Path(folder) / _category_folder(category) / f"{_safe_name(set_name)}--{_safe_name(label)}.png"
 
 
 def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
              semfuse_options: dict | None = None, max_size: int | None = None,
              fuser: FuseFunction | None = None, save_fused: Path | None = None,
              show_progress: bool = True, source: str = "", command: str = "",
-             retention: bool = True, judges: Sequence[str] = DEFAULT_JUDGES) -> Evaluation:
+             retention: bool = True, judges: Sequence[str] = DEFAULT_JUDGES,
+             pictures: bool = False, suites: Sequence[MetricSuite] | None = None) -> Evaluation:
     """Fuse every set with every method and score each result.
 
     `semfuse_options` go to every semfuse method (a variant's own @options win); `fuser`
     replaces api.fuse (tests, or a preloaded engine); `save_fused` keeps every fused image
     as PNG under that folder; `retention` scores semantic retention with the classifiers
-    named in `judges` (engine/retention_judges.py).
+    named in `judges` (engine/retention_judges.py); `pictures` keeps each set's side-by-side
+    (engine/side_by_side.py) for write_reports; `suites` (engine/metric_suites.py, default
+    DEFAULT_SUITES) score each result for the rankings.
     """
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
+    check_variants(methods, semfuse_options)
+    if save_fused is not None:
+        _check_not_inputs(fused_image_paths(save_fused, sets, methods), sets,
+                          "--save-fused", "keep the fused images apart from the sets")
     judges = parse_judges(",".join(judges))
     if retention:  # a judge that is not installed stops the run before anything is fused
         from semfuse_rt.export.efficientnet_lite import checkpoint_path
@@ -234,16 +318,17 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     recorded_options = {k: _jsonable(v) for k, v in semfuse_options.items()}
     weights = semfuse_options.pop("weights", None)
     if fuser is None and any(not m.is_baseline for m in methods):
-        pool = semfuse_fuser(weights)
+        pool = semfuse_fuser(weights, show_progress)
         try:
             return evaluate(sets, methods, semfuse_options=semfuse_options, max_size=max_size, fuser=pool,
                             save_fused=save_fused, show_progress=show_progress, source=source, command=command,
-                            retention=retention, judges=judges)
+                            retention=retention, judges=judges, pictures=pictures, suites=suites)
         finally:
             pool.close()
     if weights is not None:
         semfuse_options["weights"] = weights
     judge = RetentionJudges(judges) if retention else None
+    chosen_suites = tuple(suites) if suites is not None else tuple(SUITES[name] for name in DEFAULT_SUITES)
     records, outcomes = [], []
     run_started = time.perf_counter()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
@@ -252,7 +337,8 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
         for fusion_set in sets:
             images = [downscale(load_image(path), max_size) for path in fusion_set.sources]
             height, width = images[0].shape[:2]
-            record = SetRecord(fusion_set, width, height, [_thumbnail(i) for i in images])
+            record = SetRecord(fusion_set, width, height, [_shown(i) for i in images])
+            panels = [(path.name, _shown(i, VIEW)) for path, i in zip(fusion_set.sources, images)] if pictures else []
             judged = judge.judged_inputs(images) if judge is not None else None
             for method in methods:
                 bar.update(task, description=f"{escape(fusion_set.key)} [bold]{escape(method.label)}[/]")
@@ -261,7 +347,9 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                     if method.is_baseline:
                         fused = fuse_baseline(images, method.name, **method.options)
                     else:
-                        fused = fuser(images, method.name, **{**semfuse_options, **method.options})
+                        # The run's options go to the variants whose method uses them.
+                        shared = applicable_options(METHODS[method.name], semfuse_options)
+                        fused = fuser(images, method.name, **{**shared, **method.options})
                 except SemfuseError as error:
                     raise SemfuseError(f"{fusion_set.key}, {method.label}: {error}") from None
                 except TypeError as error:
@@ -270,19 +358,26 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                     raise SemfuseError(f"{method.label}: unknown option ({error})") from None
                 seconds = time.perf_counter() - started
                 scores = fusion_metrics(images, fused)
+                suite_values = score_suites(chosen_suites, images, fused, known={fusion_metrics: scores})
                 scores.update(judged(fused) if judged is not None else unjudged(judges))
-                outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores))
-                record.fused_thumbnails[method.label] = _thumbnail(fused)
+                outcomes.append(Outcome(fusion_set.category, fusion_set.name, method.label, seconds, scores,
+                                        suite_values))
+                record.fused_thumbnails[method.label] = _shown(fused)
+                if pictures:
+                    panels.append((method.label, _shown(fused, VIEW)))
                 if save_fused is not None:
                     path = fused_image_path(save_fused, fusion_set.category, fusion_set.name, method.label)
                     path.parent.mkdir(parents=True, exist_ok=True)
                     save_image(path, fused)
+            if pictures:
+                record.side_by_side = side_by_side_png(_side_by_side_title(record, panels[0][1]), panels)
             records.append(record)
             bar.advance(task)
     settings = {
         "max_size": max_size,
         "semfuse_options": recorded_options,
         "judges": list(judges),
+        "suites": [suite.name for suite in chosen_suites],
         "date": _dt.datetime.now().astimezone().isoformat(timespec="seconds"),
         "elapsed_s": round(time.perf_counter() - run_started, 1),
         "command": command,
@@ -320,10 +415,22 @@ def summarise(evaluation: Evaluation) -> list[dict]:
     return rows
 
 
+def evaluation_scores(evaluation: Evaluation) -> list[ImageScore]:
+    """Every suite's value for every result: the rows of SCORES_CSV."""
+    return [score for o in evaluation.outcomes for score in image_scores(o.category, o.set_name, o.method, o.suites)]
+
+
+def suite_rankings(evaluation: Evaluation) -> list[SuiteRanking]:
+    """Per category and suite of the run, the methods' means, ranks and mean ranks."""
+    suites = [SUITES[name] for name in evaluation.settings.get("suites", ()) if name in SUITES]
+    return rank_suites(evaluation_scores(evaluation), suites, [m.label for m in evaluation.methods])
+
+
 # --------------------------------------------------------------------------- reports
 
 def _jsonable(value):
-    if isinstance(value, float) and math.isnan(value):
+    # JSON has neither NaN nor infinity (VIFB's PSNR of a result equal to its sources).
+    if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, dict):
         return {k: _jsonable(v) for k, v in value.items()}
@@ -340,7 +447,8 @@ def _write_text(path: Path, text: str) -> Path:
 
 
 def write_json(evaluation: Evaluation, path: Path) -> Path:
-    """Every set, every result and the summaries; NaN (undefined metric) is written as null."""
+    """Every set, every result, the summaries and the suites' rankings; NaN (undefined
+    metric) and infinity are written as null."""
     document = {
         "source": evaluation.source,
         "settings": evaluation.settings,
@@ -351,8 +459,9 @@ def write_json(evaluation: Evaluation, path: Path) -> Path:
                   "sources": [str(p) for p in r.fusion_set.sources],
                   "width": r.width, "height": r.height} for r in evaluation.sets],
         "results": [{"category": o.category, "set": o.set_name, "method": o.method,
-                     "seconds": o.seconds, "metrics": o.metrics} for o in evaluation.outcomes],
+                     "seconds": o.seconds, "metrics": o.metrics, "suites": o.suites} for o in evaluation.outcomes],
         "summary": summarise(evaluation),
+        "suites": rankings_json(suite_rankings(evaluation)),
     }
     return _write_text(path, json.dumps(_jsonable(document), indent=2, allow_nan=False) + "\n")
 
@@ -366,7 +475,9 @@ def read_json(path: Path) -> Evaluation:
         sets = [SetRecord(FusionSet(s["category"], s["name"], tuple(Path(p) for p in s["sources"])),
                           s["width"], s["height"], []) for s in document["sets"]]
         outcomes = [Outcome(r["category"], r["set"], r["method"], r["seconds"],
-                            {k: math.nan if v is None else v for k, v in r["metrics"].items()})
+                            {k: math.nan if v is None else v for k, v in r["metrics"].items()},
+                            {suite: {k: math.nan if v is None else v for k, v in values.items()}
+                             for suite, values in r.get("suites", {}).items()})
                     for r in document["results"]]
         return Evaluation(document["source"], methods, sets, outcomes, document["settings"])
     except OSError as error:
@@ -438,6 +549,10 @@ def write_markdown(evaluation: Evaluation, path: Path) -> Path:
         "",
         summary_markdown(evaluation),
         "",
+        "## Metric suites: means, ranks and mean ranks",
+        "",
+        ranking_markdown(suite_rankings(evaluation)),
+        "",
         "## Every set",
         "",
     ]
@@ -453,8 +568,36 @@ def write_markdown(evaluation: Evaluation, path: Path) -> Path:
     return _write_text(path, "\n".join(parts) + "\n")
 
 
+SIDE_BY_SIDE_FOLDER = "side-by-side"
+
+
+def side_by_side_path(folder: str | Path, category: str, set_name: str) -> Path:
+    """Where write_reports puts one set's side-by-side picture."""
+    return Path(folder) / SIDE_BY_SIDE_FOLDER / _category_folder(category) / f"{_safe_name(set_name)}.png"
+
+
+def _side_by_side_title(record: SetRecord, shown: np.ndarray) -> str:
+    title = f"{record.fusion_set.key}: {record.width} x {record.height} pixels"
+    if shown.shape[:2] != (record.height, record.width):
+        title += f", shown at {shown.shape[1]} x {shown.shape[0]}"
+    return title
+
+
+def write_side_by_sides(evaluation: Evaluation, folder: Path) -> list[Path]:
+    """SIDE_BY_SIDE_FOLDER/<category>/<set>.png for the sets that evaluate(pictures=True) drew."""
+    written = []
+    for record in evaluation.sets:
+        if record.side_by_side is not None:
+            path = side_by_side_path(folder, record.fusion_set.category, record.fusion_set.name)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            atomic_write_bytes(path, record.side_by_side)
+            written.append(path)
+    return written
+
+
 def write_grids(evaluation: Evaluation, folder: Path) -> list[Path]:
-    """`grid-<category>.png`: a row per set; source columns, then one column per method."""
+    """`grid-<category>.png`, an overview in thumbnails: a row per set; source columns, then
+    one column per method. The side-by-sides show each set large enough to judge."""
     from PIL import Image, ImageDraw
 
     written = []
@@ -482,7 +625,8 @@ def write_grids(evaluation: Evaluation, folder: Path) -> list[Path]:
                 # Centre images that are not square inside their square cell.
                 offset = ((cell - thumbnail.shape[1]) // 2, (cell - thumbnail.shape[0]) // 2)
                 canvas.paste(Image.fromarray(thumbnail), (left + offset[0], top + offset[1]))
-        path = Path(folder) / f"grid-{_safe_name(category)}.png"
+        path = grid_path(folder, category)
+        path.parent.mkdir(parents=True, exist_ok=True)
         buffer = io.BytesIO()
         canvas.save(buffer, format="PNG")
         atomic_write_bytes(path, buffer.getvalue())
@@ -492,13 +636,13 @@ def write_grids(evaluation: Evaluation, folder: Path) -> list[Path]:
 
 def summary_table(evaluation: Evaluation):
     """The on-screen summary: one small rich Table per category (title: category and set
-    count), a row per method. Fixed column widths keep the tables aligned with each other;
-    on a narrow terminal only the method column is shortened."""
+    count), a row per method. The method column is as wide as the longest label in every
+    table, keeping them aligned; on a narrow terminal it wraps, never cutting a label short."""
     from rich import box
     from rich.console import Group
     from rich.table import Table
 
-    method_width = min(24, max(len(m.label) for m in evaluation.methods) + 2)
+    method_width = max(8, *(len(m.label) + 2 for m in evaluation.methods))
     names = metric_names(evaluation)
     summary = summarise(evaluation)
     tables = []
@@ -508,7 +652,7 @@ def summary_table(evaluation: Evaluation):
         table = Table(title=f"{escape(category)} ({count} set{'s' if count != 1 else ''})", title_justify="left",
                       title_style="bold", box=box.SIMPLE_HEAD, padding=0, pad_edge=False,
                       header_style="bold")
-        table.add_column("method", min_width=8, max_width=method_width, no_wrap=True, overflow="ellipsis")
+        table.add_column("method", width=method_width, overflow="fold")
         for name in (*names, "s/set"):
             table.add_column(name, justify="right", no_wrap=True, min_width=5)
         for row in rows:
@@ -518,17 +662,64 @@ def summary_table(evaluation: Evaluation):
     return Group(*tables)
 
 
+RESULTS_NAMES = ("results.json", "results.md", SCORES_CSV)
+
+
+def grid_path(folder: str | Path, category: str) -> Path:
+    """Where write_grids puts one category's grid: grid-roadscene/infrared_visible.png for a
+    category below a grouping folder, as for each of its files."""
+    return Path(folder) / f"grid-{_category_folder(category).as_posix()}.png"
+
+
+def report_paths(folder: str | Path, sets: Sequence[FusionSet], methods: Sequence[MethodSpec] = (), *,
+                 grids: bool = True, save_fused: str | Path | None = None) -> list[Path]:
+    """Every file a run over `sets` writes: the results in `folder`; with `grids` each
+    category's grid and each set's side-by-side; with `save_fused` each fused image."""
+    paths = [Path(folder) / name for name in RESULTS_NAMES]
+    if grids:
+        paths += [grid_path(folder, category) for category in dict.fromkeys(s.category for s in sets)]
+        paths += [side_by_side_path(folder, s.category, s.name) for s in sets]
+    if save_fused is not None:
+        paths += fused_image_paths(save_fused, sets, methods)
+    return paths
+
+
+def fused_image_paths(folder: str | Path, sets: Sequence[FusionSet], methods: Sequence[MethodSpec]) -> list[Path]:
+    """Where `save_fused` keeps the results of every set and method variant."""
+    return [fused_image_path(folder, s.category, s.name, m.label) for s in sets for m in methods]
+
+
+def check_report_folder(folder: str | Path, sets: Sequence[FusionSet] = (), methods: Sequence[MethodSpec] = (), *,
+                        grids: bool = True, save_fused: str | Path | None = None) -> None:
+    """Before a run: the reports' folder can be written, or made, and no report, picture or
+    --save-fused image (report_paths) would replace an input of any set, as an --out inside
+    the sets' folder could."""
+    folder = check_writable_folder(folder, "--out")
+    _check_not_inputs(report_paths(folder, sets, methods, grids=grids, save_fused=save_fused), sets,
+                      f"--out {folder}", "give --out a folder apart from the sets")
+
+
+def _check_not_inputs(paths: Sequence[Path], sets: Sequence[FusionSet], option: str, fix: str) -> None:
+    inputs = InputFiles((source, f"input {index} of set {s.key}")
+                        for s in sets for index, source in enumerate(s.sources, start=1))
+    for path in paths:
+        replaced = inputs.replaced_by(path)
+        if replaced is not None:
+            raise SemfuseError(f"{option}: {path} would replace {replaced[1]} ({replaced[0]}); {fix}")
+
+
 def write_reports(evaluation: Evaluation, folder: Path, *, grids: bool = True) -> list[Path]:
-    """results.json, results.md and (unless `grids` is False) grid-<category>.png in `folder`."""
+    """results.json, results.md, SCORES_CSV and, unless `grids` is False, grid-<category>.png and the
+    sets' side-by-sides (write_side_by_sides) in `folder`."""
     folder = Path(folder)
-    if folder.exists() and not folder.is_dir():
-        raise SemfuseError(f"{folder}: exists and is not a folder")
+    check_report_folder(folder, [record.fusion_set for record in evaluation.sets], evaluation.methods, grids=grids)
     try:
         folder.mkdir(parents=True, exist_ok=True)
     except OSError as error:
         raise SemfuseError(f"{folder}: cannot create ({error.strerror})") from None
-    written = [write_json(evaluation, folder / "results.json"),
-               write_markdown(evaluation, folder / "results.md")]
+    written = [write_json(evaluation, folder / RESULTS_NAMES[0]),
+               write_markdown(evaluation, folder / RESULTS_NAMES[1]),
+               write_scores_csv(evaluation_scores(evaluation), folder / SCORES_CSV)]
     if grids:
-        written += write_grids(evaluation, folder)
+        written += write_grids(evaluation, folder) + write_side_by_sides(evaluation, folder)
     return written

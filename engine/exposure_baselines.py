@@ -15,7 +15,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import cv2
@@ -70,4 +70,4 @@ def enfuse(images: Sequence[np.ndarray], *, recipe: str = "exposure") -> np.ndar
     return finish(rgb.astype(np.float64).transpose(2, 0, 1) / 257.0, sources)
 
 
-IMAGE_BASELINES = {"mertens": mertens, "enfuse": enfuse}
+IMAGE_BASELINES: dict[str, Callable[..., np.ndarray]] = {"mertens": mertens, "enfuse": enfuse}

@@ -14,6 +14,8 @@ base layer, the semantic phase.
 from __future__ import annotations
 
 import contextlib
+import inspect
+import logging
 import math
 import os
 import time
@@ -24,24 +26,27 @@ from typing import Protocol, Sequence
 import numpy as np
 import torch
 
-from semfuse_rt.engine.backends import create_runner, resolve_backend, runs_on_gpu
+from semfuse_rt.cache import StagedWrites
+from semfuse_rt.engine.backends import BACKENDS, create_runner, loader_options, resolve_backend, runs_on_gpu
 from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
 from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.classifier import Classifier, load_classifier
-from semfuse_rt.engine.heatmaps import save_cam_overlays
-from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, image_file_size,
-                                     load_image, save_image)
+from semfuse_rt.engine.heatmaps import check_cam_overlays, stage_cam_overlays
+from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, encoded_image,
+                                     image_file_size, load_image)
 from semfuse_rt.engine.memory import return_free_memory
-from semfuse_rt.engine.memory_budget import budget_problem, parse_size, spill_inputs, tile_room
+from semfuse_rt.engine.memory_budget import (budget_problem, check_available, is_out_of_memory, out_of_memory,
+                                             parse_size, spill_inputs, tile_room)
 from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
 from semfuse_rt.engine.tile_tone import PreviewTone, TileStart
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import check_initialisation
 from semfuse_rt.engine.fusion_rules import Majority
-from semfuse_rt.engine.methods import get_method
-from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base, check_steps,
-                                       check_window)
+from semfuse_rt.engine.methods import (DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, check_applicable, get_method,
+                                       listed)
+from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base,
+                                       check_option_names, check_steps, check_window)
 from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
 from semfuse_rt.engine.semantic_phase import SemanticPhase, SemanticSettings, small_inputs
 from semfuse_rt.engine.sources import check_images, finish, prepare
@@ -51,10 +56,18 @@ from semfuse_rt.export.weights import VGG19Weights, load_vgg19
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
-DEFAULT_LAYER = "relu1_1"
 # Images from this size on hand the heap's free memory back after a fuse (memory.py); below
 # it, the 10 ms that costs would be a few percent of a small fuse, a video frame's say.
 TRIM_PIXELS = 1 << 20
+# Where a fuse says what it does when no progress callback is given: silent unless the
+# application turns logging on (logging.basicConfig(level=logging.INFO)).
+logger = logging.getLogger("semfuse_rt")
+
+
+def _logged_steps(step: int, total: int, loss: float) -> None:
+    """The progress callback of a fuse without one, at DEBUG: every tenth of the steps."""
+    if step == total or step % max(1, total // 10) == 0:
+        logger.debug("step %d of %d, loss %.4g", step, total, loss)
 
 
 class WarmStart(Protocol):
@@ -68,6 +81,11 @@ class WarmStart(Protocol):
     def start(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
     def optimised(self, image: torch.Tensor) -> None: ...
+
+
+def run_description(method: str, preset: str | None, backend: str | None) -> str:
+    """`max (preset blend) on torch`: what ran and where, as the summary lines say it."""
+    return method + (f" (preset {preset})" if preset else "") + (f" on {backend}" if backend else "")
 
 
 @dataclass
@@ -93,7 +111,7 @@ class FusionResult:
 
     def summary(self, count: int) -> str:
         """One line for people: what ran, where, how long, how far the loss fell."""
-        how = f"{self.method}" + (f" (preset {self.preset}) on {self.backend}" if self.backend else "")
+        how = run_description(self.method, self.preset, self.backend)
         if self.tiles > 1:
             how += f" in {self.tiles} tiles"
         relative = self.relative_loss
@@ -105,26 +123,40 @@ class Fuser:
     """Fusion with one set of options, for many image sets; a context manager that owns the
     runner and the CAM classifier. Options are those of `fuse_result`."""
 
-    def __init__(self, method: str = "max", *, layer: str = DEFAULT_LAYER, preset: str = DEFAULT_PRESET,
+    def __init__(self, method: str = DEFAULT_METHOD, *, layer: str | None = None, preset: str | None = None,
                  steps: int | None = None, lr: float | None = None, decay: str | None = None,
-                 init: str | None = None, window: int = 5, backend: str = "auto",
-                 weights: str | os.PathLike | VGG19Weights | None = None, classes: int = 1,
+                 init: str | None = None, window: int | None = None, backend: str | None = None,
+                 weights: str | os.PathLike | VGG19Weights | None = None, classes: int | None = None,
                  cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
                  memory_budget: int | str | None = None, tile: int | None = None,
-                 semantic_steps: int | None = None, **backend_options):
+                 semantic_steps: int | None = None, progress: ProgressCallback | None = None,
+                 show_progress: bool = True, **backend_options):
+        """Every option is checked here, before any work. None (the default) leaves an
+        option to the method or preset; one given for a method that it does not change
+        (window for max, say) is an error, as is a name no option has. `progress`: the
+        default callback of the calls (see `__call__`). `show_progress=False` keeps a
+        first-time weights fetch from telling a terminal of its wait (the CLI's -q).
+        `backend_options` go to the backend's loader (ort: threads, provider, ...)."""
         self.method = get_method(method)
-        self.rule = self.method.feature_rule(check_window(window))
-        self.layer = check_layer(layer)
-        self.classes, self.cam_weights_path = check_classes(classes), cam_weights
+        check_applicable(self.method, [name for name, value in (
+            ("layer", layer), ("preset", preset), ("steps", steps), ("lr", lr), ("decay", decay), ("init", init),
+            ("window", window), ("backend", backend), ("weights", weights), ("classes", classes),
+            ("cam_weights", cam_weights), ("mean_base", mean_base), ("tile", tile),
+            ("semantic_steps", semantic_steps)) if value is not None])
+        self.rule = self.method.feature_rule(check_window(DEFAULT_WINDOW if window is None else window))
+        self.layer = check_layer(layer or DEFAULT_LAYER)
+        self.classes, self.cam_weights_path = check_classes(1 if classes is None else classes), cam_weights
+        preset = preset or DEFAULT_PRESET
         settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base,
                                   semantic_steps=semantic_steps)
-        self.preset = preset
+        self.preset = preset if self.method.optimised else None
         self.semantic = SemanticSettings(settings["semantic_steps"])
         self.init = check_initialisation(settings["init"])
         self.mean_base = check_mean_base(settings["mean_base"])
         self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
                                      decay=settings["decay"])
-        self.backend = resolve_backend(backend, layer) if self.method.optimised else None
+        self.backend = resolve_backend(backend or "auto", self.layer) if self.method.optimised else None
+        _check_backend_options(backend_options, self.backend, self.method.name)
         # On a GPU the default budget is a share of its free memory (memory_budget.py).
         self.on_gpu = self.backend is not None and runs_on_gpu(self.backend)
         # None: a share of the memory available at each call (memory_budget.py)
@@ -132,9 +164,8 @@ class Fuser:
         # None: tiles only when the whole image would not fit the budget (tiling.py)
         if tile is not None and not (isinstance(tile, int) and tile >= MIN_TILE):
             raise SemfuseError(f"--tile must be a whole number of at least {MIN_TILE} pixels, got {tile}")
-        if tile is not None and not self.method.optimised:
-            raise SemfuseError(f"--tile does not apply to {method}: it weights the pixels directly, with no "
-                               "optimisation to divide")
+        self.progress = progress
+        self.show_progress = show_progress
         self.tile = tile
         self._weights_option, self._backend_options = weights, backend_options
         self.weights: VGG19Weights | None = None
@@ -164,7 +195,8 @@ class Fuser:
                 self._cam = cam_extractor(self.classifier, self._cam_backend()).__enter__()
             if self.method.optimised:
                 given = self._weights_option
-                self.weights = given if isinstance(given, VGG19Weights) else load_vgg19(given)
+                self.weights = given if isinstance(given, VGG19Weights) else load_vgg19(
+                    given, show_progress=self.show_progress)
                 runner = create_runner(self.backend, self.weights, self.layer, **self._backend_options)
                 runner.__enter__()
                 self.runner = runner
@@ -207,6 +239,9 @@ class Fuser:
         problem = budget_problem(count, height, width, self.memory_budget, streamed=not self.method.semantic,
                                  on_gpu=self.on_gpu)
         if problem is None:
+            if self.memory_budget is not None:  # a budget above the machine would only let the kernel kill the fuse
+                check_available(count, height, width, self.memory_budget, streamed=not self.method.semantic,
+                                on_gpu=self.on_gpu, tileable=self.method.optimised)
             return None
         if not self.method.optimised:
             raise SemfuseError(f"{problem}; fuse smaller or fewer images")
@@ -228,14 +263,52 @@ class Fuser:
     def __call__(self, images: Sequence[np.ndarray], progress: ProgressCallback | None = None, *,
                  warm_start: WarmStart | None = None) -> FusionResult:
         """Fuse K >= 2 registered images (HxW or HxWx3, uint8/uint16) into one of their mode.
+
+        `progress(step, total, loss)` is called after each step of the image optimisation
+        (default: the Fuser's `progress`); a tiled fuse counts the steps of all its tiles in
+        one total. Without a callback, the "semfuse_rt" logger says at INFO when the fuse
+        starts (with its step count) and ends, and at DEBUG every tenth of the steps.
         `warm_start` replaces the initialisation and schedule of a whole-image fuse; tiled
-        fuses start each tile as usual."""
+        fuses start each tile as usual. A fuse that runs out of memory is a SemfuseError
+        that says what it needed and which options lower that."""
         started = time.perf_counter()
         check_images(images)
-        tiles = self.tiles(len(images), *images[0].shape[:2],
+        height, width = images[0].shape[:2]
+        tiles = self.tiles(len(images), height, width,
                            spilled=any(isinstance(image, SpilledImage) for image in images))
         if self.method.optimised:
-            check_image_fits(self.layer, self.mean_base, *images[0].shape[:2])
+            check_image_fits(self.layer, self.mean_base, height, width)
+        progress = progress or self.progress
+        logged = progress is None and logger.isEnabledFor(logging.INFO)
+        if logged:
+            logger.info("%s", self._describe(len(images), height, width, tiles, warm_start))
+            progress = _logged_steps if logger.isEnabledFor(logging.DEBUG) else None
+        try:
+            result = self._fuse(images, tiles, progress, warm_start, started)
+        except Exception as error:
+            if not is_out_of_memory(error):
+                raise
+            raise out_of_memory(len(images), height, width, budget=self.memory_budget,
+                                streamed=not self.method.semantic, on_gpu=self.on_gpu,
+                                tiles=len(tiles) if tiles else 1, tileable=self.method.optimised) from None
+        if logged:
+            logger.info("%s", result.summary(len(images)))
+        return result
+
+    def _describe(self, count: int, height: int, width: int, tiles: list[Tile] | None,
+                  warm_start: WarmStart | None) -> str:
+        """What a fuse is about to do, for the log: its size, method, steps and backend."""
+        what = f"fusing {count} images of {width}x{height} with {self.method.name}"
+        if not self.method.optimised:
+            return what
+        schedule = warm_start.schedule if warm_start is not None and warm_start.schedule else self.schedule
+        steps = f"{schedule.steps} steps" + (f" in each of {len(tiles)} tiles" if tiles else "")
+        if self.semantic.steps:
+            steps += f" and {self.semantic.steps} of the semantic phase"
+        return f"{what} (preset {self.preset}: {steps} on {self.backend})"
+
+    def _fuse(self, images: Sequence[np.ndarray], tiles: list[Tile] | None, progress: ProgressCallback | None,
+              warm_start: WarmStart | None, started: float) -> FusionResult:
         self.open()
         clock = StageClock(self.runner.device if self.runner is not None else None)
         if not self.method.optimised:
@@ -419,13 +492,15 @@ class Fuser:
         may not be one of the inputs.
 
         `save_cams` names a folder for each input's CAM overlay (semantic methods); `report`
-        fills `result.retention`; `max_pixels` limits each input's size, read from its header."""
-        if save_cams is not None and not self.method.semantic:
-            raise SemfuseError(f"--save-cams needs a semantic method (cam, cam-max, cam-majority), "
-                               f"not {self.method.name}")
+        fills `result.retention`; `max_pixels` limits each input's size, read from its header.
+        Nothing is written until the report is done, and then the output and its overlays
+        appear together or not at all."""
+        if save_cams is not None:
+            check_applicable(self.method, ["save_cams"])
         if not (isinstance(max_pixels, int) and max_pixels > 0):
             raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
         check_not_an_input(output, paths)
+        overlays = None if save_cams is None else check_cam_overlays(save_cams, paths, output)
         sizes = [image_file_size(p, max_pixels) for p in paths]
         spill = False
         if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
@@ -439,15 +514,44 @@ class Fuser:
             check_output(output, deepest)
             decoded = time.perf_counter()
             result = self(images, progress)
-        save_image(Path(output), result.image)
+            fused = time.perf_counter()
+            # Inside the spill folder's life: spilled inputs are read back here, one at a time.
+            if report:
+                result.retention = self.retention(images, result.image)
+            reported = time.perf_counter()
+            # The output and its overlays appear together or not at all (a full disk).
+            with StagedWrites() as files:
+                files.add(output, encoded_image(output, result.image))
+                if overlays is not None:
+                    assert result.cams is not None  # save_cams is refused above for methods without maps
+                    stage_cam_overlays(files, overlays, images, result.cams)
+                files.commit()
         encoded = time.perf_counter()
         result.stages = {"decode": decoded - decoding, **result.stages,
-                         "encode": encoded - decoded - result.seconds}
-        if save_cams is not None:
-            save_cam_overlays(save_cams, paths, images, result.cams)
-        if report:
-            result.retention = self.retention(images, result.image)
+                         **({"report": reported - fused} if report else {}), "encode": encoded - reported}
         return result
+
+
+def option_names() -> frozenset[str]:
+    """Every keyword option a Fuser takes: its own and its backends' loaders'."""
+    own = (name for name, parameter in inspect.signature(Fuser).parameters.items()
+           if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
+    return frozenset(own).union(*(loader_options(name) for name in BACKENDS if name != "auto"))
+
+
+def _check_backend_options(options: dict, backend: str | None, method: str) -> None:
+    """Options for the backend's loader: each must be one that `backend` takes. A name no
+    backend takes is most likely a misspelt Fuser option."""
+    own = loader_options(backend) if backend is not None else frozenset()
+    for name in options:
+        if name in own:
+            continue
+        users = [each for each in BACKENDS if each != "auto" and name in loader_options(each)]
+        if not users:
+            check_option_names([name], option_names())
+        where = f"{backend}" if backend is not None else f"{method}, which runs on no backend"
+        raise SemfuseError(f"option {name!r} applies to the {listed(users)} backend{'s' if len(users) > 1 else ''} "
+                           f"only, not {where}")
 
 
 def _decoded(path, max_pixels: int, folder: Path | None):

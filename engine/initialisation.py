@@ -10,9 +10,12 @@ device on every backend; its deepest band spans the whole image.
 """
 from __future__ import annotations
 
-import torch
+from typing import TYPE_CHECKING
 
 from semfuse_rt.errors import SemfuseError
+
+if TYPE_CHECKING:
+    import torch
 
 INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified", "pyramid-blend")
 VERIFY_WINDOW = 3
@@ -27,6 +30,8 @@ def check_initialisation(how: str) -> str:
 def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
     # float64 on the CPU, as the numpy reference (engine/baselines.py) computes; a GPU's
     # float32 differs from it by about 1e-4 grey levels.
+    import torch  # here, so that `--help` (INITIALISATIONS) loads no torch
+
     from semfuse_rt.export.dtcwt_graph import dtcwt_start
 
     return dtcwt_start(pixels, verify, dtype=torch.float64 if pixels.device.type == "cpu" else None)

@@ -19,6 +19,7 @@ pair (1900 bytes).
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 from semfuse_rt.errors import SemfuseError
 
@@ -32,6 +33,8 @@ DEFAULT_SHARE = 0.8  # of the memory available when the fuse starts
 # so a larger default would buy little speed for the memory it takes from everything else.
 DEFAULT_CEILING = 3 * 2**30
 _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+# Far beyond any machine, and small enough for the float arithmetic of the estimates.
+MAX_BUDGET = 1024 * 2**40
 
 
 def bytes_per_pixel(count: int, streamed: bool = True) -> int:
@@ -56,17 +59,24 @@ def available_bytes() -> int | None:
     return None
 
 
+def _shown(text: object) -> str:
+    """A value for a message, shortened: a 400-digit number stays one readable line."""
+    text = str(text)
+    return text if len(text) <= 24 else f"{text[:12]}...{text[-6:]} ({len(text)} characters)"
+
+
 def parse_size(text: str | int) -> int:
-    """'8G', '500M', '1.5G' or a number of bytes."""
+    """'8G', '500M', '1.5G' or a number of bytes, from 1 byte to MAX_BUDGET."""
     if isinstance(text, int) and not isinstance(text, bool):
         size = text
     else:
         match = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([KMGT]?)i?B?\s*", str(text), re.IGNORECASE)
         if not match:
-            raise SemfuseError(f"--memory-budget takes a size such as 8G or 500M, got {text!r}")
-        size = int(float(match.group(1)) * _UNITS[match.group(2).upper()])
-    if size <= 0:
-        raise SemfuseError(f"--memory-budget must be positive, got {text}")
+            raise SemfuseError(f"--memory-budget takes a size such as 8G or 500M, got {_shown(text)!r}")
+        # Decimal arithmetic: float() of a 400-digit number is inf, which int() refuses.
+        size = int(Decimal(match.group(1)) * _UNITS[match.group(2).upper()])
+    if not 1 <= size <= MAX_BUDGET:
+        raise SemfuseError(f"--memory-budget must be from 1 byte to {MAX_BUDGET // _UNITS['T']}T, got {_shown(text)}")
     return size
 
 
@@ -154,3 +164,74 @@ def budget_problem(count: int, height: int, width: int, budget: int | None = Non
         return None
     return (f"fusing {count} images of {width}x{height} needs about {describe(need)}, over the memory budget of "
             f"{describe(budget)} ({where})")
+
+
+def check_available(count: int, height: int, width: int, budget: int, streamed: bool = True,
+                    on_gpu: bool = False, tileable: bool = True) -> None:
+    """A fuse that an explicit budget lets run whole but that needs more than the memory
+    there is: refused before any work, since it would end in the OOM killer or a failed
+    allocation halfway through."""
+    available = free_device_bytes() if on_gpu else available_bytes()
+    need = estimated_peak_bytes(count, height, width, streamed)
+    if available is not None and need > available:
+        where = "free on the GPU" if on_gpu else "available"
+        fix = "lower --memory-budget to fuse in tiles that fit" if tileable else "fuse smaller images"
+        raise SemfuseError(f"fusing {count} images of {width}x{height} whole needs about {describe(need)}, more than "
+                           f"the {describe(available)} {where}, although --memory-budget {describe(budget)} allows "
+                           f"it; {fix}")
+
+
+# How the libraries under a fuse say that an allocation failed, besides MemoryError (numpy,
+# Pillow): torch's CPU allocator and CUDA, ONNX Runtime's arena, OpenCV.
+_OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory", "bad_alloc", "bad allocation",
+                        "failed to allocate memory", "insufficient memory")
+
+
+def is_out_of_memory(error: BaseException) -> bool:
+    if isinstance(error, MemoryError):
+        return True
+    if not isinstance(error, Exception) or isinstance(error, SemfuseError):
+        return False
+    text = str(error).lower()
+    return any(phrase in text for phrase in _OUT_OF_MEMORY_TEXTS)
+
+
+def _address_space_limit() -> int | None:
+    """RLIMIT_AS (ulimit -v) where one is set: it, not the memory available, is then what ran out."""
+    try:
+        import resource
+
+        limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    except (ImportError, OSError, ValueError):
+        return None
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def memory_at_hand(on_gpu: bool = False) -> str:
+    """For a line about running out of memory: " with 3.1 GiB available" and, where one is
+    set, " and a 2.0 GiB limit on this process's address space (ulimit -v)"; "" where
+    neither is known."""
+    available = free_device_bytes() if on_gpu else available_bytes()
+    have = f" with {describe(available)} {'free on the GPU' if on_gpu else 'available'}" if available else ""
+    limit = _address_space_limit()
+    if limit is not None and not on_gpu:
+        have += f"{' and' if have else ' with'} a {describe(limit)} limit on this process's address space (ulimit -v)"
+    return have
+
+
+def out_of_memory(count: int, height: int, width: int, *, budget: int | None, streamed: bool = True,
+                  on_gpu: bool = False, tiles: int = 1, tileable: bool = True) -> SemfuseError:
+    """The one line for a fuse that ran out of memory although its estimate fitted the
+    budget (a budget above what the machine has, a ulimit, other processes): what it needed
+    and which options lower that."""
+    need = estimated_peak_bytes(count, height, width, streamed)
+    have = memory_at_hand(on_gpu)
+    how = f"in {tiles} tiles" if tiles > 1 else "whole"
+    given = f" (now {describe(budget)})" if budget is not None else ""
+    if not tileable:
+        fix = "fuse smaller images, or refuse them with --max-pixels (this method is not tiled)"
+    else:
+        fix = (f"lower --memory-budget{given} or set a smaller --tile to fuse in tiles that fit, or refuse such "
+               "images with --max-pixels")
+    return SemfuseError(f"out of memory fusing {count} images of {width}x{height} {how}{have} (the whole fuse "
+                        f"needs about {describe(need)}); {fix}")

@@ -2,10 +2,12 @@
 graphs really have; each problem is a one-line SemfuseError naming the option."""
 from __future__ import annotations
 
+import difflib
 import math
+import sys
+from collections.abc import Iterable
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.vgg19 import layers_up_to
 from semfuse_rt.kernels.source import MAX_WINDOW
 
 MAX_STEPS = 100_000
@@ -53,6 +55,10 @@ def check_classes(classes: int) -> int:
 
 def smallest_side(layer: str) -> int:
     """The least image side that leaves a feature map at `layer`: each max-pool halves it."""
+    # Here, not at the top: export/vgg19.py imports torch, and the limits above are shown by
+    # `--help`, which loads no torch.
+    from semfuse_rt.export.vgg19 import layers_up_to
+
     return 2 ** sum(1 for _, kind, _ in layers_up_to(layer) if kind == "pool")
 
 
@@ -66,3 +72,44 @@ def check_image_fits(layer: str, mean_base: float, height: int, width: int) -> N
     if mean_base > max(height, width):
         raise SemfuseError(f"--mean-base {mean_base:g} is larger than the {width}x{height} image; "
                            f"use at most {max(height, width)} (a larger sigma gains nothing)")
+
+
+def check_option_names(given: Iterable[str], known: Iterable[str]) -> None:
+    """A misspelt keyword fails where it is written, naming the closest valid one, rather
+    than as a TypeError deep in a backend on the first call."""
+    names = sorted(set(known))
+    for name in given:
+        if name not in names:
+            close = difflib.get_close_matches(name, names, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else f"; the options are {', '.join(names)}"
+            raise SemfuseError(f"unknown option {name!r}{hint}")
+
+
+def worker_limit(per_worker_bytes: int | None = None) -> tuple[int, str]:
+    """How many fusers side by side this machine carries, and why: one per core (more only
+    split the cores further), and no more than the memory available holds at
+    `per_worker_bytes` each (default: one fuser's libraries, weights and sessions)."""
+    from semfuse_rt.engine.backends.ort.loader import cores
+    from semfuse_rt.engine.memory_budget import FIXED_BYTES, available_bytes, describe
+
+    per_worker = per_worker_bytes or FIXED_BYTES
+    limit, why = cores(), f"{cores()} cores"
+    available = available_bytes()
+    if available is not None:
+        limit = max(1, min(limit, available // per_worker))
+        why += f", {describe(available)} available at about {describe(per_worker)} a worker"
+    return limit, why
+
+
+def check_workers(workers: int, per_worker_bytes: int | None = None) -> int:
+    """--workers as it will run: below 1 is an error; above what the machine carries
+    (worker_limit) it is lowered to that, with a one-line warning on stderr, so that one
+    command line serves machines of different sizes."""
+    if not isinstance(workers, int) or isinstance(workers, bool) or workers < 1:
+        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
+    limit, why = worker_limit(per_worker_bytes)
+    if workers > limit:
+        print(f"semfuse-rt: warning: --workers {workers} is more than this machine carries ({why}); "
+              f"using {limit}", file=sys.stderr)
+        return limit
+    return workers

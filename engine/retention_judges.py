@@ -15,7 +15,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.efficientnet_lite import LITE0, VARIANTS
+from semfuse_rt.export.efficientnet_variants import LITE0, VARIANTS
 
 PREFIX = "efficientnet-"
 JUDGE_NAMES = tuple(VARIANTS)

@@ -5,7 +5,9 @@ wait in a file as raw pixels: each input is decoded once, written out, and dropp
 maps the file only while it is copied, so the pages it touched leave the process's
 resident set with the mapping (the page cache keeps them, which the system can reclaim).
 The files live in a hidden `.tmp` folder in the cache (on disk, where /tmp may be memory),
-removed when the fuse ends; a killed run's folder is swept by a later run after a day.
+removed when the fuse ends. The folder records its owning process, so the next spill (or the
+next run's first use of the cache) sweeps the folder of a run that was killed, at once,
+rather than keeping hundreds of megabytes for the day the age rule waits.
 """
 from __future__ import annotations
 
@@ -17,7 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
-from semfuse_rt.cache import TEMP_SUFFIX, cache_dir
+from semfuse_rt.cache import TEMP_SUFFIX, cache_dir, sweep_stale
+from semfuse_rt.owner_records import write_owner_record
 
 
 class SpilledImage:
@@ -51,6 +54,10 @@ class SpilledImage:
 
 @contextlib.contextmanager
 def spill_folder():
-    """A folder for one fuse's spilled inputs, removed with everything in it at the end."""
-    with tempfile.TemporaryDirectory(dir=cache_dir("spill"), prefix=".inputs-", suffix=TEMP_SUFFIX) as folder:
+    """A folder for one fuse's spilled inputs, removed with everything in it at the end;
+    the folders of killed runs are swept first."""
+    spill_root = cache_dir("spill")
+    sweep_stale(spill_root)
+    with tempfile.TemporaryDirectory(dir=spill_root, prefix=".inputs-", suffix=TEMP_SUFFIX) as folder:
+        write_owner_record(Path(folder))
         yield Path(folder)

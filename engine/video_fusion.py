@@ -29,6 +29,7 @@ scores about 0.
 from __future__ import annotations
 
 import functools
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -40,9 +41,11 @@ import cv2
 import numpy as np
 import torch
 
-from semfuse_rt.engine.fuser import Fuser
+from semfuse_rt.engine.fuser import Fuser, run_description
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
-from semfuse_rt.engine.options import check_steps
+from semfuse_rt.engine.methods import check_applicable, get_method
+from semfuse_rt.engine.options import check_steps, check_workers
+from semfuse_rt.engine.video_defaults import DEFAULT_WARM_STEPS
 from semfuse_rt.engine.video_io import (
     StreamInfo,
     check_quality,
@@ -50,6 +53,7 @@ from semfuse_rt.engine.video_io import (
     check_video_output,
     check_video_size,
     open_writer,
+    output_kind,
     prefetch,
     probe,
     read_synchronised,
@@ -58,11 +62,6 @@ from semfuse_rt.engine.video_io import (
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
-# benchmarks/bench_video.py, 60 frames of pan + zoom over TNO Octec at 640x512, Q^AB/F
-# against the cold `fast` fuse of each frame (mean / worst): 1 step -0.0012 / -0.0023,
-# 2 steps -0.0008 / -0.0016, 3 steps -0.0005 / -0.0013. Two keep the worst frame well inside
-# 0.005 where motion is faster than there, for one more gradient evaluation than one.
-DEFAULT_WARM_STEPS = 2
 # Mean absolute change of the inputs between frames, in 8-bit grey levels, that marks a cut:
 # far above camera motion (pans of a few pixels a frame change TNO scenes by 2-6).
 SCENE_CUT = 30.0
@@ -365,6 +364,7 @@ class VideoSummary:
     flicker: float
     method: str
     backend: str | None
+    preset: str | None  # None where nothing is optimised
 
     @property
     def steady_fps(self) -> float:
@@ -373,7 +373,11 @@ class VideoSummary:
         return (self.frames - 1) / after if self.frames > 1 and after > 0 else float("nan")
 
     def summary(self, streams: int) -> str:
-        how = f"{self.method}" + (f" on {self.backend}" if self.backend else "")
+        how = run_description(self.method, self.preset, self.backend)
+        if self.frames < 2 or not (math.isfinite(self.steady_fps) and math.isfinite(self.flicker)):
+            # One frame has no rate after the first and no change between frames to measure.
+            return (f"fused {self.frames} frame{'s' if self.frames != 1 else ''} of {streams} streams with {how} "
+                    f"in {self.seconds:.1f} s (no frame rate or flicker to measure)")
         return (f"fused {self.frames} frames of {streams} streams with {how} in {self.seconds:.1f} s "
                 f"({self.steady_fps:.2f} fps after the first frame, {self.warm_frames} warm-started), "
                 f"flicker {self.flicker:+.2f} grey levels over the inputs'")
@@ -401,6 +405,9 @@ def plan_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *
         raise SemfuseError(f"video fusion needs at least 2 streams, got {len(inputs)}")
     check_quality(quality, lossless)
     output = check_video_output(output, inputs)
+    if fps is not None and output_kind(output) == "folder":
+        raise SemfuseError(f"--fps {float(fps):g}: a frame-folder output (-o {output}, a path without a suffix) has no "
+                           "frame rate; leave --fps out, or write a video (.mp4, .mkv, .mov)")
     infos = tuple(probe(path, max_pixels) for path in inputs)
     check_streams(infos)
     check_video_size(output, infos[0].width, infos[0].height)
@@ -411,27 +418,27 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
                warm: bool = True, steps: int | None = None, fps: float | None = None,
                quality: int | None = None, lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
                progress: FrameProgress | None = None, ray: bool = False, ray_address: str | None = None,
-               ray_actors: int = 1, num_gpus_per_actor: float = 0.0, chunk_frames: int | None = None,
+               ray_actors: int = 1, num_gpus_per_actor: float = 0.0, ray_timeout_s: float | None = None,
+               chunk_frames: int | None = None,
                workers: int | None = None, **options) -> VideoSummary:
     """Fuse K >= 2 synchronised streams (video files or frame folders) into `output`: a
     video (.mp4, .mkv, .mov) at the inputs' frame rate, or a folder of PNG frames (a path
     without a suffix). `steps`: Adam steps of warm-started frames; with `warm=False`, of
     every frame (as `Fuser(steps=...)`). `options`: those of `Fuser`. `ray`: fuse chunks of
     `chunk_frames` frames (default: an even share per actor) on `ray_actors` Ray actors
-    (engine/video_ray.py); else `workers` Fusers on this machine take frames in turn
-    (default: `default_workers`; chunks need one). The output appears only when every
-    frame has been written."""
+    (engine/video_ray.py; `ray_timeout_s` bounds the connection to `ray_address`); else
+    `workers` Fusers on this machine take frames in turn (default: `default_workers`;
+    chunks need one). The output appears only when every frame has been written."""
     started = time.perf_counter()
     plan = plan_video(inputs, output, fps=fps, quality=quality, lossless=lossless, max_pixels=max_pixels)
     if not warm:
         options["steps"] = steps
-    if workers is not None and workers < 1:
-        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
     if ray and workers is not None:
         raise SemfuseError("--workers runs fusers on this machine; with --ray give --ray-actors")
     if chunk_frames is not None and chunk_frames < 1:
         raise SemfuseError(f"--chunk-frames must be 1 or more, got {chunk_frames}")
     if warm and steps is not None:
+        check_applicable(get_method(method), ["steps"])  # the warm frames' steps: `cam` optimises nothing
         check_steps(steps)
     if ray:
         from semfuse_rt.engine.ray_session import import_ray
@@ -440,6 +447,8 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
     fuser = Fuser(method, **options)  # checks every option before the work
     if fuser.method.optimised:
         check_frames_fit(fuser, plan)
+    if workers is not None:  # after every error, so that a warning is never a second line
+        workers = check_workers(workers)
     meter = FlickerMeter()
     warm_frames, first_frame = 0, 0.0
     fusers = [fuser]
@@ -451,9 +460,10 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
                 from semfuse_rt.engine.video_ray import fuse_chunks_on_ray
 
                 results = fuse_chunks_on_ray(frame_sets, plan.frames, method, warm=warm,
-                                             steps=steps if warm else None, chunk_frames=chunk_frames,
+                                             warm_steps=steps if warm else None, chunk_frames=chunk_frames,
                                              address=ray_address, actors=ray_actors,
-                                             num_gpus_per_actor=num_gpus_per_actor, **options)
+                                             num_gpus_per_actor=num_gpus_per_actor,
+                                             connect_timeout_s=ray_timeout_s, **options)
             else:
                 fusers = local_fusers(fuser, method, options, workers, chunked=chunk_frames is not None)
                 if len(fusers) > 1:
@@ -477,7 +487,7 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
                 each.close()
             torch.set_num_threads(torch_threads)
     return VideoSummary(plan.output, plan.frames, plan.fps, time.perf_counter() - started, first_frame,
-                        warm_frames, meter.flicker, fuser.method.name, fuser.backend)
+                        warm_frames, meter.flicker, fuser.method.name, fuser.backend, fuser.preset)
 
 
 def default_workers(fuser: Fuser) -> int:

@@ -3,7 +3,8 @@
 A stream is a video file (any container FFmpeg demuxes) or a folder of image files, taken in
 natural order (frame2 before frame10) and read with `engine/images.py`. `probe` learns a
 stream's frame count, size, mode and frame rate before anything is fused, so that streams
-which cannot be fused together are refused at once, in one line.
+which cannot be fused together are refused at once, in one line. A still image is refused
+too (FFmpeg would read it as a video of one frame), and so is a FIFO or a device.
 
 Frames come out as the rest of the package takes images: HxW (grey) or HxWx3 (RGB), uint8,
 or uint16 from deeper sources. A video stream is grey when its pixel format has no chroma,
@@ -19,6 +20,7 @@ place at the end, so an interrupted or failed run leaves no partial output.
 """
 from __future__ import annotations
 
+import math
 import os
 import queue
 import re
@@ -34,13 +36,16 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 
 from semfuse_rt.cache import STALE_SECONDS, TEMP_SUFFIX, _umask, glob_escape, new_file_mode, remove_if_older
-from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, WRITE_FORMATS, image_file_size, load_image, save_image
+from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, READ_SUFFIXES, UNSUPPORTED, check_not_an_input, file_type,
+                                     image_file_size, image_format, load_image, refuse_link_loop, save_image)
 from semfuse_rt.errors import SemfuseError
 
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".m4v", ".webm")
 WRITE_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that carry H.264
-FRAME_SUFFIXES = tuple(WRITE_FORMATS)
+FRAME_SUFFIXES = tuple(sorted(READ_SUFFIXES))
 DEFAULT_FOLDER_FPS = Fraction(25)  # frame folders carry no rate
+# --fps: the range MP4, Matroska (millisecond timestamps) and QuickTime all keep exactly.
+MIN_FPS, MAX_FPS = 0.01, 1000.0
 DEFAULT_CRF = 18  # x264's "visually lossless" end of the scale
 VIDEO_CODEC = "libx264"
 # Chroma within this many levels of 128 everywhere in the first frame: grey content.
@@ -132,6 +137,7 @@ def probe(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Stre
     """A stream's frame count, size, mode and rate, read before any frame is fused; the
     first frame is decoded to learn whether the stream is grey."""
     path = Path(path)
+    refuse_link_loop(path)
     if not path.exists():
         raise SemfuseError(f"{path}: no such file or folder")
     if path.is_dir():
@@ -147,6 +153,7 @@ def probe(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Stre
         first = load_image(files[0], max_pixels)
         return StreamInfo(path, "folder", len(files), width, height, first.ndim == 2,
                           first.dtype == np.uint16, None)
+    _check_video_file(path)
     av = _import_av()
     container = _open_video(path)
     try:
@@ -167,6 +174,22 @@ def probe(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Stre
                           _is_deep(first.format.name), Fraction(fps) if fps else None)
     finally:
         container.close()
+
+
+def _check_video_file(path: Path) -> None:
+    """Refuses, before FFmpeg opens it, what is not a video file: a FIFO or a device (FFmpeg
+    would wait on it, or read it for ever) and a still image (FFmpeg reads one as a stream of
+    one frame)."""
+    if not path.is_file():
+        raise SemfuseError(f"{path}: is {file_type(path.stat().st_mode)}, not a video; "
+                           "give a video file or a folder of frames")
+    with open(path, "rb") as handle:
+        kind = image_format(handle.read(16))
+    # Only the formats engine/images.py reads are stills here: an MP4 or MOV starts like a
+    # HEIF, and a GIF or WebP may be animated, so those are FFmpeg's to judge.
+    if kind is not None and kind not in UNSUPPORTED:
+        raise SemfuseError(f"{path}: is a still image ({kind}); fuse-video takes video files or folders of "
+                           "frames; fuse still images with `semfuse-rt fuse`")
 
 
 def check_streams(infos: Sequence[StreamInfo]) -> None:
@@ -190,8 +213,11 @@ def check_streams(infos: Sequence[StreamInfo]) -> None:
 def stream_rate(infos: Sequence[StreamInfo], fps: float | Fraction | None = None) -> Fraction:
     """The output's frame rate: `fps` where given, else the inputs' (25 for folders alone)."""
     if fps is not None:
-        if not fps > 0:
-            raise SemfuseError(f"--fps must be positive, got {fps}")
+        # Refused, not clamped: a rate below what 1001 as denominator can hold would become 0,
+        # which the encoder turns into 24 fps, and infinities and NaN are no rate at all.
+        if not (math.isfinite(fps) and MIN_FPS <= fps <= MAX_FPS):
+            raise SemfuseError(f"--fps must be from {MIN_FPS:g} to {MAX_FPS:g} frames a second, got {fps}; "
+                               "leave it out to keep the inputs' rate")
         return Fraction(fps).limit_denominator(1001)
     rates = [info.fps for info in infos if info.fps is not None]
     return rates[0] if rates else DEFAULT_FOLDER_FPS
@@ -333,14 +359,15 @@ def check_video_output(path: str | os.PathLike, inputs: Sequence[str | os.PathLi
         raise SemfuseError(f"{path}: folder {path.parent} does not exist")
     if not os.access(path.parent, os.W_OK):
         raise SemfuseError(f"{path}: folder {path.parent} is not writable")
+    refuse_link_loop(path)
     if kind == "video" and path.is_dir():
         raise SemfuseError(f"{path}: is a folder")
+    if kind == "video" and path.exists() and not path.is_file():
+        raise SemfuseError(f"{path}: is {file_type(path.stat().st_mode)}, not a regular file; "
+                           "give -o a new or a regular file")
     if kind == "folder" and path.exists() and not (path.is_dir() and not any(path.iterdir())):
         raise SemfuseError(f"{path}: exists; a frame-folder output must be a new or empty folder")
-    target = path.resolve()
-    for index, source in enumerate(inputs, start=1):
-        if Path(source).resolve() == target:
-            raise SemfuseError(f"{path}: is input {index}; write the fused video elsewhere")
+    check_not_an_input(path, inputs)
     return path
 
 

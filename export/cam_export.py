@@ -19,7 +19,8 @@ from semfuse_rt.errors import SemfuseError
 from semfuse_rt.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.export.cam_graph import MAP_NAMES, build_cam_graph, io_names, weights_sha256
 from semfuse_rt.export.manifest import rebuild_reason, read_manifest, tool_versions, write_manifest
-from semfuse_rt.export.onnx_export import DEFAULT_OPSET, _export, _simplify
+from semfuse_rt.export.onnx_export import _export, _simplify
+from semfuse_rt.export.opsets import DEFAULT_OPSET, check_opset
 from semfuse_rt.cache import sha256_of
 
 CLASSES_FILE = "cam_classes.onnx"
@@ -98,8 +99,7 @@ def export_cam_graph(classifier, top_k: int | None = None, directory: Path | Non
                      digest: str | None = None) -> ExportedCamGraph:
     """Export (or reuse) the CAM graph of `classifier` for `top_k` classes (None: the
     classes-input graph). `digest` is weights_sha256(classifier.model) if already known."""
-    if opset < 17:
-        raise SemfuseError(f"opset {opset} is too old; use 17 or newer")
+    check_opset(opset)
     if top_k is not None and not 1 <= top_k <= 1000:
         raise SemfuseError(f"classes must be 1..1000, got {top_k}")
     digest = digest or weights_sha256(classifier.model)

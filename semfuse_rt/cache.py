@@ -13,6 +13,7 @@ from pathlib import Path
 import platformdirs
 
 from semfuse_rt.errors import SemfuseError
+from semfuse_rt.owner_records import owner_is_gone
 
 CACHE_ENV = "SEMFUSE_RT_CACHE"
 # Temp files and folders older than this are left over from a killed run (a live one
@@ -63,15 +64,38 @@ def _sweep_once(root: Path) -> None:
     _swept = True
     cutoff = time.time() - STALE_SECONDS
     for path in root.rglob(f".*{TEMP_SUFFIX}"):
-        remove_if_older(path, cutoff)
+        remove_if_stale(path, cutoff)
     for path in Path(tempfile.gettempdir()).glob(f"{WEIGHTS_TEMP_PREFIX}*"):
         remove_if_older(path, cutoff)
 
 
+def sweep_stale(folder: Path) -> None:
+    """Remove the temp files and folders directly in `folder` that killed runs left behind."""
+    cutoff = time.time() - STALE_SECONDS
+    for path in folder.glob(f".*{TEMP_SUFFIX}"):
+        remove_if_stale(path, cutoff)
+
+
+def remove_if_stale(path: Path, cutoff: float) -> None:
+    """Remove a killed run's leftover: a folder whose owner record says that its process has
+    ended, whatever its age, or anything else older than `cutoff`."""
+    gone = owner_is_gone(path) if path.is_dir() and not path.is_symlink() else None
+    if gone is None:
+        remove_if_older(path, cutoff)
+    elif gone:
+        _remove(path)
+
+
 def remove_if_older(path: Path, cutoff: float) -> None:
     try:
-        if path.lstat().st_mtime >= cutoff:
-            return
+        if path.lstat().st_mtime < cutoff:
+            _remove(path)
+    except OSError:
+        pass  # another run's, or gone already
+
+
+def _remove(path: Path) -> None:
+    try:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path, ignore_errors=True)
         else:
@@ -101,8 +125,9 @@ def new_file_mode(path: Path) -> int:
         return 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write beside the destination and rename, so readers never see half a file."""
+def staged_bytes(path: Path, data: bytes) -> Path:
+    """`data` in a hidden temp file beside `path`, with the mode `path` will have: the caller
+    renames it into place (or removes it)."""
     path = Path(path)
     mode = new_file_mode(path)
     cutoff = time.time() - STALE_SECONDS
@@ -113,10 +138,89 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         with os.fdopen(fd, "wb") as handle:
             handle.write(data)
             os.fchmod(handle.fileno(), mode)
-        os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return Path(tmp)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write beside the destination and rename, so readers never see half a file."""
+    tmp = staged_bytes(path, data)
+    try:
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+class StagedWrites:
+    """Files that appear together or not at all, such as an output and its side outputs:
+    each is written to a temp file beside its destination (`add`), and only once every one
+    is written are they renamed into place (`commit`). A failure before that (a full disk)
+    leaves none of them, nor a folder that `folder` made. Leaving the context without a
+    commit discards what was staged."""
+
+    def __init__(self) -> None:
+        self._staged: list[tuple[Path, Path]] = []  # (destination, temp file)
+        self._made: list[Path] = []  # folders made for the files, parents first
+
+    def __enter__(self) -> StagedWrites:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.discard()
+
+    def folder(self, path: str | os.PathLike) -> None:
+        """Make the folder `path` (and missing parents): removed again if the files are discarded."""
+        missing = []
+        path = Path(path)
+        while not path.exists() and path.parent != path:
+            missing.append(path)
+            path = path.parent
+        for folder in reversed(missing):
+            try:
+                folder.mkdir()
+            except OSError as error:
+                raise SemfuseError(f"{folder}: cannot create folder ({error.strerror or error})") from None
+            self._made.append(folder)
+
+    def add(self, path: str | os.PathLike, data: bytes) -> None:
+        try:
+            self._staged.append((Path(path), staged_bytes(Path(path), data)))
+        except OSError as error:
+            raise SemfuseError(f"{path}: cannot write ({error.strerror or error})") from None
+
+    def commit(self) -> list[Path]:
+        """Every staged file renamed into place; the destinations, in the order added."""
+        placed: list[tuple[Path, bool]] = []  # (destination, whether it replaced a file)
+        try:
+            for destination, tmp in self._staged:
+                replaced = os.path.lexists(destination)
+                os.replace(tmp, destination)
+                placed.append((destination, replaced))
+        except OSError as error:
+            # A rename in the folder that holds the temp file fails only when something
+            # changed it meanwhile; the new files already placed go too (a file they
+            # replaced cannot come back).
+            for destination, replaced in placed:
+                if not replaced:
+                    destination.unlink(missing_ok=True)
+            failed = self._staged[len(placed)][0]
+            self.discard()
+            raise SemfuseError(f"{failed}: cannot write ({error.strerror or error})") from None
+        self._staged, self._made = [], []
+        return [destination for destination, _ in placed]
+
+    def discard(self) -> None:
+        for _, tmp in self._staged:
+            tmp.unlink(missing_ok=True)
+        for folder in reversed(self._made):
+            try:
+                folder.rmdir()
+            except OSError:
+                pass  # something else was put there meanwhile: not ours to remove
+        self._staged, self._made = [], []
 
 
 def glob_escape(name: str) -> str:

@@ -220,7 +220,7 @@ def test_unsupported_formats_and_sizes_are_named(monkeypatch, capsys, pair, tmp_
     frames = [Image.fromarray(rng.integers(0, 256, (32, 40, 3), dtype=np.uint8)) for _ in range(3)]
     frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
     code, err = run_main(monkeypatch, capsys, "fuse", pair[0], tmp_path / "anim.gif", "-o", tmp_path / "o.png")
-    assert_one_line_error(code, err, "anim.gif", "GIF images", "not supported", "PNG, TIFF, JPEG or BMP")
+    assert_one_line_error(code, err, "anim.gif", "GIF images", "not supported", "PNG, TIFF, JPEG, BMP, PGM or PPM")
     thin = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (3, 1000), dtype=np.uint8)) for n in "xy"]
     code, err = run_main(monkeypatch, capsys, "fuse", *thin, "-o", tmp_path / "o.png")
     assert_one_line_error(code, err, "1000x3 is too small", "at least 4 pixels a side")

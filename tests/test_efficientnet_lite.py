@@ -13,9 +13,10 @@ from semfuse_rt.engine.classifier import (
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.engine.images import load_image
 from semfuse_rt.export.efficientnet_lite import (
-    BLOCK_SPECS, CAM_LAYERS, INCEPTION, VARIANTS, Conv2dSame, EfficientNetLite, cam_layers, checkpoint_path,
+    BLOCK_SPECS, CAM_LAYERS, INCEPTION, Conv2dSame, EfficientNetLite, cam_layers, checkpoint_path,
     load_efficientnet_lite, round_filters, stage_specs, same_padding,
 )
+from semfuse_rt.export.efficientnet_variants import VARIANTS
 from semfuse_rt.export.normalisation import TORCHVISION
 
 

@@ -170,7 +170,7 @@ def test_evaluate_runs_every_method_on_every_set_and_reports(tree, tmp_path):
     out = tmp_path / "out"
     written = write_reports(evaluation, out)
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written) == [
-        "grid-exposure.png", "grid-ir.png", "results.json", "results.md"]  # no temp files left
+        "grid-exposure.png", "grid-ir.png", "results.json", "results.md", "scores.csv"]  # no temp files left
     document = json.loads((out / "results.json").read_text())
     assert document["settings"]["semfuse_options"] == {"steps": 10, "backend": "ort"}
     assert len(document["results"]) == 12 and len(document["sets"]) == 3
@@ -219,7 +219,7 @@ def test_failures_name_the_set_and_method(tree):
 
     with pytest.raises(SemfuseError, match=r"^med/c2, max@steps=2: backend exploded$"):
         evaluate(sets, parse_methods("max@steps=2"), fuser=broken, show_progress=False)
-    with pytest.raises(SemfuseError, match="unexpected keyword"):
+    with pytest.raises(SemfuseError, match="dtcwt@steps=2': unknown option 'steps'"):
         evaluate(sets, parse_methods("dtcwt@steps=2"), show_progress=False)
 
 

@@ -92,5 +92,5 @@ def test_save_cams_needs_a_semantic_method(monkeypatch, capsys, tmp_path, pair):
     with pytest.raises(SystemExit) as exit_info:
         main()
     assert exit_info.value.code == 2
-    assert "needs a semantic method" in capsys.readouterr().err
+    assert "--save-cams applies to cam, cam-max and cam-majority only, not max" in capsys.readouterr().err
     assert not (tmp_path / "f.png").exists()

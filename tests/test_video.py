@@ -293,7 +293,7 @@ def test_the_command_writes_every_frame_at_the_input_rate(monkeypatch, capsys, t
 
     folder = tmp_path / "fused-frames"
     code, _, err = run_main(monkeypatch, capsys, "fuse-video", first, second, "-o", folder, "--weights",
-                            weights_file, "--backend", "torch", "-q", "--cold", "--steps", "1", "--fps", "5")
+                            weights_file, "--backend", "torch", "-q", "--cold", "--steps", "1")
     assert code in (0, None), err
     assert probe(folder).frames == FRAMES
 

@@ -1,5 +1,7 @@
 """Weights: the pinned Oxford source, conversions from other layouts, and rejections."""
 
+import os
+
 import h5py
 import numpy as np
 import pytest
@@ -112,3 +114,47 @@ def test_archive_with_wrong_checksum_is_refused(tmp_path):
     fake.write_bytes(b"\x1f\x8b not the archive")
     with pytest.raises(SemfuseError, match="does not match the pinned"):
         W.keras_h5_from_archive(fake)
+
+
+def flip_a_byte_in_place(path):
+    """Same file, same size, one byte changed, its mtime set back: what the stamp used to miss."""
+    before = path.stat()
+    with open(path, "r+b") as handle:
+        handle.seek(before.st_size // 2)
+        byte = handle.read(1)[0]
+        handle.seek(before.st_size // 2)
+        handle.write(bytes([byte ^ 0xFF]))
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns, after.st_ino) == (before.st_size, before.st_mtime_ns, before.st_ino)
+
+
+def test_weights_changed_in_place_with_their_mtime_restored_are_detected(tmp_path, monkeypatch, capsys,
+                                                                         random_vgg_weights):
+    monkeypatch.setenv("SEMFUSE_RT_CACHE", str(tmp_path))
+    cached = W.cache_dir("weights") / W.OXFORD_CACHE_NAME
+    W._save_cache(cached, random_vgg_weights)
+    W._load_cache_file(cached, verify_sidecar=True)
+    assert cached.with_suffix(".verified").exists()
+    flip_a_byte_in_place(cached)
+    with pytest.raises(SemfuseError, match="checksum does not match"):
+        W._load_cache_file(cached, verify_sidecar=True)
+    # What a fuse does with it: one line saying why, then the weights are fetched again.
+    fetched = []
+    monkeypatch.setattr(W, "fetch_oxford", lambda show_progress=True: fetched.append(True) or W.random_vgg19(1))
+    assert W.load_vgg19().source == "random (seed 1)" and fetched
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "checksum does not match" in err[0] and "fetching again" in err[0]
+
+
+def test_unchanged_verified_weights_are_not_hashed_again(tmp_path, monkeypatch, random_vgg_weights):
+    monkeypatch.setenv("SEMFUSE_RT_CACHE", str(tmp_path))
+    cached = W.cache_dir("weights") / W.OXFORD_CACHE_NAME
+    W._save_cache(cached, random_vgg_weights)
+    W._load_cache_file(cached, verify_sidecar=True)
+
+    def no_hash(path):
+        raise AssertionError(f"{path} hashed again on a warm load")
+
+    monkeypatch.setattr(W, "sha256_of", no_hash)
+    assert W.load_vgg19().sha256 == random_vgg_weights.sha256

@@ -63,30 +63,54 @@ def runs_on_gpu(name: str) -> bool:
     return name == "torch" or providers()[0] == "CUDAExecutionProvider"
 
 
-def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> FusionRunner:
-    """The runner of a resolved backend name (see resolve_backend), with its loader;
-    `options` go to the loader."""
+def _loader_class(name: str) -> type:
     if name == "torch":
         from semfuse_rt.engine.backends.torch.loader import TorchModelLoader
-        from semfuse_rt.engine.backends.torch.runner import TorchRunner
 
-        return TorchRunner(TorchModelLoader(weights, layer, **options))
+        return TorchModelLoader
     if name == "ort":
         from semfuse_rt.engine.backends.ort.loader import OrtSessionLoader
-        from semfuse_rt.engine.backends.ort.runner import OrtRunner
 
-        return OrtRunner(OrtSessionLoader(weights, layer, **options))
+        return OrtSessionLoader
     if name == "trt":
         from semfuse_rt.engine.backends.trt.loader import TrtEngineLoader
-        from semfuse_rt.engine.backends.trt.runner import TrtRunner
 
-        return TrtRunner(TrtEngineLoader(weights, layer, **options))
+        return TrtEngineLoader
     if name == "cuda":
         from semfuse_rt.engine.backends.cuda.loader import CudaKernelLoader
-        from semfuse_rt.engine.backends.cuda.runner import CudaRunner
 
-        return CudaRunner(CudaKernelLoader(weights, layer, **options))
+        return CudaKernelLoader
     raise SemfuseError(f"unknown backend {name!r}")
 
 
-__all__ = ["BACKENDS", "available_backends", "create_runner", "resolve_backend"]
+def loader_options(name: str) -> frozenset[str]:
+    """The keyword options the loader of backend `name` takes (a Fuser passes them on)."""
+    import inspect
+
+    keywords = (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
+    parameters = inspect.signature(_loader_class(name)).parameters.values()
+    return frozenset(p.name for p in parameters if p.kind in keywords and p.name not in ("weights", "layer"))
+
+
+def create_runner(name: str, weights: VGG19Weights, layer: str, **options) -> FusionRunner:
+    """The runner of a resolved backend name (see resolve_backend), with its loader;
+    `options` go to the loader."""
+    loader = _loader_class(name)(weights, layer, **options)
+    if name == "torch":
+        from semfuse_rt.engine.backends.torch.runner import TorchRunner
+
+        return TorchRunner(loader)
+    if name == "ort":
+        from semfuse_rt.engine.backends.ort.runner import OrtRunner
+
+        return OrtRunner(loader)
+    if name == "trt":
+        from semfuse_rt.engine.backends.trt.runner import TrtRunner
+
+        return TrtRunner(loader)
+    from semfuse_rt.engine.backends.cuda.runner import CudaRunner
+
+    return CudaRunner(loader)
+
+
+__all__ = ["BACKENDS", "available_backends", "create_runner", "loader_options", "resolve_backend"]

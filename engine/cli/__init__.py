@@ -1,36 +1,30 @@
 """The `semfuse-rt` command line. Commands are thin: parse, call the library, print.
 
-Each command lives in its own module and registers itself on `app` when imported.
+The Typer app and its commands are in application.py and load on first use (`app`, or
+`main`), so that `semfuse-rt --version` answers without importing torch.
 """
 from __future__ import annotations
 
+import inspect
+import os
 import signal
 import sys
+import traceback
 from pathlib import Path
+from typing import Any, NoReturn
 
-import typer
 from typer.exceptions import Abort, Exit, TyperException
 
 from semfuse_rt.cache import cache_problem, in_cache
 from semfuse_rt.errors import SemfuseError
 
-app = typer.Typer(
-    name="semfuse-rt",
-    help="Semantic image fusion (Hill & Bull) with exported-graph backends.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
 
-# Registration by import; the order sets the order in --help.
-from semfuse_rt.engine.cli import fuse_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import fuse_video_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import cam_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import weights_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import build_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import bench_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import eval_command  # noqa: E402,F401
-from semfuse_rt.engine.cli import fuse_batch_command  # noqa: E402,F401
+def __getattr__(name: str) -> Any:
+    if name == "app":
+        from semfuse_rt.engine.cli.application import load_commands
+
+        return load_commands()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class Interrupted(BaseException):
@@ -52,14 +46,119 @@ def _fail(message: str, status: int = 2):
     sys.exit(status)
 
 
+# What the dynamic loader says when mapping a library fails for want of address space.
+_MAP_FAILURE = "failed to map segment"
+
+
+def _memory_at_hand() -> str:
+    """memory_budget.memory_at_hand, imported on the way out only (it would add to the time of
+    --version), and left out where even that import fails for want of memory."""
+    try:
+        from semfuse_rt.engine.memory_budget import memory_at_hand
+    except (ImportError, MemoryError):
+        return ""
+    return memory_at_hand()
+
+
+def _root_cause(error: BaseException) -> BaseException:
+    """The innermost of an exception's chain: numpy's ImportError wraps the loader's one-line
+    reason in a page of advice."""
+    while (error.__cause__ or error.__context__) is not None:
+        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+    return error
+
+
+def _load_failure(error: BaseException) -> str:
+    """The line for a command that could not load its libraries (torch, numpy, OpenCV)."""
+    cause = _root_cause(error)
+    reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
+    if isinstance(cause, MemoryError) or _MAP_FAILURE in reason:
+        return (f"out of memory loading semfuse-rt's libraries ({reason}){_memory_at_hand()}; they and a small "
+                "fuse take about 1.2 GiB of address space: raise ulimit -v, or free memory")
+    return (f"cannot load {getattr(cause, 'name', None) or 'a library'} ({reason}); this environment's "
+            "semfuse-rt is incomplete: reinstall it (pip install --force-reinstall semfuse-rt)")
+
+
+def _loading_short_of_memory(error: BaseException) -> bool:
+    """Whether `error` is a library failing to load for want of memory while a command runs:
+    the commands import torch in their bodies, so that --help and usage errors need not wait
+    for it. The loader's failure to map a library comes as an ImportError, or from ctypes as
+    an OSError; a MemoryError counts where it came out of a module's top-level code."""
+    cause = _root_cause(error)
+    if isinstance(error, MemoryError):
+        return any(frame.f_code.co_name == "<module>" for frame, _ in traceback.walk_tb(error.__traceback__))
+    return isinstance(cause, MemoryError) or _MAP_FAILURE in str(cause)
+
+
+def _fail_loading(error: BaseException) -> NoReturn:
+    """One line, then out at once: a library left half-loaded for want of memory can hang in
+    its exit handlers (OpenBLAS joins a thread that retries its allocation forever). Nothing
+    has been read or written yet, or a command's `with` and `finally` blocks have undone it
+    on the way out, so there is nothing for the skipped cleanup to do."""
+    print(f"semfuse-rt: error: {_load_failure(error)}", file=sys.stderr, flush=True)
+    sys.stdout.flush()
+    os._exit(2)
+
+
+# The options that lower what a fuse holds in memory, in the order a line names them.
+_MEMORY_OPTIONS = ("memory_budget", "tile", "max_pixels")
+
+
+def _out_of_memory(command_name: str | None) -> str:
+    """The last resort's line for a MemoryError that nothing nearer caught, naming only the
+    options that the command has."""
+    from semfuse_rt.engine.cli.application import app
+
+    callbacks = [info.callback for info in app.registered_commands
+                 if info.name == command_name and info.callback is not None]
+    parameters = inspect.signature(callbacks[0]).parameters if callbacks else {}
+    flags = [f"--{name.replace('_', '-')}" for name in _MEMORY_OPTIONS if name in parameters]
+    if not flags:
+        return f"out of memory{_memory_at_hand()}; free memory, or use smaller images"
+    lowered = f"{', '.join(flags[:-1])} or {flags[-1]}" if len(flags) > 1 else flags[0]
+    return f"out of memory{_memory_at_hand()}; lower {lowered}, or free memory"
+
+
+def _loaded_commands() -> Any:
+    """The app with its commands; `--version` answers before they load."""
+    try:
+        from semfuse_rt.engine.cli.application import load_commands, version_line
+
+        if sys.argv[1:2] == ["--version"]:
+            # What the root's eager --version would print, without loading the commands.
+            print(version_line())
+            sys.exit(0)
+        # The commands import numpy and OpenCV (torch when they run): under a tight ulimit -v, or
+        # in a broken environment, this is where that shows.
+        return load_commands(sys.argv[1] if len(sys.argv) > 1 else None)
+    except (ImportError, MemoryError) as error:
+        _fail_loading(error)
+    except OSError as error:
+        if _MAP_FAILURE not in str(error):
+            raise
+        _fail_loading(error)  # ctypes loading torch's libgomp, say
+
+
 def main() -> None:
     """The console script: every expected problem is one line on stderr and a non-zero exit."""
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, _interrupt)
     try:
-        status = app(standalone_mode=False)
+        app = _loaded_commands()
+        try:
+            # One name however it is started (the console script, `python -m semfuse_rt`), as pip does.
+            status = app(standalone_mode=False, prog_name="semfuse-rt")
+        except (ImportError, MemoryError, OSError) as error:
+            if _loading_short_of_memory(error):
+                _fail_loading(error)
+            raise
     except SemfuseError as error:
         _fail(str(error))
+    except MemoryError:
+        # Where no check or conversion nearer the allocation saw it coming.
+        _fail(_out_of_memory(sys.argv[1] if len(sys.argv) > 1 else None))
+    except ImportError as error:  # a library that a command loads only when it runs
+        _fail(_load_failure(error))
     except Interrupted as interruption:
         print("semfuse-rt: interrupted", file=sys.stderr)
         sys.exit(128 + interruption.signum)

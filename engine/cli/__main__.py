@@ -1,3 +1,4 @@
 from semfuse_rt.engine.cli import main
 
-main()
+if __name__ == "__main__":
+    main()

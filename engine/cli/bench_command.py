@@ -4,66 +4,96 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.cli.screen import screen
+from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD
 from semfuse_rt.engine.presets import DEFAULT_PRESET
+from semfuse_rt.errors import SemfuseError
+
+
+DEFAULT_RUNS = 10
+DEFAULT_LOOP_STEPS = 20
+DEFAULT_REPEATS = 3
 
 
 def _split(text: str | None) -> list[str] | None:
     return [part.strip() for part in text.split(",") if part.strip()] if text else None
 
 
+def _check_unused(reason: str, unused: bool, **options) -> None:
+    """Options of a part of the benchmark that `reason` turns off."""
+    given = [f"--{name}" if name != "inputs" else "input images" for name, value in options.items()
+             if value is not None]
+    if unused and given:
+        raise SemfuseError(f"{given[0]} does nothing with {reason}: that part of the benchmark does not run")
+
+
 @app.command("bench")
 def bench_command(
     inputs: Optional[List[Path]] = typer.Argument(None, help="Images for the pipeline timing (default: a "
                                                              "synthetic 520x520 colour pair)."),
-    method: str = typer.Option("max", "--method", "-m", help="Pipeline: fusion method."),
-    preset: str = typer.Option(DEFAULT_PRESET, help="Pipeline: preset (and --steps etc. via `fuse` options)."),
-    backend: str = typer.Option("auto", help="Pipeline: backend."),
-    runs: int = typer.Option(10, help="Pipeline: timed fuses (percentiles over these)."),
+    # The pipeline's and the loop's options default to None, so that one given for a part
+    # that does not run (--method with --no-pipeline, say) is an error, not silence.
+    method: Optional[str] = typer.Option(None, "--method", "-m", help=f"Pipeline: fusion method (default "
+                                                                      f"{DEFAULT_METHOD})."),
+    preset: Optional[str] = typer.Option(None, help=f"Pipeline: preset (default {DEFAULT_PRESET})."),
+    backend: Optional[str] = typer.Option(None, help="Pipeline: backend (default auto)."),
+    runs: Optional[int] = typer.Option(None, help=f"Pipeline: timed fuses, percentiles over these (default "
+                                                  f"{DEFAULT_RUNS})."),
     pipeline: bool = typer.Option(True, "--pipeline/--no-pipeline", help="Time the whole fuse per stage."),
     backends: Optional[str] = typer.Option(None, help="Loop: comma-separated backends (default: all available)."),
-    layers: str = typer.Option("relu1_1", help="Loop: comma-separated VGG19 layers."),
+    layers: Optional[str] = typer.Option(None, help=f"Loop: comma-separated VGG19 layers (default {DEFAULT_LAYER})."),
     sizes: str = typer.Option("256", help="Loop: comma-separated square sizes in pixels ('' to skip)."),
-    steps: int = typer.Option(20, help="Loop: steps of the whole-loop timing (more than 10)."),
-    repeats: int = typer.Option(3, help="Loop: timed runs per measurement (median reported)."),
+    steps: Optional[int] = typer.Option(None, help=f"Loop: steps of the whole-loop timing, more than 10 (default "
+                                                   f"{DEFAULT_LOOP_STEPS})."),
+    repeats: Optional[int] = typer.Option(None, help=f"Loop: timed runs per measurement, median reported (default "
+                                                     f"{DEFAULT_REPEATS})."),
     warmup: int = typer.Option(1, help="Untimed runs first (pipeline and loop)."),
     out: Path = typer.Option(Path("bench-results"), help="Folder for bench.json, bench.md and the PNG charts."),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights file."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress bar, nor the notice of a first-time weights fetch."),
 ) -> None:
     """Time the whole fuse per stage (p50/p90/p99) and the optimisation loop per backend."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
     from semfuse_rt.engine.backends import available_backends, resolve_backend
-    from semfuse_rt.engine.benchmark import planned_measurements, run_benchmark, write_reports
+    from semfuse_rt.engine.benchmark import (check_report_folder, check_sizes, planned_measurements, run_benchmark,
+                                             write_reports)
+    from semfuse_rt.engine.fuser import Fuser
     from semfuse_rt.engine.pipeline_benchmark import TOTAL, run_pipeline_benchmark, synthetic_pair
     from semfuse_rt.engine.progress import progress_bar
-    from semfuse_rt.errors import SemfuseError
     from semfuse_rt.export.vgg19 import check_layer
     from semfuse_rt.export.weights import load_vgg19
 
+    # Every option is checked before anything is loaded or any folder is made.
+    size_list = check_sizes(_split(sizes) or [])
+    _check_unused("--no-pipeline", not pipeline, inputs=inputs, method=method, preset=preset, backend=backend,
+                  runs=runs)
+    _check_unused("--sizes ''", not size_list, backends=backends, layers=layers, steps=steps, repeats=repeats)
+    method, runs = method or DEFAULT_METHOD, DEFAULT_RUNS if runs is None else runs
+    steps, repeats = DEFAULT_LOOP_STEPS if steps is None else steps, DEFAULT_REPEATS if repeats is None else repeats
     chosen = [resolve_backend(b) for b in _split(backends)] if backends else available_backends()
-    layer_list = [check_layer(layer) for layer in _split(layers)]
-    try:
-        size_list = [int(s) for s in _split(sizes) or []]
-    except ValueError:
-        raise SemfuseError(f"--sizes takes comma-separated integers, got {sizes!r}") from None
-    if any(size < 16 for size in size_list):
-        raise SemfuseError(f"--sizes must be at least 16 pixels, got {sizes}")
+    layer_list = [check_layer(layer) for layer in _split(layers or DEFAULT_LAYER) or []]
     for name, value, least in (("--runs", runs, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
                                ("--steps", steps, 11)):
         if value < least:
             raise SemfuseError(f"{name} must be at least {least}, got {value}")
     if inputs is not None and len(inputs) == 1:
         raise SemfuseError("the pipeline timing needs at least 2 images, got 1")
-    console = Console()
-    vgg = load_vgg19(weights)
+    check_report_folder(out, inputs or ())
+    given: dict[str, Any] = {name: value for name, value in (("preset", preset), ("backend", backend))
+                             if value is not None}
+    fuses_with_vgg = Fuser(method, **given).method.optimised  # the pipeline's options, checked
+    console = screen()
+    vgg = load_vgg19(weights, show_progress=not quiet)
+    if fuses_with_vgg:
+        given["weights"] = vgg
     plan = planned_measurements(chosen, layer_list, size_list)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     report, rows = None, []
@@ -71,8 +101,8 @@ def bench_command(
         if pipeline:
             task = bar.add_task("pipeline", total=runs + warmup)
             paths = inputs or synthetic_pair(out / "inputs")
-            report = run_pipeline_benchmark(paths, method, runs, warmup, preset=preset, backend=backend,
-                                            weights=vgg, on_run=lambda done, total: bar.update(task, completed=done))
+            report = run_pipeline_benchmark(paths, method, runs, warmup, **given,
+                                            on_run=lambda done, total: bar.update(task, completed=done))
             bar.remove_task(task)
         if plan:
             task = bar.add_task("loop", total=len(plan))

@@ -5,13 +5,12 @@ from pathlib import Path
 
 import typer
 
-from semfuse_rt.engine.api import DEFAULT_LAYER
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.methods import DEFAULT_LAYER
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.onnx_export import DEFAULT_OPSET, export_graphs
+from semfuse_rt.export.opsets import DEFAULT_OPSET, MIN_OPSET, check_opset
 from semfuse_rt.export.trt_build import DEFAULT_PRECISION, DEFAULT_WORKSPACE_MIB, PRECISIONS
 from semfuse_rt.export.trt_profiles import DEFAULT_SHAPES, parse_shapes
-from semfuse_rt.export.weights import load_vgg19
 
 
 @app.command("build")
@@ -19,7 +18,7 @@ def build_command(
     layer: list[str] = typer.Option([DEFAULT_LAYER], help="VGG19 layer(s) to export; repeat for several."),
     weights: Path | None = typer.Option(None, help="VGG19 weights file (default: the cached Oxford weights)."),
     out: Path | None = typer.Option(None, help="Engine directory (default: under the user cache dir; one per layer)."),
-    opset: int = typer.Option(DEFAULT_OPSET, help="ONNX opset (>= 17)."),
+    opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET} to the newest this torch exports."),
     force: bool = typer.Option(False, help="Rebuild even if the directory is up to date."),
     trt: bool = typer.Option(False, "--trt", help="Also build TensorRT engines for this GPU."),
     precision: str = typer.Option(DEFAULT_PRECISION, help="TensorRT precision: fp32, fp16 or bf16."),
@@ -30,6 +29,11 @@ def build_command(
     device: int = typer.Option(0, help="CUDA device to build the TensorRT engines for."),
 ) -> None:
     """Export the features and explicit-gradient graphs to ONNX; with --trt, build TensorRT engines."""
+    # Here, not at the top: the exporter imports torch, which `--help` and usage errors need not wait for.
+    from semfuse_rt.export.onnx_export import export_graphs
+    from semfuse_rt.export.vgg19 import check_layer
+    from semfuse_rt.export.weights import load_vgg19
+
     # Bad TensorRT options are errors even where TensorRT is missing.
     if precision not in PRECISIONS:
         raise SemfuseError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
@@ -38,6 +42,10 @@ def build_command(
         raise SemfuseError(f"--workspace must be at least 1 MiB, got {workspace}")
     if not trt and (shapes is not None or workspace is not None or precision != DEFAULT_PRECISION):
         raise SemfuseError("--precision, --shapes and --workspace apply to TensorRT engines; add --trt")
+    # Checked before the weights load (a first run fetches them) and before any folder is made.
+    check_opset(opset)
+    for name in layer:
+        check_layer(name)
 
     vgg = load_vgg19(weights)
     exported = []

@@ -5,10 +5,10 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.cli.screen import screen
 from semfuse_rt.engine.heatmaps import overlay_heatmap
 
 def _top5_table(predictions, network: str) -> Table:
@@ -36,12 +36,13 @@ def cam_command(
     """Save IMAGE with its class activation map overlaid and print its top-5 classes."""
     from semfuse_rt.engine.cam import input_cams
     from semfuse_rt.engine.classifier import load_classifier, top_k
-    from semfuse_rt.engine.images import check_output, load_image, save_image
+    from semfuse_rt.engine.images import check_not_an_input, check_output, load_image, save_image
 
+    check_not_an_input(output, [image])  # as fuse does: the overlay may not replace the image it shows
     picture = load_image(image)
     check_output(output)  # fail before the network runs, not after
     classifier = load_classifier(cam_weights)
     cams = input_cams(classifier, [picture], classes)
     save_image(output, overlay_heatmap(picture, cams.maps[0].numpy()))
-    Console().print(_top5_table(top_k(cams.probabilities[0], 5, classifier.class_names), classifier.name))
+    screen().print(_top5_table(top_k(cams.probabilities[0], 5, classifier.class_names), classifier.name))
     typer.echo(f"CAM of {classes} class{'es' if classes > 1 else ''} -> {output}")

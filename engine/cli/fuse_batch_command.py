@@ -9,9 +9,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 from semfuse_rt.engine.batch import DEFAULT_EXTENSION, BatchReport, SetOutcome, plan_batch, run_batch
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
-                                                  ray_address_option, same_as_fuse)
+                                                  ray_address_option, ray_timeout_option, same_as_fuse)
 from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.errors import SemfuseError
@@ -23,11 +23,14 @@ def _inside(path: Path, folder: Path) -> bool:
 
 @app.command("fuse-batch")
 def fuse_batch_command(
-    sets: Path = typer.Argument(..., help="Folder of categories of sets, or a .csv listing sets "
-                                          "(the layout of `semfuse-rt eval`)."),
+    sets: Path = typer.Argument(..., metavar="DIR|SETS.csv",
+                                help="Folder of categories of sets, or a .csv listing sets "
+                                     "(the layout of `semfuse-rt eval`)."),
     output: Path = typer.Option(..., "--output", "-o", help="Folder for the fused images: "
                                                            "OUTDIR/CATEGORY/SET.EXT (created)."),
-    ext: str = typer.Option(DEFAULT_EXTENSION.lstrip("."), "--ext", help="Output format: png | tif | jpg | bmp."),
+    ext: str = typer.Option(DEFAULT_EXTENSION.lstrip("."), "--ext",
+                            help="Output format: png | tif | jpg | bmp. jpg and bmp hold 8 bits: a batch with "
+                                 "16-bit sets is refused before any work, naming them."),
     force: bool = typer.Option(False, "--force", help="Fuse again the sets whose output exists (default: skip them)."),
     workers: Optional[int] = typer.Option(None, "--workers", "-w",
                                           help="Fuse in N processes on this machine, sharing its cores (default 1)."),
@@ -35,19 +38,20 @@ def fuse_batch_command(
     ray_address: Optional[str] = ray_address_option(),
     ray_actors: int = ray_actors_option(),
     num_gpus_per_actor: float = gpus_per_actor_option(),
+    ray_timeout: Optional[float] = ray_timeout_option(),
     method: str = same_as_fuse("method"),
-    layer: str = same_as_fuse("layer"),
-    preset: str = same_as_fuse("preset"),
+    layer: Optional[str] = same_as_fuse("layer"),
+    preset: Optional[str] = same_as_fuse("preset"),
     steps: Optional[int] = same_as_fuse("steps"),
     lr: Optional[float] = same_as_fuse("lr"),
     decay: Optional[str] = same_as_fuse("decay"),
     init: Optional[str] = same_as_fuse("init"),
-    window: int = same_as_fuse("window"),
+    window: Optional[int] = same_as_fuse("window"),
     mean_base: Optional[float] = same_as_fuse("mean_base"),
     semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
-    backend: str = same_as_fuse("backend"),
+    backend: Optional[str] = same_as_fuse("backend"),
     weights: Optional[Path] = same_as_fuse("weights"),
-    classes: int = same_as_fuse("classes"),
+    classes: Optional[int] = same_as_fuse("classes"),
     cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
     max_pixels: int = same_as_fuse("max_pixels"),
     memory_budget: Optional[str] = same_as_fuse("memory_budget"),
@@ -59,28 +63,28 @@ def fuse_batch_command(
     Sets are found as `semfuse-rt eval` finds them. Each set's output is
     OUTDIR/CATEGORY/SET.EXT, written atomically; a run skips the outputs
     that exist, so an interrupted batch resumes where it stopped. A set that
-    fails is listed at the end and the others go on; the exit status is 1.
+    fails (a malformed CSV row too, by its line) is listed at the end and the
+    others go on; the exit status is 1. A full disk stops the batch at once,
+    keeping the sets fused so far.
 
     --workers N fuses in N processes on this machine; --ray on Ray actors,
     on the cluster at --ray-address or on a local Ray instance.
     """
-    if workers is not None and workers < 1:
-        raise SemfuseError(f"--workers must be 1 or more, got {workers}")
     if ray and workers is not None:
         raise SemfuseError("--workers runs processes on this machine; with --ray give --ray-actors")
-    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor)
+    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor, ray_timeout)
     if sets.is_dir() and _inside(output, sets):
         raise SemfuseError(f"{output}: is inside {sets}, where a later run would take the fused images for sets; "
                            "write them elsewhere")
-    discovery = find_sets(sets)
+    discovery = find_sets(sets, keep_rejected=True)
     errors = Console(stderr=True)
     for reason in discovery.skipped:
         errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    plan = plan_batch(discovery.sets, output, ext=ext, force=force)
+    plan = plan_batch(discovery.sets, output, ext=ext, force=force, rejected=discovery.rejected)
     options = dict(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
                    window=window, mean_base=mean_base, semantic_steps=semantic_steps, backend=backend,
                    weights=weights, classes=classes, cam_weights=cam_weights, memory_budget=memory_budget,
-                   tile=tile, max_pixels=max_pixels)
+                   tile=tile, max_pixels=max_pixels, show_progress=not quiet)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not quiet) as bar:
@@ -96,9 +100,10 @@ def fuse_batch_command(
             from semfuse_rt.engine.ray_batch import run_ray_batch
 
             report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
-                                   num_gpus_per_actor=num_gpus_per_actor, on_outcome=advance, **options)
+                                   num_gpus_per_actor=num_gpus_per_actor, connect_timeout_s=ray_timeout,
+                                   on_outcome=advance, **options)
         else:
-            report = run_batch(plan, workers=workers or 1, on_outcome=advance, **options)
+            report = run_batch(plan, workers=1 if workers is None else workers, on_outcome=advance, **options)
     _print_report(report, output)
     if not report.ok:
         raise typer.Exit(1)

@@ -6,19 +6,19 @@ from typing import List, Optional
 
 import typer
 
-from rich.console import Console
 from rich.table import Table
 
-from semfuse_rt.engine.api import DEFAULT_LAYER, fuse_files
+from semfuse_rt.engine.backends import BACKENDS
 from semfuse_rt.engine.memory import peak_resident_bytes
 from semfuse_rt.engine.memory_budget import describe
-from semfuse_rt.engine.methods import METHODS
+from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, METHODS
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.options import MAX_LR
 from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS, preset_values
 from semfuse_rt.kernels.adam_scalars import DECAYS
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.cli.screen import screen
 from semfuse_rt.engine.cli.progress import step_progress
 
 
@@ -34,15 +34,18 @@ def retention_table(paths, rows) -> Table:
 
 @app.command("fuse")
 def fuse_command(
-    inputs: List[Path] = typer.Argument(..., help="Two or more registered images of one scene."),
+    inputs: List[Path] = typer.Argument(..., metavar="A B [C ...]",
+                                        help="Two or more registered images of one scene."),
     output: Path = typer.Option(..., "--output", "-o", help="Fused image (.png, .tif, .jpg, .bmp)."),
-    method: str = typer.Option("max", "--method", "-m", help=" | ".join(METHODS)),
-    layer: str = typer.Option(DEFAULT_LAYER, help="VGG19 layer whose features are fused."),
-    preset: str = typer.Option(DEFAULT_PRESET, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
+    method: str = typer.Option(DEFAULT_METHOD, "--method", "-m", help=" | ".join(METHODS)),
+    # Options that only some methods use default to None, so that the library can tell one
+    # the user gave (an error where the method does not use it) from the default.
+    layer: Optional[str] = typer.Option(None, help=f"VGG19 layer whose features are fused (default {DEFAULT_LAYER})."),
+    preset: Optional[str] = typer.Option(None, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
                                                     "blend weighted by the inputs' own contrast and agreement, "
                                                     "without (blend) or with the semantic phase (semantic), as "
                                                     "published (paper), or from the DT-CWT start: 30 steps "
-                                                    "(refined), 10 (fast)."),
+                                                    f"(refined), 10 (fast) (default {DEFAULT_PRESET})."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "
                                                    f"{preset_values('steps')})."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, above 0 and at most "
@@ -51,7 +54,8 @@ def fuse_command(
                                                    f"(preset: {preset_values('decay')})."),
     init: Optional[str] = typer.Option(None, help=f"Starting image: {' | '.join(INITIALISATIONS)} "
                                                   f"(preset: {preset_values('init')})."),
-    window: int = typer.Option(5, help="Majority filter window (odd)."),
+    window: Optional[int] = typer.Option(None, help=f"majority, cam-majority: filter window, odd (default "
+                                                    f"{DEFAULT_WINDOW})."),
     mean_base: Optional[float] = typer.Option(None, "--mean-base",
                                               help="Put the optimised detail over the inputs' mean base layer "
                                                    f"(Gaussian sigma in pixels; 0: off) (preset: "
@@ -60,10 +64,11 @@ def fuse_command(
                                                  help="Adam steps of the semantic phase at relu5_1 on a 160-pixel "
                                                       "copy; 0: off (preset: "
                                                       f"{preset_values('semantic_steps')})."),
-    backend: str = typer.Option("auto", help="auto | trt | cuda | ort | torch"),
+    backend: Optional[str] = typer.Option(None, help=f"{' | '.join(BACKENDS)} (default auto)."),
     weights: Optional[Path] = typer.Option(None, help="VGG19 weights: torchvision .pth, Keras .h5 or cache file."),
-    classes: int = typer.Option(1, "--classes",
-                                help="Semantic methods: CAMs of the K most probable classes, weighted by probability."),
+    classes: Optional[int] = typer.Option(None, "--classes",
+                                          help="Semantic methods: CAMs of the K most probable classes, weighted by "
+                                               "probability (default 1)."),
     cam_weights: Optional[Path] = typer.Option(None, "--cam-weights",
                                                help="Full torchvision VGG19 file: VGG19 is then the CAM network."),
     save_cams: Optional[Path] = typer.Option(None, "--save-cams", help="Folder for each input's CAM overlay."),
@@ -80,18 +85,22 @@ def fuse_command(
                                                             "budget)."),
     verbose: bool = typer.Option(False, "--verbose", "-v", help="Also print the time of each stage and the "
                                                                 "peak resident memory."),
-    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    quiet: bool = typer.Option(False, "--quiet", "-q",
+                               help="No progress bar, nor the notice of a first-time weights fetch."),
 ) -> None:
     """Fuse registered images into one that keeps the important content of all."""
+    # Here, not at the top: the library imports torch, which `--help` and usage errors need not wait for.
+    from semfuse_rt.engine.api import fuse_files
+
     with step_progress("fusing", enabled=not quiet) as progress:
         result = fuse_files(
             inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
             window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
             cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
-            memory_budget=memory_budget, tile=tile, semantic_steps=semantic_steps,
+            memory_budget=memory_budget, tile=tile, semantic_steps=semantic_steps, show_progress=not quiet,
         )
     if report:
-        Console().print(retention_table(inputs, result.retention))
+        screen().print(retention_table(inputs, result.retention))
     typer.echo(f"{result.summary(len(inputs))} -> {output}")
     if verbose:
         stages = ", ".join(f"{stage} {seconds * 1e3:.0f} ms" for stage, seconds in result.stages.items())

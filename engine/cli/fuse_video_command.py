@@ -8,18 +8,19 @@ from typing import List, Optional
 import typer
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
-                                                  ray_address_option, same_as_fuse)
+                                                  ray_address_option, ray_timeout_option, same_as_fuse)
 from semfuse_rt.engine.progress import progress_bar
-from semfuse_rt.engine.video_fusion import DEFAULT_WARM_STEPS, fuse_video
-from semfuse_rt.engine.video_io import DEFAULT_CRF
+from semfuse_rt.engine.video_defaults import DEFAULT_WARM_STEPS
+from semfuse_rt.engine.video_io import DEFAULT_CRF, MAX_FPS, MIN_FPS
 
 
 @app.command("fuse-video")
 def fuse_video_command(
-    inputs: List[Path] = typer.Argument(..., help="Two or more synchronised, registered streams: video files "
-                                                  "or folders of frames (taken in natural order)."),
+    inputs: List[Path] = typer.Argument(..., metavar="A B [C ...]",
+                                        help="Two or more synchronised, registered streams: video files "
+                                             "or folders of frames (taken in natural order)."),
     output: Path = typer.Option(..., "--output", "-o", help="Fused video (.mp4, .mkv, .mov; H.264), or a path "
                                                            "without a suffix for a folder of PNG frames."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of each warm-started frame (default "
@@ -27,8 +28,8 @@ def fuse_video_command(
                                                    "(default: the preset's)."),
     warm: bool = typer.Option(True, "--warm/--cold", help="Start each frame from what the previous one "
                                                           "learned (first frame and scene cuts run cold)."),
-    fps: Optional[float] = typer.Option(None, "--fps", help="Output frame rate (default: the inputs'; "
-                                                            "25 for frame folders)."),
+    fps: Optional[float] = typer.Option(None, "--fps", help=f"A video output's frame rate, {MIN_FPS:g}-{MAX_FPS:g} "
+                                                            "(default: the inputs'; 25 for frame folders)."),
     crf: Optional[int] = typer.Option(None, "--crf", help=f"H.264 quality, 0-51, lower is better "
                                                           f"(default {DEFAULT_CRF})."),
     lossless: bool = typer.Option(False, "--lossless", help="Lossless H.264: grey frames bit-exact."),
@@ -40,21 +41,22 @@ def fuse_video_command(
     ray_address: Optional[str] = ray_address_option(),
     ray_actors: int = ray_actors_option(),
     num_gpus_per_actor: float = gpus_per_actor_option(),
+    ray_timeout: Optional[float] = ray_timeout_option(),
     chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames",
                                                help="Frames per chunk; each chunk's first frame runs cold "
                                                     "(default with --ray: an even share per actor)."),
     method: str = same_as_fuse("method"),
-    layer: str = same_as_fuse("layer"),
-    preset: str = same_as_fuse("preset"),
+    layer: Optional[str] = same_as_fuse("layer"),
+    preset: Optional[str] = same_as_fuse("preset"),
     lr: Optional[float] = same_as_fuse("lr"),
     decay: Optional[str] = same_as_fuse("decay"),
     init: Optional[str] = same_as_fuse("init"),
-    window: int = same_as_fuse("window"),
+    window: Optional[int] = same_as_fuse("window"),
     mean_base: Optional[float] = same_as_fuse("mean_base"),
     semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
-    backend: str = same_as_fuse("backend"),
+    backend: Optional[str] = same_as_fuse("backend"),
     weights: Optional[Path] = same_as_fuse("weights"),
-    classes: int = same_as_fuse("classes"),
+    classes: Optional[int] = same_as_fuse("classes"),
     cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
     max_pixels: int = same_as_fuse("max_pixels"),
     memory_budget: Optional[str] = same_as_fuse("memory_budget"),
@@ -65,7 +67,10 @@ def fuse_video_command(
     Streams must agree on frame size and count; they are checked before any
     frame is fused. The output appears only when every frame is written.
     """
-    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor)
+    # Here, not at the top: the library imports torch, which `--help` and usage errors need not wait for.
+    from semfuse_rt.engine.video_fusion import fuse_video
+
+    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor, ray_timeout)
     columns = (TextColumn("fusing frames"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not quiet) as bar:
@@ -84,9 +89,10 @@ def fuse_video_command(
         summary = fuse_video(
             inputs, output, method, warm=warm, steps=steps, fps=fps, quality=crf, lossless=lossless,
             max_pixels=max_pixels, progress=advance, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
-            num_gpus_per_actor=num_gpus_per_actor, chunk_frames=chunk_frames, workers=workers,
+            num_gpus_per_actor=num_gpus_per_actor, ray_timeout_s=ray_timeout, chunk_frames=chunk_frames,
+            workers=workers,
             layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
             semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, memory_budget=memory_budget,
+            cam_weights=cam_weights, memory_budget=memory_budget, show_progress=not quiet,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")

