@@ -109,7 +109,8 @@ class BatchReport:
         (self.fused if outcome.ok else self.failed).append(outcome)
         if outcome.disk_full:
             raise DiskFull(f"{outcome.error}; the batch stopped there, keeping the {len(self.fused)} set(s) fused "
-                           "so far: free some space and run the same command again to resume")
+                           "so far: free some space and run the same command again to resume",
+                           earlier=[each for each in self.failed if each is not outcome])
 
     def summary(self) -> str:
         return (f"{len(self.fused)} fused, {len(self.skipped)} skipped (already done), {len(self.failed)} failed "
@@ -117,7 +118,12 @@ class BatchReport:
 
 
 class DiskFull(SemfuseError):
-    """A batch stopped by a full disk or quota."""
+    """A batch stopped by a full disk or quota; `earlier`: the sets that had failed before
+    it, for other reasons, so that their reasons are not lost with the batch."""
+
+    def __init__(self, message: str, earlier: list[SetOutcome] | None = None):
+        super().__init__(message)
+        self.earlier = earlier or []
 
 
 # ----------------------------------------------------------------------------------- the plan

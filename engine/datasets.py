@@ -263,7 +263,7 @@ def discover_sets(root: str | Path) -> Discovery:
     if _images(root.iterdir()):
         # A category folder given directly: its subfolders are sets, not categories. It is
         # named after the folder itself, which `.` and `..` hide ("sets" for `/`, nameless).
-        sets = _category_sets(root.resolve().name or "sets", root, skipped)
+        sets = _category_sets(Path(os.path.abspath(root)).name or "sets", root, skipped)
     else:
         # The root groups categories: each subfolder with images is one, even of a single
         # pair, as it always was.

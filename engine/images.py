@@ -509,8 +509,11 @@ def check_writable_folder(directory: str | os.PathLike, option: str) -> Path:
         missing = missing.parent
     try:
         missing.mkdir()
+    except FileExistsError:  # a run started beside this one made it meanwhile
+        return check_writable_folder(directory, option)
     except OSError as error:
         raise SemfuseError(f"{option} {directory}: cannot create folder {missing} "
                            f"({error.strerror or error}); {fix}") from None
-    missing.rmdir()
+    with contextlib.suppress(OSError):  # not empty: a run beside this one uses it
+        missing.rmdir()
     return directory

@@ -184,7 +184,7 @@ def check_available(count: int, height: int, width: int, budget: int, streamed: 
 # How the libraries under a fuse say that an allocation failed, besides MemoryError (numpy,
 # Pillow): torch's CPU allocator and CUDA, ONNX Runtime's arena, OpenCV.
 _OUT_OF_MEMORY_TEXTS = ("can't allocate memory", "out of memory", "bad_alloc", "bad allocation",
-                        "failed to allocate memory", "insufficient memory")
+                        "failed to allocate memory", "insufficient memory", "cannot allocate memory")
 
 
 def is_out_of_memory(error: BaseException) -> bool:

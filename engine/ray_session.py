@@ -136,7 +136,12 @@ def _check_answers(address: str, host: str, port: int, timeout_s: float) -> None
         with socket.create_connection((host, port), timeout=timeout_s) as connection:
             connection.settimeout(max(0.01, deadline - time.monotonic()))
             connection.sendall(_HTTP2_PREFACE + _HTTP2_EMPTY_SETTINGS)
-            reply = connection.recv(9)
+            reply = b""
+            while len(reply) < 9:  # a frame header may arrive in pieces
+                piece = connection.recv(9 - len(reply))
+                if not piece:
+                    break
+                reply += piece
     except socket.gaierror as error:
         raise SemfuseError(f"--ray-address {address}: cannot resolve {host} ({error.strerror})") from None
     except TimeoutError:

@@ -110,8 +110,10 @@ def export_graphs(weights: VGG19Weights, layer: str, directory: Path | None = No
     """Export (or reuse) the features and gradient graphs for `weights` cut at `layer`."""
     check_layer(layer)
     check_opset(opset)
+    # Only a folder the user named is removed after a failed first export: the cache's
+    # folder may be shared with a concurrent export, which writes each file atomically.
+    created = _first_missing(Path(directory)) if directory else None
     directory = Path(directory) if directory else default_directory(weights, layer, opset)
-    created = _first_missing(directory)
     directory.mkdir(parents=True, exist_ok=True)
     try:
         return _export_into(directory, weights, layer, opset, force)

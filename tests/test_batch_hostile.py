@@ -170,8 +170,10 @@ def test_a_full_disk_is_seen_through_the_one_line_error_that_wraps_it():
     assert not is_disk_full(OSError(errno.EACCES, "Permission denied"))
     report = BatchReport()
     report.record(SetOutcome("c/a", "a.png", "unreadable"))
-    with pytest.raises(DiskFull, match="keeping the 0 set"):  # what a worker process reports too
+    with pytest.raises(DiskFull, match="keeping the 0 set") as stopped:  # what a worker process reports too
         report.record(SetOutcome("c/b", "b.png", "b.png: cannot write (No space left on device)", disk_full=True))
+    # The sets that failed before, for other reasons, go with it: the CLI prints them.
+    assert [outcome.key for outcome in stopped.value.earlier] == ["c/a"]
 
 
 # --------------------------------------------------------------------- 16-bit sets and 8-bit formats

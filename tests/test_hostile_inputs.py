@@ -18,10 +18,9 @@ import pytest
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.datasets import IMAGE_SUFFIXES
-from semfuse_rt.engine.images import READ_SUFFIXES, image_file_size, load_image, oriented, save_image
+from semfuse_rt.engine.images import image_file_size, load_image, oriented, save_image
 from semfuse_rt.engine.video_fusion import VideoSummary
-from semfuse_rt.engine.video_io import FRAME_SUFFIXES, MAX_FPS, MIN_FPS, VideoWriter, probe, stream_rate
+from semfuse_rt.engine.video_io import MAX_FPS, MIN_FPS, VideoWriter, probe, stream_rate
 from semfuse_rt.errors import SemfuseError
 
 SIZE = (32, 40)  # height, width
@@ -298,10 +297,6 @@ def test_damaged_netpbm_files_get_a_clear_error(tmp_path, content, message):
         load_image(path)
 
 
-def test_what_folders_are_searched_for_is_what_is_read():
-    assert IMAGE_SUFFIXES == READ_SUFFIXES == set(FRAME_SUFFIXES) >= {".pgm", ".ppm"}
-
-
 def test_fuse_reads_pgm_inputs(monkeypatch, capsys, tmp_path, rng, weights_file):
     inputs = []
     for name in ("a", "b"):
@@ -423,3 +418,15 @@ def test_rates_in_range_are_written_as_asked():
     assert stream_rate([], 29.97) == Fraction(2997, 100)
     assert stream_rate([], 30000 / 1001) == Fraction(30000, 1001)
     assert stream_rate([], 0.5) == Fraction(1, 2)
+
+
+def test_folders_yield_pgm_and_ppm_sets_that_load(tmp_path):
+    from semfuse_rt.engine.datasets import discover_sets
+
+    for name in ("x_A.pgm", "x_B.pgm"):
+        (tmp_path / name).write_bytes(b"P5\n4 3\n255\n" + bytes(range(12)))
+    for name in ("y_A.ppm", "y_B.ppm"):
+        (tmp_path / name).write_bytes(b"P6\n2 2\n255\n" + bytes(range(12)))
+    sets = {s.name: s.sources for s in discover_sets(tmp_path).sets}
+    assert sorted(sets) == ["x", "y"]
+    assert [load_image(path).shape for path in sets["x"] + sets["y"]] == [(3, 4), (3, 4), (2, 2, 3), (2, 2, 3)]

@@ -42,7 +42,7 @@ COMMANDS = [info.name for info in load_commands().registered_commands]
 
 def test_every_command_is_probed():
     # The commands register on import; a new one is probed below without being listed here.
-    assert {"fuse", "fuse-video", "cam", "weights", "build", "bench", "eval", "fuse-batch"} <= set(COMMANDS)
+    assert {"fuse", "fuse-video", "cam", "weights", "build", "bench", "eval", "score", "fuse-batch"} <= set(COMMANDS)
 
 
 @pytest.mark.parametrize("args", [["--help"], [], *([name, "--help"] for name in COMMANDS)],

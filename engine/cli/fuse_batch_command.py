@@ -8,7 +8,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from semfuse_rt.engine.batch import DEFAULT_EXTENSION, BatchReport, SetOutcome, plan_batch, run_batch
+from semfuse_rt.engine.batch import DEFAULT_EXTENSION, BatchReport, DiskFull, SetOutcome, plan_batch, run_batch
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
                                                   ray_address_option, ray_timeout_option, same_as_fuse)
@@ -87,23 +87,28 @@ def fuse_batch_command(
                    tile=tile, max_pixels=max_pixels, show_progress=not quiet)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
-    with progress_bar(*columns, enabled=not quiet) as bar:
-        task = bar.add_task("fusing sets", total=len(plan.todo), failed=0)
-        failures = 0
+    try:
+        with progress_bar(*columns, enabled=not quiet) as bar:
+            task = bar.add_task("fusing sets", total=len(plan.todo), failed=0)
+            failures = 0
 
-        def advance(outcome: SetOutcome) -> None:
-            nonlocal failures
-            failures += not outcome.ok
-            bar.update(task, advance=1, failed=failures)
+            def advance(outcome: SetOutcome) -> None:
+                nonlocal failures
+                failures += not outcome.ok
+                bar.update(task, advance=1, failed=failures)
 
-        if ray:
-            from semfuse_rt.engine.ray_batch import run_ray_batch
+            if ray:
+                from semfuse_rt.engine.ray_batch import run_ray_batch
 
-            report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
-                                   num_gpus_per_actor=num_gpus_per_actor, connect_timeout_s=ray_timeout,
-                                   on_outcome=advance, **options)
-        else:
-            report = run_batch(plan, workers=1 if workers is None else workers, on_outcome=advance, **options)
+                report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
+                                       num_gpus_per_actor=num_gpus_per_actor, connect_timeout_s=ray_timeout,
+                                       on_outcome=advance, **options)
+            else:
+                report = run_batch(plan, workers=1 if workers is None else workers, on_outcome=advance, **options)
+    except DiskFull as full:
+        for outcome in full.earlier:  # the batch's error line follows them
+            typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)
+        raise
     _print_report(report, output)
     if not report.ok:
         raise typer.Exit(1)
