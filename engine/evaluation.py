@@ -42,7 +42,8 @@ from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, parse_judges, unjudged
 from semfuse_rt.engine.retention_judges import metric_names as retention_names
 from semfuse_rt.engine.side_by_side import VIEW, side_by_side_png
-from semfuse_rt.engine.suite_reports import SCORES_CSV, ranking_markdown, rankings_json, write_scores_csv
+from semfuse_rt.engine.suite_reports import (RESULTS_NAMES, SCORES_CSV, ranking_markdown, rankings_json,
+                                            write_scores_csv)
 from semfuse_rt.cache import atomic_write_bytes
 
 __all__ = ["MethodSpec", "parse_methods", "check_variants", "downscale", "SetRecord", "Outcome", "Evaluation",
@@ -660,9 +661,6 @@ def summary_table(evaluation: Evaluation):
                           _format("seconds", row["seconds"]))
         tables.append(table)
     return Group(*tables)
-
-
-RESULTS_NAMES = ("results.json", "results.md", SCORES_CSV)
 
 
 def grid_path(folder: str | Path, category: str) -> Path:

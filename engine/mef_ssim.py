@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from semfuse_rt.engine.metrics import SSIM_WINDOW, SSIM_WINDOW_SIGMA, _valid
+from semfuse_rt.engine.metrics import MATLAB_RGB2GRAY, SSIM_WINDOW, SSIM_WINDOW_SIGMA, _valid
 
 __all__ = ["MEF_SSIM_SCALE_WEIGHTS", "mef_ssim", "mef_ssim_scales"]
 
@@ -45,8 +45,6 @@ _PATCH_AREA = _PATCH * _PATCH
 _CONTRAST_FLOOR = 0.001
 _MAX_EXPONENT = 10.0
 _EPS = np.finfo(np.float64).eps
-# MATLAB's rgb2gray weights (the NTSC YIQ inverse's first row).
-_RGB2GRAY = np.linalg.inv(np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]]))[0]
 
 
 def _grey_levels(image: np.ndarray) -> np.ndarray:
@@ -58,7 +56,7 @@ def _grey_levels(image: np.ndarray) -> np.ndarray:
     image = image.astype(np.float64)
     if image.ndim == 3 and image.shape[2] == 3:
         # rgb2gray of a uint8 image rounds, half away from zero (levels are never negative).
-        return np.floor(image @ _RGB2GRAY + 0.5)
+        return np.floor(image @ MATLAB_RGB2GRAY + 0.5)
     if image.ndim != 2:
         raise ValueError(f"MEF-SSIM takes HxW or HxWx3 images, got shape {image.shape}")
     return image

@@ -40,6 +40,9 @@ METRIC_NAMES = ("Qabf", "QabfV", "Qmi", "Qy", "SSIM", "MI", "EN", "SD", "SF", "A
 QABF_GAMMA_G, QABF_KAPPA_G, QABF_SIGMA_G = 0.9994, -15.0, 0.5
 QABF_GAMMA_A, QABF_KAPPA_A, QABF_SIGMA_A = 0.9879, -22.0, 0.8
 QABF_L = 1.0
+# MATLAB's rgb2gray weights, as the benchmarks' code converts colour: the first row of the
+# inverse of the NTSC YIQ matrix, not BT.601's rounded 0.299 / 0.587 / 0.114.
+MATLAB_RGB2GRAY = np.linalg.inv(np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]]))[0]
 
 # Sobel operator, applied by correlation. Only the magnitude and the difference of
 # orientations between images enter Q^AB/F (the sign matters only against the pi/2 given to

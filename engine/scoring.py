@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -28,16 +27,16 @@ from semfuse_rt.engine.datasets import IMAGE_SUFFIXES, FusionSet, category_folde
 from semfuse_rt.engine.images import InputFiles, check_writable_folder, image_file_size, load_image
 from semfuse_rt.engine.method_ranking import ImageScore, SuiteRanking, image_scores, rank_suites
 from semfuse_rt.engine.metric_suites import MetricSuite, score_suites
-from semfuse_rt.engine.suite_reports import SCORES_CSV, ranking_markdown, rankings_json, write_scores_csv
+from semfuse_rt.engine.suite_reports import (RESULTS_NAMES, finite_or_none, ranking_markdown, rankings_json,
+                                            write_scores_csv)
 from semfuse_rt.errors import SemfuseError
 
 if TYPE_CHECKING:  # engine/evaluation.py pulls in the fusion engine; imported where a run needs it
     from semfuse_rt.engine.evaluation import MethodSpec
 
 __all__ = ["FusedImage", "FusedImages", "Scoring", "ScoringPlan", "find_fused", "check_sizes", "score_fused",
-           "REPORT_NAMES", "check_score_folder", "plan_scoring", "run_scoring", "write_score_reports"]
+           "check_score_folder", "plan_scoring", "run_scoring", "write_score_reports"]
 
-REPORT_NAMES = ("results.json", "results.md", SCORES_CSV)
 _NAMING = "name them SET_METHOD.ext, as VIFB and MFIFB store them"
 
 
@@ -184,7 +183,7 @@ class Scoring:
 
 
 def _report_paths(folder: Path) -> list[Path]:
-    return [folder / name for name in REPORT_NAMES]
+    return [folder / name for name in RESULTS_NAMES]
 
 
 def check_score_folder(folder: str | Path, sets: Sequence[FusionSet], fused: FusedImages) -> Path:
@@ -258,10 +257,6 @@ def run_scoring(plan: ScoringPlan, *, show_progress: bool = True, command: str =
                    command)
 
 
-def _plain(value: float) -> float | None:
-    return None if math.isnan(value) or math.isinf(value) else value
-
-
 def _markdown(scoring: Scoring, rankings: Sequence[SuiteRanking]) -> str:
     parts = [
         "# semfuse-rt score",
@@ -294,7 +289,7 @@ def _json(scoring: Scoring, rankings: Sequence[SuiteRanking]) -> str:
         "skipped": scoring.fused.skipped,
         "rankings": rankings_json(rankings),
         "results": [{"category": s.category, "set": s.set_name, "method": s.method, "suite": s.suite,
-                     "metric": s.metric, "value": _plain(s.value)} for s in scoring.scores],
+                     "metric": s.metric, "value": finite_or_none(s.value)} for s in scoring.scores],
     }
     return json.dumps(document, indent=2, allow_nan=False) + "\n"
 

@@ -12,10 +12,19 @@ from pathlib import Path
 from semfuse_rt.cache import atomic_write_bytes
 from semfuse_rt.engine.method_ranking import ImageScore, SuiteRanking
 
-__all__ = ["CSV_COLUMNS", "SCORES_CSV", "number", "ranking_title", "ranking_markdown", "ranking_tables",
+__all__ = ["CSV_COLUMNS", "RESULTS_NAMES", "SCORES_CSV", "finite_or_none", "number", "ranking_title", "ranking_markdown", "ranking_tables",
            "rankings_json", "scores_csv", "write_scores_csv"]
 
 SCORES_CSV = "scores.csv"
+# What eval and score write into their --out folder.
+RESULTS_NAMES = ("results.json", "results.md", SCORES_CSV)
+
+
+def finite_or_none(value: float) -> float | None:
+    """JSON has neither NaN nor infinity (VIFB's PSNR of a result equal to its sources)."""
+    return value if math.isfinite(value) else None
+
+
 CSV_COLUMNS = ("category", "set", "method", "suite", "metric", "value")
 RANKING_NOTE = ("Mean of each metric per method over its images; rank per metric on those means (1 = best, "
                 "lower-is-better metrics marked; ties share the mean of their ranks); mean rank over the "
@@ -96,17 +105,14 @@ def ranking_tables(rankings: Sequence[SuiteRanking]):
 
 def rankings_json(rankings: Sequence[SuiteRanking]) -> list[dict]:
     """Every ranking as plain data; NaN and infinity (JSON has neither) as None."""
-    def plain(value: float) -> float | None:
-        return value if math.isfinite(value) else None
-
     return [{
         "category": r.category,
         "suite": r.suite.name,
         "metrics": [{"name": m.name, "higher_is_better": m.higher_is_better} for m in r.suite.metrics],
         "methods": [{"method": method, "images": r.images[method],
-                     "means": {name: plain(value) for name, value in r.means[method].items()},
-                     "ranks": {name: plain(value) for name, value in r.ranks[method].items()},
-                     "mean_rank": plain(r.mean_ranks[method])} for method in r.methods],
+                     "means": {name: finite_or_none(value) for name, value in r.means[method].items()},
+                     "ranks": {name: finite_or_none(value) for name, value in r.ranks[method].items()},
+                     "mean_rank": finite_or_none(r.mean_ranks[method])} for method in r.methods],
         "missing": r.missing,
     } for r in rankings]
 

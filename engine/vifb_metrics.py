@@ -45,7 +45,7 @@ import cv2
 import numpy as np
 
 from semfuse_rt.engine.metrics import (
-    SSIM_C1, SSIM_C2, SSIM_WINDOW, SSIM_WINDOW_SIGMA, _edge_preservation, _mi_and_entropies,
+    MATLAB_RGB2GRAY, SSIM_C1, SSIM_C2, SSIM_WINDOW, SSIM_WINDOW_SIGMA, _edge_preservation, _mi_and_entropies,
     _sobel_strength_orientation, _ssim_from_statistics, _valid, entropy, spatial_frequency,
     standard_deviation,
 )
@@ -59,9 +59,6 @@ VIFB_METRICS: tuple[tuple[str, bool], ...] = (
     ("Qcv", False),
 )
 
-# MATLAB's rgb2gray: the first row of the inverse of the NTSC YIQ matrix, not BT.601's rounded
-# 0.299 / 0.587 / 0.114.
-_RGB2GRAY = np.linalg.inv(np.array([[1.0, 0.956, 0.621], [1.0, -0.272, -0.647], [1.0, -1.106, 1.703]]))[0]
 _PEAK = 255.0
 _LEVELS = 256
 
@@ -392,7 +389,7 @@ class VifbReference:
                 elif isinstance(key, int):
                     values = source[:, :, key].astype(np.float64)
                 else:
-                    grey = source.astype(np.float64) @ _RGB2GRAY
+                    grey = source.astype(np.float64) @ MATLAB_RGB2GRAY
                     # rgb2gray of uint8 rounds (half away from zero; levels are never negative).
                     values = np.floor(grey + 0.5) if key == _ROUNDED_GREY else grey
                 planes.append(_Plane(values))
