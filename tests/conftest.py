@@ -1,5 +1,6 @@
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 
@@ -136,3 +137,28 @@ def random_vgg_weights():
     from semfuse_rt.export.weights import random_vgg19
 
     return random_vgg19()
+
+
+def run_main(monkeypatch, capsys, *args):
+    """The console script's main() on `args`: (exit status, stdout, stderr)."""
+    from semfuse_rt.engine.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    captured = capsys.readouterr()
+    return exit_info.value.code, captured.out, captured.err
+
+
+def the_one_error_line(code, err) -> str:
+    assert code == 2, err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("semfuse-rt: error: ")
+    return lines[0]
+
+
+def snapshot(folder: Path) -> dict:
+    """Every file and folder under `folder`, with the bytes of each file."""
+    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
+            for path in sorted(folder.rglob("*"))}

@@ -14,22 +14,14 @@ import pytest
 from PIL import Image
 
 from semfuse_rt.engine.baselines import BASELINES
-from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.cli.application import COMMAND_MODULES
 from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
 from semfuse_rt.engine.images import save_image
 from semfuse_rt.engine.side_by_side import VIEW
+from conftest import run_main
 
 VERSION_LINE = f"semfuse-rt {metadata.version('semfuse-rt')}"
 COMMANDS = ("fuse", "fuse-video", "cam", "weights", "build", "bench", "eval", "score", "fuse-batch")
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def no_leftovers(folder: Path) -> list[str]:

@@ -12,9 +12,9 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.images import save_image
 from semfuse_rt.errors import SemfuseError
+from conftest import run_main, the_one_error_line, snapshot
 
 STEPS = "1"
 SIDE = 48
@@ -33,28 +33,6 @@ def weights_file(tmp_path_factory, random_vgg_weights):
     path = tmp_path_factory.mktemp("weights") / "random-vgg19.pt"
     _save_cache(path, random_vgg_weights)
     return path
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-def the_one_error_line(code, err) -> str:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("semfuse-rt: error: ")
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file and folder under `folder`, with the bytes of each file."""
-    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
-            for path in sorted(folder.rglob("*"))}
 
 
 def write_set(folder: Path, name: str, dtype=np.uint8, suffix: str = ".png", seed: int = 0) -> list[Path]:

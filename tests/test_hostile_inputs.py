@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
-from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.images import image_file_size, load_image, oriented, save_image
 from semfuse_rt.engine.video_fusion import VideoSummary
 from semfuse_rt.engine.video_io import MAX_FPS, MIN_FPS, VideoWriter, probe, stream_rate
 from semfuse_rt.errors import SemfuseError
+from conftest import run_main
 
 SIZE = (32, 40)  # height, width
 
@@ -113,14 +113,6 @@ def snapshot(folder: Path) -> dict[str, object]:
         else:
             entries[key] = ("dir" if path.is_dir() else "special", path.lstat().st_mode)
     return entries
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def refused(monkeypatch, capsys, folder: Path, *args) -> str:

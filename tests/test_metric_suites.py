@@ -4,7 +4,6 @@ import csv
 import io
 import json
 import math
-import sys
 
 import cv2
 import numpy as np
@@ -14,6 +13,7 @@ from semfuse_rt.engine.method_ranking import ImageScore, average_ranks, image_sc
 from semfuse_rt.engine.metric_suites import SUITES, Metric, MetricSuite, parse_suites, score_suites
 from semfuse_rt.engine.suite_reports import CSV_COLUMNS, ranking_markdown, rankings_json, scores_csv
 from semfuse_rt.errors import SemfuseError
+from conftest import run_main as run_cli
 
 
 def _never(sources, fused):
@@ -164,16 +164,6 @@ def test_the_default_suite_is_the_projects_metrics(rng):
 
 
 # ----------------------------------------------------------------------------- eval --metrics
-
-def run_cli(monkeypatch, capsys, *arguments):
-    from semfuse_rt.engine.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, arguments)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
 
 @pytest.fixture
 def pairs(tmp_path, rng):

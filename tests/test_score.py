@@ -3,7 +3,6 @@ import csv
 import json
 import os
 import shutil
-import sys
 from pathlib import Path
 
 import cv2
@@ -14,6 +13,7 @@ from semfuse_rt.engine.datasets import find_sets
 from semfuse_rt.engine.metrics import fusion_metrics
 from semfuse_rt.engine.scoring import find_fused
 from semfuse_rt.errors import SemfuseError
+from conftest import run_main as run_cli
 
 BENCHMARKS = Path(os.environ.get("SEMFUSE_RT_BENCHMARKS",
                                  Path(__file__).resolve().parents[2] / "shared" / "benchmarks"))
@@ -39,16 +39,6 @@ def tree(tmp_path, rng):
     (fused / "notes.txt").write_text("not an image")
     write(fused / "stray.png", rng.integers(0, 256, SHAPE, dtype=np.uint8))
     return sets, fused
-
-
-def run_cli(monkeypatch, capsys, *arguments):
-    from semfuse_rt.engine.cli import main
-
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, arguments)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def snapshot(*folders):

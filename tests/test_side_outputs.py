@@ -14,6 +14,7 @@ import pytest
 
 from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.images import load_image, save_image
+from conftest import the_one_error_line, snapshot
 
 
 @pytest.fixture(autouse=True)
@@ -27,20 +28,6 @@ def run_main(monkeypatch, capsys, *args):
     with pytest.raises(SystemExit) as exit_info:
         main()
     return exit_info.value.code, capsys.readouterr().err
-
-
-def the_one_error_line(code, err) -> str:
-    assert code == 2, err
-    lines = [line for line in err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("semfuse-rt: error: ")
-    return lines[0]
-
-
-def snapshot(folder: Path) -> dict:
-    """Every file and folder under `folder`, with the bytes of each file."""
-    return {str(path.relative_to(folder)): path.read_bytes() if path.is_file() else None
-            for path in sorted(folder.rglob("*"))}
 
 
 @pytest.fixture

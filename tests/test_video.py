@@ -1,12 +1,10 @@
 """Video fusion: stream reading and writing, the warm start, flicker, and the command."""
-import sys
 from fractions import Fraction
 
 import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.fuser import Fuser
 from semfuse_rt.engine.images import save_image
 from semfuse_rt.engine.metrics import qabf
@@ -33,6 +31,7 @@ from semfuse_rt.engine.video_io import (
 )
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from conftest import run_main
 
 FRAMES, SIZE = 6, 64
 
@@ -84,14 +83,6 @@ def weights_file(tmp_path_factory, random_vgg_weights):
     path = tmp_path_factory.mktemp("weights") / "weights.pt"
     _save_cache(path, random_vgg_weights)
     return path
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def leftovers(folder):

@@ -7,10 +7,10 @@ import textwrap
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.images import save_image
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export import weights as W
+from conftest import run_main
 
 # What pip 23 prints when the index cannot be reached (its retry warning carries the reason).
 NO_NETWORK = textwrap.dedent("""\
@@ -48,14 +48,6 @@ def fake_pip(tmp_path, monkeypatch, stderr: str, writes_archive: bool):
         sys.exit(1)
         """))
     monkeypatch.setattr(W, "pip_command", lambda: [sys.executable, str(script)])
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def no_pip_anywhere(tmp_path, monkeypatch):
