@@ -30,7 +30,7 @@ import signal
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from multiprocessing.connection import wait
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 
 from semfuse_rt.engine.datasets import FusionSet, RejectedRow, category_folders
@@ -157,7 +157,9 @@ def plan_batch(sets: Sequence[FusionSet], outdir: str | os.PathLike, *, ext: str
     # could hold another set's input where an output goes.
     inputs = InputFiles((source, f"input {index} of set {fusion_set.key!r}")
                         for fusion_set in sets for index, source in enumerate(fusion_set.sources, start=1))
-    todo, finished, claimed = [], [], {}
+    todo: list[BatchJob] = []
+    finished: list[BatchJob] = []
+    claimed: dict[str, str] = {}  # output, normalised -> the set it is for
     failed = [SetOutcome(row.key, "", row.reason) for row in rejected]
     for fusion_set in sets:
         try:
@@ -325,7 +327,7 @@ def _worker(connection, method: str, options: dict, threads: int, max_pixels: in
 @dataclass
 class _WorkerHandle:
     process: multiprocessing.process.BaseProcess
-    connection: object
+    connection: Connection
     job: BatchJob | None = None
     ready: bool = False
 
@@ -363,8 +365,9 @@ def _run_in_workers(jobs, method, options, max_pixels, count, report, on_outcome
                 handles.append(_WorkerHandle(process, parent_end))
         live = list(handles)
         while live:
-            by_object = {h.connection: h for h in live} | {h.process.sentinel: h for h in live}
-            for ready in wait(list(by_object)):
+            waited: list[Connection | int] = [h.connection for h in live] + [h.process.sentinel for h in live]
+            by_object: dict[object, _WorkerHandle] = dict(zip(waited, live + live))  # by pipe and by sentinel
+            for ready in wait(waited):
                 handle = by_object[ready]
                 if handle not in live:
                     continue  # its pipe and its sentinel both fired

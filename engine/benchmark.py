@@ -148,6 +148,7 @@ def run_benchmark(weights: VGG19Weights, backends: Sequence[str] | None = None,
             result = _measure(runner, size, steps, repeats, warmup, generator)
         if backend == BASELINE:
             base = result
+        assert base is not None, "planned_measurements puts the baseline first"
         row = BenchRow(backend, layer, size, steps=steps, step_speedup=base["step_ms"] / result["step_ms"],
                        fuse_speedup=base["fuse_ms"] / result["fuse_ms"], **result)
         rows.append(row)

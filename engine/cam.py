@@ -50,6 +50,12 @@ def normalise_maps(maps: torch.Tensor) -> torch.Tensor:
     return torch.where(span > 0, (maps - low) / torch.where(span > 0, span, 1.0), 0.0)
 
 
+def map_size(pixels: torch.Tensor, size: Sequence[int] | None) -> tuple[int, int]:
+    """The (H, W) a CAM is combined at: `size`, or the input's."""
+    height, width = size if size is not None else pixels.shape[-2:]
+    return int(height), int(width)
+
+
 def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """(N, h, w) -> (N, H, W), bilinear with pixel centres aligned (align_corners=False)."""
     return F.interpolate(maps[:, None], size=size, mode="bilinear", align_corners=False)[:, 0]
@@ -58,11 +64,13 @@ def upsample(maps: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def combine_layer_maps(layer_maps: Sequence[torch.Tensor], class_weights: torch.Tensor,
                        size: tuple[int, int]) -> torch.Tensor:
     """Per-layer, per-class Grad-CAMs (N, K, h_l, w_l) -> one map (N, H, W) in [0, 1]."""
-    combined = None
-    for k in range(class_weights.shape[1]):
+    def weighted(k: int) -> torch.Tensor:
         per_class = torch.stack([normalise_maps(upsample(m[:, k], size)) for m in layer_maps]).mean(0)
-        weighted = class_weights[:, k, None, None] * normalise_maps(per_class)
-        combined = weighted if combined is None else combined + weighted
+        return class_weights[:, k, None, None] * normalise_maps(per_class)
+
+    combined = weighted(0)
+    for k in range(1, class_weights.shape[1]):
+        combined = combined + weighted(k)
     return normalise_maps(combined)
 
 
@@ -80,7 +88,7 @@ class GradCAM:
         if len(target_layers) == 0:
             raise ValueError("GradCAM needs at least one target layer")
         named = dict(model.named_modules())
-        self.model = model
+        self.model: nn.Module | None = model
         self.layers: list[nn.Module] = []
         for layer in target_layers:
             if isinstance(layer, str):
@@ -98,7 +106,7 @@ class GradCAM:
         self.model = None  # a used-up extractor cannot keep the network alive
         self.layers = []
 
-    def _forward(self, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def _forward(self, model: nn.Module, pixels: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
         activations: list[torch.Tensor | None] = [None] * len(self.layers)
 
         def keeper(index):
@@ -107,23 +115,25 @@ class GradCAM:
             return hook
 
         handles = [layer.register_forward_hook(keeper(i)) for i, layer in enumerate(self.layers)]
-        training = [(m, m.training) for m in self.model.modules()]
+        training = [(m, m.training) for m in model.modules()]
         try:
             # Eval mode: batch norm must use its running statistics, or images in a batch
             # would change each other's gradients.
-            self.model.eval()
+            model.eval()
             with torch.enable_grad():
                 # The input needs a gradient so the graph is recorded even for a frozen model.
-                logits = self.model(pixels.detach().requires_grad_(True))
+                logits = model(pixels.detach().requires_grad_(True))
         finally:
             for handle in handles:
                 handle.remove()
             for module, mode in training:
                 module.training = mode
+        maps = []
         for index, activation in enumerate(activations):
             if not isinstance(activation, torch.Tensor) or activation.ndim != 4:
                 raise ValueError(f"target layer {index} did not produce an (N, C, h, w) map")
-        return logits, activations
+            maps.append(activation)
+        return logits, maps
 
     def __call__(self, pixels: torch.Tensor, classes: int = 1, size: tuple[int, int] | None = None,
                  targets: torch.Tensor | None = None) -> CAMResult:
@@ -131,7 +141,7 @@ class GradCAM:
         class indices `targets`), combined and upsampled to `size` (default: the input's)."""
         if self.model is None:
             raise RuntimeError("this GradCAM was closed")
-        logits, activations = self._forward(pixels)
+        logits, activations = self._forward(self.model, pixels)
         probabilities = logits.detach().softmax(dim=1)
         if targets is None:
             if not 1 <= classes <= logits.shape[1]:
@@ -152,8 +162,7 @@ class GradCAM:
                 per_class[index].append(torch.relu((alpha * activation.detach()).sum(dim=1)))
         layer_maps = [torch.stack(maps, dim=1) for maps in per_class]
 
-        size = tuple(size) if size is not None else tuple(pixels.shape[-2:])
-        maps = combine_layer_maps(layer_maps, class_weights, size)
+        maps = combine_layer_maps(layer_maps, class_weights, map_size(pixels, size))
         return CAMResult(maps, layer_maps, logits.detach(), targets, class_weights)
 
 

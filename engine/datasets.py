@@ -296,7 +296,7 @@ def read_sets_csv(path: str | Path) -> Discovery:
         )
     name_column = next((c for c in columns if c and c.strip().lower() == "name"), None)
     category_column = next((c for c in columns if c and c.strip().lower() == "category"), None)
-    discovery, seen = Discovery([]), set()
+    discovery, seen = Discovery([]), set[str]()
     for set_number, (line, row) in enumerate(rows, start=1):
         name = (row.get(name_column) or "").strip() if name_column else ""
         category = (row.get(category_column) or "").strip() if category_column else ""

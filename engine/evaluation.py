@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -41,10 +42,14 @@ from semfuse_rt.engine.options import check_option_names
 from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, POOLED_NAMES, RetentionJudges, parse_judges, unjudged
 from semfuse_rt.engine.retention_judges import metric_names as retention_names
+from semfuse_rt.engine.set_sizes import check_one_size_per_set, match_sizes
 from semfuse_rt.engine.side_by_side import VIEW, side_by_side_png
 from semfuse_rt.engine.suite_reports import (RESULTS_NAMES, SCORES_CSV, ranking_markdown, rankings_json,
                                             write_scores_csv)
 from semfuse_rt.cache import atomic_write_bytes
+
+if TYPE_CHECKING:
+    from semfuse_rt.engine.fuser import Fuser
 
 __all__ = ["MethodSpec", "parse_methods", "check_variants", "downscale", "SetRecord", "Outcome", "Evaluation",
            "evaluate", "fused_image_path", "semfuse_fuser", "summarise", "write_json", "read_json", "write_markdown",
@@ -189,7 +194,7 @@ class FuserPool:
         from semfuse_rt.export.weights import load_vgg19
 
         self.weights = load_vgg19(weights, show_progress=show_progress)
-        self.fusers: dict[tuple, object] = {}
+        self.fusers: dict[tuple, Fuser] = {}
 
     def __call__(self, images, method, **options) -> np.ndarray:
         from semfuse_rt.engine.fuser import Fuser
@@ -260,7 +265,7 @@ class Evaluation:
     methods: list[MethodSpec]
     sets: list[SetRecord]
     outcomes: list[Outcome]
-    settings: dict  # max_size, common semfuse options, date, command
+    settings: dict  # max_size, match_size, common semfuse options, date, command
 
 
 # Semantic retention (engine/retention_judges.py): R5, the share of the inputs whose top-1
@@ -289,7 +294,7 @@ def fused_image_path(folder: str | Path, category: str, set_name: str, label: st
 
 
 def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
-             semfuse_options: dict | None = None, max_size: int | None = None,
+             semfuse_options: dict | None = None, max_size: int | None = None, match_size: bool = False,
              fuser: FuseFunction | None = None, save_fused: Path | None = None,
              show_progress: bool = True, source: str = "", command: str = "",
              retention: bool = True, judges: Sequence[str] = DEFAULT_JUDGES,
@@ -297,15 +302,20 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     """Fuse every set with every method and score each result.
 
     `semfuse_options` go to every semfuse method (a variant's own @options win); `fuser`
-    replaces api.fuse (tests, or a preloaded engine); `save_fused` keeps every fused image
-    as PNG under that folder; `retention` scores semantic retention with the classifiers
-    named in `judges` (engine/retention_judges.py); `pictures` keeps each set's side-by-side
-    (engine/side_by_side.py) for write_reports; `suites` (engine/metric_suites.py, default
-    DEFAULT_SUITES) score each result for the rankings.
+    replaces api.fuse (tests, or a preloaded engine); `match_size` resizes each set's images
+    to its smallest one's size (engine/set_sizes.py) before `max_size` shrinks them, and
+    without it a set of several sizes stops the run before any image is decoded;
+    `save_fused` keeps every fused image as PNG under that folder; `retention` scores
+    semantic retention with the classifiers named in `judges` (engine/retention_judges.py);
+    `pictures` keeps each set's side-by-side (engine/side_by_side.py) for write_reports;
+    `suites` (engine/metric_suites.py, default DEFAULT_SUITES) score each result for the
+    rankings.
     """
     if max_size is not None and max_size < MIN_MAX_SIZE:
         raise SemfuseError(f"--max-size must be at least {MIN_MAX_SIZE} pixels, got {max_size}")
     check_variants(methods, semfuse_options)
+    if not match_size:
+        check_one_size_per_set(sets)
     if save_fused is not None:
         _check_not_inputs(fused_image_paths(save_fused, sets, methods), sets,
                           "--save-fused", "keep the fused images apart from the sets")
@@ -321,7 +331,8 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     if fuser is None and any(not m.is_baseline for m in methods):
         pool = semfuse_fuser(weights, show_progress)
         try:
-            return evaluate(sets, methods, semfuse_options=semfuse_options, max_size=max_size, fuser=pool,
+            return evaluate(sets, methods, semfuse_options=semfuse_options, max_size=max_size,
+                            match_size=match_size, fuser=pool,
                             save_fused=save_fused, show_progress=show_progress, source=source, command=command,
                             retention=retention, judges=judges, pictures=pictures, suites=suites)
         finally:
@@ -336,7 +347,8 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
     with progress_bar(*columns, enabled=show_progress) as bar:
         task = bar.add_task("sets", total=len(sets))
         for fusion_set in sets:
-            images = [downscale(load_image(path), max_size) for path in fusion_set.sources]
+            images = [load_image(path) for path in fusion_set.sources]
+            images = [downscale(image, max_size) for image in (match_sizes(images) if match_size else images)]
             height, width = images[0].shape[:2]
             record = SetRecord(fusion_set, width, height, [_shown(i) for i in images])
             panels = [(path.name, _shown(i, VIEW)) for path, i in zip(fusion_set.sources, images)] if pictures else []
@@ -350,6 +362,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
                     else:
                         # The run's options go to the variants whose method uses them.
                         shared = applicable_options(METHODS[method.name], semfuse_options)
+                        assert fuser is not None  # made above for a run with semfuse methods
                         fused = fuser(images, method.name, **{**shared, **method.options})
                 except SemfuseError as error:
                     raise SemfuseError(f"{fusion_set.key}, {method.label}: {error}") from None
@@ -376,6 +389,7 @@ def evaluate(sets: Sequence[FusionSet], methods: Sequence[MethodSpec], *,
             bar.advance(task)
     settings = {
         "max_size": max_size,
+        "match_size": match_size,
         "semfuse_options": recorded_options,
         "judges": list(judges),
         "suites": [suite.name for suite in chosen_suites],
@@ -537,6 +551,7 @@ def write_markdown(evaluation: Evaluation, path: Path) -> Path:
         f"Sets from `{evaluation.source}`: {len(evaluation.sets)}; methods: "
         + ", ".join(f"`{m.label}`" for m in evaluation.methods)
         + f"; semfuse options: {options}; max size: {settings['max_size'] or 'full'}; "
+        + ("sizes matched to each set's smallest image; " if settings.get("match_size") else "")
         + f"date: {settings['date']}.",
     ]
     if settings.get("command"):

@@ -21,7 +21,7 @@ import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Protocol, Sequence
+from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
@@ -41,13 +41,13 @@ from semfuse_rt.engine.memory_budget import (budget_problem, check_available, is
 from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
 from semfuse_rt.engine.tile_tone import PreviewTone, TileStart
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
-from semfuse_rt.engine.initialisation import check_initialisation
-from semfuse_rt.engine.fusion_rules import Majority
+from semfuse_rt.engine.initialisation import STARTS, check_initialisation
+from semfuse_rt.engine.fusion_rules import ChooseMax, Majority
 from semfuse_rt.engine.methods import (DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, check_applicable, get_method,
                                        listed)
 from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr, check_mean_base,
                                        check_option_names, check_steps, check_window)
-from semfuse_rt.engine.presets import DEFAULT_PRESET, resolve_preset
+from semfuse_rt.engine.presets import resolve_preset
 from semfuse_rt.engine.semantic_phase import SemanticPhase, SemanticSettings, small_inputs
 from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
@@ -76,7 +76,8 @@ class WarmStart(Protocol):
     (K, 3, H, W) pixels to the (1, 3, H, W) start, `schedule` is the loop's (None: the
     Fuser's), and `optimised` receives the optimised image before the base layer."""
 
-    schedule: AdamSchedule | None
+    @property
+    def schedule(self) -> AdamSchedule | None: ...
 
     def start(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
@@ -146,9 +147,14 @@ class Fuser:
         self.rule = self.method.feature_rule(check_window(DEFAULT_WINDOW if window is None else window))
         self.layer = check_layer(layer or DEFAULT_LAYER)
         self.classes, self.cam_weights_path = check_classes(1 if classes is None else classes), cam_weights
-        preset = preset or DEFAULT_PRESET
+        preset = preset or self.method.default_preset
         settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base,
                                   semantic_steps=semantic_steps)
+        if (self.method.optimised and not settings["steps"] and not settings["semantic_steps"]
+                and resolve_preset(self.method.default_preset)["steps"]):
+            none = "--steps 0 leaves it none" if steps == 0 else f"preset {preset} runs none"
+            raise SemfuseError(f"--method {self.method.name} acts only through optimisation steps, and {none}: "
+                               f"give --steps N or --preset {self.method.default_preset}")
         self.preset = preset if self.method.optimised else None
         self.semantic = SemanticSettings(settings["semantic_steps"])
         self.init = check_initialisation(settings["init"])
@@ -171,7 +177,7 @@ class Fuser:
         self.weights: VGG19Weights | None = None
         self.runner: FusionRunner | None = None
         self.classifier: Classifier | None = None
-        self._cam = None
+        self._cam: contextlib.AbstractContextManager | None = None
         self._semantic_phase: SemanticPhase | None = None
 
     # -- lifetime ------------------------------------------------------------------------------
@@ -186,6 +192,20 @@ class Fuser:
     def is_open(self) -> bool:
         return self.runner is not None or self._cam is not None
 
+    @property
+    def active_runner(self) -> FusionRunner:
+        """The runner of an open Fuser whose method optimises: what a fuse's steps run on."""
+        if self.runner is None:
+            raise RuntimeError("the Fuser has no runner: it is not open, or its method optimises nothing")
+        return self.runner
+
+    @property
+    def _active_classifier(self) -> Classifier:
+        """The CAM classifier of an open Fuser whose method is semantic."""
+        if self.classifier is None:
+            raise RuntimeError("the Fuser has no classifier: it is not open, or its method is not semantic")
+        return self.classifier
+
     def open(self) -> None:
         if self.is_open:
             return
@@ -193,7 +213,7 @@ class Fuser:
             if self.method.semantic:
                 self.classifier = load_classifier(self.cam_weights_path)
                 self._cam = cam_extractor(self.classifier, self._cam_backend()).__enter__()
-            if self.method.optimised:
+            if self.backend is not None:  # set for exactly the optimised methods
                 given = self._weights_option
                 self.weights = given if isinstance(given, VGG19Weights) else load_vgg19(
                     given, show_progress=self.show_progress)
@@ -232,7 +252,7 @@ class Fuser:
         margin = halo(self.layer, self.schedule.steps, self.mean_base)
         # Crops start on the pooling grid, and for a DT-CWT start on its level-4 grid too:
         # the same decimation phase as the whole image keeps the tiles' starts closer to it.
-        multiscale = self.init.startswith("dtcwt") or self.init == "pyramid-blend"
+        multiscale = STARTS[self.init].multiscale
         grid = max(receptive_radius(self.layer)[1], DTCWT_GRID if multiscale else 1)
         if self.tile is not None and self.method.optimised:
             return plan_tiles(height, width, self.tile, margin, grid)
@@ -312,13 +332,13 @@ class Fuser:
         self.open()
         clock = StageClock(self.runner.device if self.runner is not None else None)
         if not self.method.optimised:
-            fused = fuse_cam(images, self.classifier, self.classes, extractor=self._cam)
+            fused = fuse_cam(images, self._active_classifier, self.classes, extractor=self._cam)
             clock.lap("cam fusion")
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
                                 cams=fused.cams.maps.numpy(), stages=clock.stages)
         cams = None
         if self.method.semantic:  # whole-image maps: the classifier sees the whole image
-            cams = input_cams(self.classifier, images, self.classes, extractor=self._cam)
+            cams = input_cams(self._active_classifier, images, self.classes, extractor=self._cam)
             clock.lap("cams")
         if tiles is None:
             sources = prepare(images)
@@ -328,7 +348,7 @@ class Fuser:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
         if self._semantic_phase is not None:
-            self._semantic_refinement(result, images, sources.mode == "mixed", cams)
+            self._semantic_refinement(self._semantic_phase, result, images, sources.mode == "mixed", cams)
             clock.lap("semantic phase")
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
             return_free_memory()
@@ -338,15 +358,15 @@ class Fuser:
                             losses, cams.maps.numpy() if cams is not None else None,
                             stages=clock.stages, tiles=len(tiles) if tiles else 1)
 
-    def _semantic_refinement(self, result: np.ndarray, images: Sequence[np.ndarray], mixed: bool,
-                             cams: CAMResult | None) -> None:
+    def _semantic_refinement(self, phase: SemanticPhase, result: np.ndarray, images: Sequence[np.ndarray],
+                             mixed: bool, cams: CAMResult | None) -> None:
         """The semantic phase on the whole result, tiled or not (the phase's copy is small)."""
-        phase = self._semantic_phase
         inputs = small_inputs(images, mixed, phase.size(*result.shape[1:]))
-        weights = None
+        weights: Callable[[Sequence[int]], torch.Tensor] | None = None
         if cams is not None:
-            def weights(size):
+            def weights_at(size: Sequence[int]) -> torch.Tensor:
                 return cam_weights(_maps_at(cams, size)).to(phase.runner.device)
+            weights = weights_at
         phase(result, inputs, self.rule, weights)
 
     def _fuse_planes(self, planes: np.ndarray, cams: CAMResult | None, progress, clock,
@@ -355,27 +375,37 @@ class Fuser:
         `tiled`: the pixels are one tile's crop."""
         # To the runner's device once: from here to the finished image nothing returns to the
         # host on a GPU (features, rule, start, loop and base layer all run there).
-        pixels = torch.from_numpy(planes).to(self.runner.device)
+        runner = self.active_runner
+        pixels = torch.from_numpy(planes).to(runner.device)
+        schedule = self.schedule if warm_start is None or warm_start.schedule is None else warm_start.schedule
+        if not schedule.steps:  # the start alone: no features, no target, no loop
+            fused = runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
+            clock.lap("start")
+            if warm_start is not None:
+                warm_start.optimised(fused)
+            if self.mean_base:
+                fused = runner.mean_base(fused, pixels, self.mean_base)
+                clock.lap("base layer")
+            return fused[0].detach().cpu().numpy(), []
         if cams is None and (len(pixels) > 2 or not isinstance(self.rule, Majority)):
             target = self._streamed_target(pixels, clock)
         else:
-            features = self.runner.features(pixels)
+            features = runner.features(pixels)
             clock.lap("features")
             weights = None
             if cams is not None:
                 weights = cam_weights(_maps_at(cams, features.shape[-2:])).to(features.device)
-            target = self.runner.fuse_features(features, self.rule, weights)
+            target = runner.fuse_features(features, self.rule, weights)
             del features
             clock.lap("rule")
         if tiled or pixels.shape[-2] * pixels.shape[-1] >= TRIM_PIXELS:
             # The memory model counts no features during the loop, and large maps cost the
             # loop more room than their reuse saves time; a small whole image (a video
             # frame) keeps the buffers for the next call.
-            self.runner.release_scratch()
-        start = self.runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
+            runner.release_scratch()
+        start = runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
         clock.lap("start")
-        schedule = self.schedule if warm_start is None or warm_start.schedule is None else warm_start.schedule
-        optimised = self.runner.optimise(start, target, schedule, progress, release_target=True)
+        optimised = runner.optimise(start, target, schedule, progress, release_target=True)
         if warm_start is not None:
             warm_start.optimised(optimised.image)
         clock.lap("loop")
@@ -383,7 +413,7 @@ class Fuser:
             raise SemfuseError("the optimisation diverged (the image holds NaN or Inf); lower --lr or --steps")
         fused = optimised.image
         if self.mean_base:
-            fused = self.runner.mean_base(fused, pixels, self.mean_base)
+            fused = runner.mean_base(fused, pixels, self.mean_base)
             clock.lap("base layer")
         return fused[0].detach().cpu().numpy(), optimised.losses
 
@@ -393,25 +423,28 @@ class Fuser:
         ties stay with the lower k) and the next input's features, in place on the CPU. The
         majority filter needs every input's decision: uint8 labels in the first pass, the
         values in a second."""
+        runner = self.active_runner
+
         def features(k):
             # The first input's maps become the target, which lives until the loop ends; the
             # others' are done with before the next input's are computed. Each kind reuses
             # one buffer from call to call.
-            maps = self.runner.reused_features(pixels[k:k + 1], "first" if k == 0 else "next")
+            maps = runner.reused_features(pixels[k:k + 1], "first" if k == 0 else "next")
             clock.lap("features")
             return maps
 
-        with self.runner.loop_context():  # ONNX Runtime's on the CPU: torch on one thread
+        with runner.loop_context():  # ONNX Runtime's on the CPU: torch on one thread
             return self._reduced_target(pixels, features, clock)
 
     def _reduced_target(self, pixels: torch.Tensor, features, clock) -> torch.Tensor:
-        if not isinstance(self.rule, Majority):
+        rule = self.rule
+        if not isinstance(rule, Majority):
             target = features(0)
             for k in range(1, len(pixels)):
-                if target.is_cuda:  # the rule's kernel, on the pair
-                    target = self.runner.fuse_features(torch.cat([target, features(k)]), self.rule)
-                else:
-                    self.rule.reduce_into(target, features(k), nonnegative=is_nonnegative(self.layer))
+                if isinstance(rule, ChooseMax) and not target.is_cuda:
+                    rule.reduce_into(target, features(k), nonnegative=is_nonnegative(self.layer))
+                else:  # the rule's kernel, on the pair
+                    target = self.active_runner.fuse_features(torch.cat([target, features(k)]), rule)
                 clock.lap("rule")
             return target
         first = features(0)[0]
@@ -425,7 +458,7 @@ class Fuser:
             torch.maximum(best, key, out=best)
             clock.lap("rule")
         del best
-        chosen = torch_rules.majority_filter(labels.to(torch.int32), len(pixels), self.rule.window)
+        chosen = torch_rules.majority_filter(labels.to(torch.int32), len(pixels), rule.window)
         clock.lap("rule")
         target = None
         for k in range(len(pixels)):
@@ -447,11 +480,13 @@ class Fuser:
         total = np.zeros((3, height, width), np.float32)
         losses = np.zeros(self.schedule.steps)
         steps = self.schedule.steps
-        def own_start(pixels):
-            return self.runner.start(pixels, self.init)
+        runner = self.active_runner
+
+        def own_start(pixels: torch.Tensor) -> torch.Tensor:
+            return runner.start(pixels, self.init)
 
         tone = None
-        if self.init == "pyramid-blend":  # its start spans the image: tiles take the preview's tone
+        if STARTS[self.init].spans_image:  # tiles take the preview's tone
             tone = PreviewTone(images, own_start)
             clock.lap("start")
         for index, tile in enumerate(tiles):

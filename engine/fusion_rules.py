@@ -2,8 +2,8 @@
 
 A rule is one class. On a CUDA device with cuda-python it runs its custom kernel on torch's
 current stream, on torch's own buffers; elsewhere its torch-op twin in `kernels.torch_rules`
-does, and ONNX Runtime runs its graph (export/rule_graph.py). Both follow the same conventions (ties to the lowest k, NaN
-never wins, clipped windows). With CAM weights (K, H, W), choose-max compares W_k * |F_k|.
+does, and ONNX Runtime runs its graph (export/rule_graph.py). Both follow the same conventions
+(ties to the lowest k, NaN never wins, clipped windows). With CAM weights (K, H, W), choose-max compares W_k * |F_k|.
 """
 from __future__ import annotations
 

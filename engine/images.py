@@ -29,7 +29,9 @@ from typing import Iterable, NamedTuple
 
 import cv2
 import numpy as np
+from numpy.typing import DTypeLike
 from PIL import Image
+from PIL.TiffImagePlugin import TiffImageFile
 
 from semfuse_rt.cache import atomic_write_bytes
 from semfuse_rt.engine.memory_budget import describe, is_out_of_memory, memory_at_hand
@@ -177,9 +179,9 @@ def netpbm_pixels(data: bytes, path: Path) -> np.ndarray:
     shape = (height, width, 3) if kind == "PPM" else (height, width)
     count = int(np.prod(shape))
     raster = memoryview(data)[fields[3].end() + 1:]  # one whitespace byte ends the header
-    dtype = np.dtype(np.uint16 if top > 255 else np.uint8)
+    dtype = np.dtype(np.uint16) if top > 255 else np.dtype(np.uint8)
     # Wide enough for sample * full range: 65535 * 65535 fits in 32 bits, 255 * 255 in 16.
-    work = np.dtype(np.uint32 if top > 255 else np.uint16)
+    work: np.dtype[np.unsignedinteger] = np.dtype(np.uint32) if top > 255 else np.dtype(np.uint16)
     if magic in (b"P5", b"P6"):
         sample = np.dtype(">u2" if top > 255 else "u1")
         if len(raster) < count * sample.itemsize:
@@ -265,7 +267,7 @@ def has_16_bit_samples(path: str | os.PathLike) -> bool:
             return start[24] == 16  # the IHDR chunk's bit depth
         if image_format(start) == "TIFF":
             with Image.open(path) as header:  # Pillow reads the tags, not the strips
-                return max(header.tag_v2.get(258, (8,))) > 8
+                return isinstance(header, TiffImageFile) and max(header.tag_v2.get(258, (8,))) > 8
     except Exception:  # noqa: BLE001 - a damaged header is the decoder's to report, with its reason
         return False
     return False
@@ -402,7 +404,7 @@ def _to_rgb_or_grey(decoded: np.ndarray, path: Path) -> np.ndarray:
     raise SemfuseError(f"{path}: unsupported mode ({channels} channels)")
 
 
-def check_output(path: str | os.PathLike, dtype: np.dtype = np.dtype(np.uint8)) -> Path:
+def check_output(path: str | os.PathLike, dtype: DTypeLike = np.uint8) -> Path:
     """Everything about an output path that can be checked before the work is done."""
     path = Path(path)
     extension = path.suffix.lower()

@@ -1,15 +1,21 @@
-"""Where the image optimisation starts: the mean of the inputs by default.
+"""Where the image optimisation starts, by name: one `Start` per initialisation.
 
-`max` is the per-pixel maximum; `dtcwt` is DT-CWT choose-max fusion of the inputs (a
-classic multiresolution result the optimisation then refines); `dtcwt-verified` the same
-with 3 x 3 consistency verification of the choices. The DT-CWT runs as torch ops on the
-pixels' device (export/dtcwt_graph.py), or as its graph in ONNX Runtime. `pyramid-blend` is
-a Laplacian-pyramid blend with per-pixel weights from the inputs' local contrast and
-structural agreement (engine/pyramid_blend.py, `agreement_blend`): torch ops on the pixels'
-device on every backend; its deepest band spans the whole image.
+- `mean`: the mean of the inputs; `max`: their per-pixel maximum (one torch op each).
+- `dtcwt`: DT-CWT choose-max fusion of the inputs, a classic multiresolution result the
+  optimisation then refines; `dtcwt-verified`: the same with 3 x 3 consistency verification
+  of the choices. Torch ops on the pixels' device (export/dtcwt_graph.py), or the graph in
+  ONNX Runtime.
+- `pyramid-blend`: a Laplacian-pyramid blend with per-pixel weights from the inputs' local
+  contrast and structural agreement (engine/pyramid_blend.py, `agreement_blend`); where the
+  inputs disagree its low frequencies mix only locally.
+- `whole-pyramid-blend`: the same weights with the pyramid as deep as the image everywhere,
+  so the inputs' tones mix across the whole image as in exposure fusion (Mertens et al.);
+  the `exposure` preset's start (benchmarks/RESULTS.md, "Exposure stacks").
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from semfuse_rt.errors import SemfuseError
@@ -17,41 +23,65 @@ from semfuse_rt.errors import SemfuseError
 if TYPE_CHECKING:
     import torch
 
-INITIALISATIONS = ("mean", "max", "dtcwt", "dtcwt-verified", "pyramid-blend")
 VERIFY_WINDOW = 3
 
 
+@dataclass(frozen=True)
+class Start:
+    name: str
+    image: Callable[[torch.Tensor], torch.Tensor]  # (K, 3, H, W) inputs -> (1, 3, H, W)
+    multiscale: bool  # built on a decimated transform: tiles start on its grid
+    spans_image: bool  # its lowest band reaches across the image: tiles take a preview's tone
+    dtcwt_verify: int | None = None  # a DT-CWT start's verification window (0: none)
+
+
+def _mean(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.mean(dim=0, keepdim=True)
+
+
+def _max(pixels: torch.Tensor) -> torch.Tensor:
+    return pixels.max(dim=0, keepdim=True).values
+
+
+def _dtcwt(verify: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    def start(pixels: torch.Tensor) -> torch.Tensor:
+        # float64 on the CPU, as the numpy reference (engine/baselines.py) computes; a GPU's
+        # float32 differs from it by about 1e-4 grey levels.
+        import torch  # here, so that `--help` (the names) loads no torch
+
+        from semfuse_rt.export.dtcwt_graph import dtcwt_start
+
+        return dtcwt_start(pixels, verify, dtype=torch.float64 if pixels.device.type == "cpu" else None)
+    return start
+
+
+def _pyramid_blend(full_depth: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+    def start(pixels: torch.Tensor) -> torch.Tensor:
+        # In the pixels' float32: half float64's time on the CPU, and the same scores on every
+        # development set to four decimals (benchmarks/RESULTS.md, "The `blend` default").
+        from semfuse_rt.engine.pyramid_blend import agreement_blend
+
+        return agreement_blend(pixels, full_depth=full_depth)
+    return start
+
+
+STARTS: dict[str, Start] = {start.name: start for start in (
+    Start("mean", _mean, multiscale=False, spans_image=False),
+    Start("max", _max, multiscale=False, spans_image=False),
+    Start("dtcwt", _dtcwt(0), multiscale=True, spans_image=False, dtcwt_verify=0),
+    Start("dtcwt-verified", _dtcwt(VERIFY_WINDOW), multiscale=True, spans_image=False, dtcwt_verify=VERIFY_WINDOW),
+    Start("pyramid-blend", _pyramid_blend(False), multiscale=True, spans_image=True),
+    Start("whole-pyramid-blend", _pyramid_blend(True), multiscale=True, spans_image=True),
+)}
+INITIALISATIONS = tuple(STARTS)
+
+
 def check_initialisation(how: str) -> str:
-    if how not in INITIALISATIONS:
-        raise SemfuseError(f"unknown initialisation {how!r}; use one of {', '.join(INITIALISATIONS)}")
+    if how not in STARTS:
+        raise SemfuseError(f"unknown initialisation {how!r}; use one of {', '.join(STARTS)}")
     return how
-
-
-def _dtcwt(pixels: torch.Tensor, verify: int) -> torch.Tensor:
-    # float64 on the CPU, as the numpy reference (engine/baselines.py) computes; a GPU's
-    # float32 differs from it by about 1e-4 grey levels.
-    import torch  # here, so that `--help` (INITIALISATIONS) loads no torch
-
-    from semfuse_rt.export.dtcwt_graph import dtcwt_start
-
-    return dtcwt_start(pixels, verify, dtype=torch.float64 if pixels.device.type == "cpu" else None)
-
-
-def _pyramid_blend(pixels: torch.Tensor) -> torch.Tensor:
-    # In the pixels' float32: half float64's time on the CPU, and the same scores on every
-    # development set to four decimals (benchmarks/RESULTS.md, "The `blend` default").
-    from semfuse_rt.engine.pyramid_blend import agreement_blend
-
-    return agreement_blend(pixels)
 
 
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:
     """(K, 3, H, W) inputs -> (1, 3, H, W) starting image."""
-    check_initialisation(how)
-    if how == "mean":
-        return pixels.mean(dim=0, keepdim=True)
-    if how == "max":
-        return pixels.max(dim=0, keepdim=True).values
-    if how == "pyramid-blend":
-        return _pyramid_blend(pixels)
-    return _dtcwt(pixels, VERIFY_WINDOW if how == "dtcwt-verified" else 0)
+    return STARTS[check_initialisation(how)].image(pixels)

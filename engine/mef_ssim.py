@@ -78,17 +78,17 @@ def _scale_score(sources: list[np.ndarray], fused: np.ndarray) -> float:
     """mef_ssim.m at one scale: the mean quality over all fully-inside 11 x 11 patches."""
     count = len(sources)
     box = [_box_sum(x) for x in sources]
-    # Patch scatter sum_p (x_k - mean_k)(x_l - mean_l), from box sums.
-    scatter = {(k, l): _box_sum(sources[k] * sources[l]) - box[k] * box[l] / _PATCH_AREA
-               for k in range(count) for l in range(k, count)}
+    # Patch scatter sum_p (x_k - mean_k)(x_j - mean_j), from box sums.
+    scatter = {(k, j): _box_sum(sources[k] * sources[j]) - box[k] * box[j] / _PATCH_AREA
+               for k in range(count) for j in range(k, count)}
 
-    def pair(k: int, l: int) -> np.ndarray:
-        return scatter[(k, l) if k <= l else (l, k)]
+    def pair(k: int, j: int) -> np.ndarray:
+        return scatter[(k, j) if k <= j else (j, k)]
 
     spread = [np.sqrt(np.maximum(pair(k, k), 0.0)) for k in range(count)]  # ||x_k - mean_k||
     contrast = [s + _CONTRAST_FLOOR for s in spread]
     # ||sum_k x_k - mean|| / sum_k ||x_k - mean_k||, with the reference code's eps guards.
-    together = np.sqrt(np.maximum(sum(pair(k, l) for k in range(count) for l in range(count)), 0.0))
+    together = np.sqrt(np.maximum(sum(pair(k, j) for k in range(count) for j in range(count)), 0.0))
     consistency = (together + _EPS) / (sum(spread) + _EPS)
     consistency[consistency > 1] = 1 - _EPS
     consistency[consistency < 0] = _EPS
@@ -97,7 +97,7 @@ def _scale_score(sources: list[np.ndarray], fused: np.ndarray) -> float:
     normaliser = sum(weights)
     # The reference patch is sum_k a_k (x_k - mean_k), a_k = w_k / c_k, rescaled to norm max_k c_k.
     a = [w / normaliser / c for w, c in zip(weights, contrast)]
-    norm_sq = sum(a[k] * a[l] * pair(k, l) for k in range(count) for l in range(count))
+    norm_sq = sum(a[k] * a[j] * pair(k, j) for k in range(count) for j in range(count))
     norm = np.sqrt(np.maximum(norm_sq, 0.0))
     scale = np.divide(np.max(contrast, axis=0), norm, out=np.zeros_like(norm), where=norm > 0)
 
@@ -109,8 +109,8 @@ def _scale_score(sources: list[np.ndarray], fused: np.ndarray) -> float:
     cov_reference_fused = np.zeros_like(g_fused)
     for k in range(count):
         cov_reference_fused += a[k] * (_gaussian_mean(sources[k] * fused) - g_sources[k] * g_fused)
-        for l in range(count):
-            var_reference += a[k] * a[l] * (_gaussian_mean(sources[k] * sources[l]) - g_sources[k] * g_sources[l])
+        for j in range(count):
+            var_reference += a[k] * a[j] * (_gaussian_mean(sources[k] * sources[j]) - g_sources[k] * g_sources[j])
     var_reference *= scale * scale
     cov_reference_fused *= scale
     quality = (2 * cov_reference_fused + _C) / (var_reference + var_fused + _C)

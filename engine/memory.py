@@ -34,7 +34,7 @@ class PeakResident:
         self.interval = interval
         self.start = self.peak = 0
         self._stop = threading.Event()
-        self._thread = None
+        self._thread: threading.Thread | None = None
 
     def _sample(self) -> None:
         while not self._stop.is_set():
@@ -49,7 +49,8 @@ class PeakResident:
 
     def __exit__(self, *exc) -> None:
         self._stop.set()
-        self._thread.join()
+        if self._thread is not None:
+            self._thread.join()
         self.peak = max(self.peak, resident_bytes())
 
     @property

@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from semfuse_rt.engine.presets import DEFAULT_PRESET, STEPS_PRESET
 from semfuse_rt.errors import SemfuseError
 
 if TYPE_CHECKING:
@@ -25,6 +26,9 @@ class Method:
     name: str
     rule: str | None  # its rule's name in fusion_rules.RULES
     semantic: bool
+    # Without steps the rule's target is never followed: `majority` and the CAM methods
+    # differ from `max` only through the optimisation, so their default preset runs steps.
+    default_preset: str = DEFAULT_PRESET
 
     @property
     def optimised(self) -> bool:
@@ -47,12 +51,21 @@ METHODS = {
     m.name: m
     for m in (
         Method("max", "max", False),
-        Method("majority", "majority", False),
+        Method("majority", "majority", False, STEPS_PRESET),
         Method("cam", None, True),
-        Method("cam-max", "max", True),
-        Method("cam-majority", "majority", True),
+        Method("cam-max", "max", True, STEPS_PRESET),
+        Method("cam-majority", "majority", True, STEPS_PRESET),
     )
 }
+
+
+def default_presets() -> str:
+    """For option help: "blend; blend-steps for majority, cam-max and cam-majority"."""
+    others: dict[str, list[str]] = {}
+    for method in METHODS.values():
+        if method.default_preset != DEFAULT_PRESET:
+            others.setdefault(method.default_preset, []).append(method.name)
+    return "; ".join([DEFAULT_PRESET, *(f"{preset} for {listed(names)}" for preset, names in others.items())])
 
 
 def get_method(name: str) -> Method:

@@ -95,7 +95,8 @@ def _valid(image: np.ndarray, size: int) -> np.ndarray:
     return image[half:image.shape[0] - half, half:image.shape[1] - half]
 
 
-def _local_statistics(a: np.ndarray, b: np.ndarray, window: np.ndarray):
+def _local_statistics(a: np.ndarray, b: np.ndarray,
+                      window: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Means, variances and covariance of a and b over every fully-inside window."""
     size = window.shape[0]
     if a.shape[0] < size or a.shape[1] < size:

@@ -45,7 +45,7 @@ fuse takes its tiles' lowest frequencies from a preview of the whole image
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import torch
 from torch.nn import functional as F
@@ -79,21 +79,30 @@ def _blur(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
     pad = taps.shape[0] // 2
     h, w = planes.shape[-2:]
     padded = _pad(planes, pad)
-    rows = sum(float(t) * padded[..., :, i:i + w] for i, t in enumerate(taps.tolist()))
-    return sum(float(t) * rows[..., i:i + h, :] for i, t in enumerate(taps.tolist()))
+    weights = [float(t) for t in taps.tolist()]
+    rows = padded[..., :, 0:w] * weights[0]
+    for i, t in enumerate(weights[1:], start=1):
+        rows = rows + t * padded[..., :, i:i + w]
+    out = rows[..., 0:h, :] * weights[0]
+    for i, t in enumerate(weights[1:], start=1):
+        out = out + t * rows[..., i:i + h, :]
+    return out
 
 
 def _reduce_last(planes: torch.Tensor) -> torch.Tensor:
     n = planes.shape[-1]
     m = (n + 1) // 2
     padded = planes.index_select(-1, _fold(torch.arange(-2, n + 2, device=planes.device), n))
-    return sum(t * padded[..., j:j + 2 * m - 1:2] for j, t in enumerate(_TAPS)) / 16.0
+    out = padded[..., 0:2 * m - 1:2] * _TAPS[0]
+    for j, t in enumerate(_TAPS[1:], start=1):
+        out = out + t * padded[..., j:j + 2 * m - 1:2]
+    return out / 16.0
 
 
 def reduce(planes: torch.Tensor) -> torch.Tensor:
     """One Gaussian pyramid level down: the 5-tap blur (reflect-101) at every second row and
     column only: cv2.pyrDown on the CPU (the same numbers, to rounding), shifted sums elsewhere."""
-    if planes.device.type == "cpu" and min(planes.shape[-2:]) > 1:
+    if planes.device.type == "cpu" and not torch.jit.is_tracing() and min(planes.shape[-2:]) > 1:
         import cv2
         import numpy as np
 
@@ -117,7 +126,7 @@ def _expand_axis(planes: torch.Tensor, n: int, dim: int) -> torch.Tensor:
     return both.flatten(dim, dim + 1).narrow(dim, 0, n)
 
 
-def expand(planes: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+def expand(planes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     """(N, C, h, w) one level up to `size` (H, W) (cv2.pyrUp's filter; its borders at odd
     sizes differ): zeros between the samples, blurred with 4x the kernel, per phase."""
     rows = _expand_axis(planes, size[1], 3)
@@ -132,7 +141,7 @@ def pyramid_levels(height: int, width: int, coarsest: int = MIN_COARSE) -> int:
 
 def _box_mean(planes: torch.Tensor, window: int) -> torch.Tensor:
     """(N, C, H, W) -> mean over a window x window box, reflect-101 borders (cv2.blur on the CPU)."""
-    if planes.device.type == "cpu":
+    if planes.device.type == "cpu" and not torch.jit.is_tracing():
         import cv2
         import numpy as np
 
@@ -160,7 +169,7 @@ def gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
     """(N, C, H, W) blurred by a Gaussian of standard deviation `sigma` px, reflect-101 borders:
     cv2.GaussianBlur on the CPU, the same kernel (2 round(4 sigma) + 1 taps) as shifted sums
     elsewhere."""
-    if planes.device.type == "cpu":
+    if planes.device.type == "cpu" and not torch.jit.is_tracing():
         import cv2
         import numpy as np
 
@@ -185,14 +194,16 @@ def _depth(levels: int | None, h: int, w: int) -> int:
     return pyramid_levels(h, w) if levels is None else max(1, min(int(levels), pyramid_levels(h, w, 1)))
 
 
-def pyramid_blends(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], size, depths) -> list[torch.Tensor]:
+def pyramid_blends(pairs: Iterable[tuple[torch.Tensor, torch.Tensor]], size: Sequence[int],
+                   levels: Sequence[int | None]) -> list[torch.Tensor]:
     """`pyramid_blend` at several depths, sharing the bands they have in common. `pairs`
     yields each input's (1, C, H, W) image and (1, 1, H, W) weight in turn, so that memory
     does not grow with the number of inputs."""
     h, w = size
-    depths = [_depth(levels, h, w) for levels in depths]
+    depths = [_depth(level, h, w) for level in levels]
     deepest = max(depths)
-    bands, tops = [], {}  # blended Laplacian bands; the weighted Gaussian level ending each depth
+    bands: list[torch.Tensor] = []
+    tops: dict[int, torch.Tensor] = {}  # blended Laplacian bands; the weighted Gaussian level ending each depth
     for image, weight in pairs:
         for level in range(deepest):
             if level + 1 in depths:
@@ -231,7 +242,7 @@ def _correlation(a: torch.Tensor, b: torch.Tensor, window: int, floor: float) ->
 def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_power: float = 1.0,
                     sharpen: float = 2.0, soft_smooth: float = 4.0, tone_smooth: float = 8.0,
                     tone_spread: float = 0.05, majority: int = 9, gate_window: int = 9,
-                    gate_smooth: float = 2.0, deep_smooth: float = 8.0,
+                    gate_smooth: float = 2.0, deep_smooth: float = 8.0, full_depth: bool = False,
                     dtype: torch.dtype | None = None) -> torch.Tensor:
     """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring, in `dtype`
     (default: the pixels' own).
@@ -253,16 +264,15 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     def contrast(k: int) -> torch.Tensor:
         return local_contrast(grey(k)) + EPS
 
-    total, tone_sum, tone_squares = None, None, None
-    for k in range(count):
+    total = grey(0)
+    tone_sum = gaussian(total, tone_smooth)
+    tone_squares = tone_sum * tone_sum
+    for k in range(1, count):
         luma_k = grey(k)
         tone = gaussian(luma_k, tone_smooth)
-        if total is None:
-            total, tone_sum, tone_squares = luma_k, tone, tone * tone
-        else:
-            total += luma_k
-            tone_sum += tone
-            tone_squares += tone * tone
+        total += luma_k
+        tone_sum += tone
+        tone_squares += tone * tone
     tone_mean = tone_sum / count
     spread = (tone_squares / count - tone_mean * tone_mean).clamp_min(0).sqrt()
     del tone_sum, tone_squares, tone_mean
@@ -270,21 +280,18 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     del spread
 
     agreement = torch.zeros_like(total)
-    soft_total, best, labels = None, None, None
+    soft_total = torch.zeros_like(total)
+    best = torch.full_like(total, -math.inf)
+    labels = torch.zeros(total.shape, dtype=torch.uint8, device=total.device)
     for k in range(count):
         luma_k = grey(k)
         agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
         measure = local_contrast(luma_k) + EPS
         del luma_k
-        soft = gaussian(measure ** power, soft_smooth)
+        soft_total += gaussian(measure ** power, soft_smooth)
         key = gaussian(measure, hard_smooth)
-        if best is None:
-            soft_total, best = soft, key
-            labels = torch.zeros(key.shape, dtype=torch.uint8, device=key.device)
-        else:
-            soft_total += soft
-            labels[key > best] = k  # strictly larger: ties stay with the lower k
-            torch.maximum(best, key, out=best)
+        labels[key > best] = k  # strictly larger: ties stay with the lower k
+        torch.maximum(best, key, out=best)
     del total, best
     agreement /= count
     gate = gaussian(agreement, gate_smooth).clamp_(0, 1)
@@ -299,6 +306,8 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
         return gate * soft + (1 - gate) * (labels == k).to(dtype)
 
     pairs = ((image(k), weight(k)) for k in range(count))
+    if full_depth:
+        return pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH,))[0]
     deep, local = pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH, None))
     return share * deep + (1 - share) * local
 
@@ -306,12 +315,10 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
 def _majority_labels(labels: torch.Tensor, count: int, window: int, dtype: torch.dtype) -> torch.Tensor:
     """Each pixel's most frequent label in a window x window box (ties to the lower k): the
     consistency verification of choose-max rules, one label's votes at a time."""
-    most, verified = None, None
-    for k in range(count):
+    most = _box_mean((labels == 0).to(dtype), window)
+    verified = torch.zeros_like(labels)
+    for k in range(1, count):
         votes = _box_mean((labels == k).to(dtype), window)
-        if most is None:
-            most, verified = votes, torch.zeros_like(labels)
-        else:
-            verified[votes > most] = k
-            torch.maximum(most, votes, out=most)
+        verified[votes > most] = k
+        torch.maximum(most, votes, out=most)
     return verified

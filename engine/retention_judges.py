@@ -84,7 +84,9 @@ class JudgedInputs:
     def __call__(self, fused: np.ndarray) -> dict[str, float]:
         from semfuse_rt.engine.classifier import predict
 
-        scores, ranks, probabilities = {}, [], []
+        scores: dict[str, float] = {}
+        ranks: list[int] = []
+        probabilities: list[float] = []
         for name, classifier, classes in zip(self.judges.names, self.judges.classifiers, self.classes):
             row = predict(classifier, [fused])[0]
             chosen = row[classes]
@@ -94,7 +96,8 @@ class JudgedInputs:
             scores[f"R5 {short_name(name)}"] = sum(rank <= TOP for rank in judged) / len(judged)
         pooled = {"R5": sum(rank <= TOP for rank in ranks) / len(ranks),
                   "rank": float(np.mean(ranks)), "P": float(np.mean(probabilities))}
-        return {name: pooled.get(name, scores.get(name)) for name in self.judges.metric_names}
+        measured = {**scores, **pooled}  # every metric name is one or the other
+        return {name: measured[name] for name in self.judges.metric_names}
 
 
 def unjudged(judges: Sequence[str]) -> dict[str, float]:

@@ -6,7 +6,10 @@ in one folder, where no set name may repeat across categories, or in a subfolder
 (`FUSED/CATEGORY/SET_METHOD.ext`). A file's set is the longest known set name that its stem
 starts with, followed by `_`: set names may hold underscores themselves (`HMSD_GF` is a
 method, `man_walk` could be a set). Everything is checked before any image is decoded: names,
-sizes (from the headers), and that no report would replace an input.
+sizes (from the headers), and that no report would replace an input. With --match-size each
+set's sources are resized to the set's smallest image (engine/set_sizes.py); a fused image
+must then have that size, as one made from the resized sources has: someone else's result
+is never resized.
 
 Each fused image is scored on the chosen suites against its set's sources; semfuse-rt methods
 and baselines given with --methods are fused by engine/evaluation.py on the same sets and
@@ -27,6 +30,8 @@ from semfuse_rt.engine.datasets import IMAGE_SUFFIXES, FusionSet, category_folde
 from semfuse_rt.engine.images import InputFiles, check_writable_folder, image_file_size, load_image
 from semfuse_rt.engine.method_ranking import ImageScore, SuiteRanking, image_scores, rank_suites
 from semfuse_rt.engine.metric_suites import MetricSuite, score_suites
+from semfuse_rt.engine.set_sizes import (Size, check_one_size_per_set, match_sizes, shown, smallest_size,
+                                         source_sizes)
 from semfuse_rt.engine.suite_reports import (RESULTS_NAMES, finite_or_none, ranking_markdown, rankings_json,
                                             write_scores_csv)
 from semfuse_rt.errors import SemfuseError
@@ -115,32 +120,32 @@ def find_fused(sets: Sequence[FusionSet], root: str | Path) -> FusedImages:
     return FusedImages(images, methods, skipped, [s.key for s in sets if s.key not in scored])
 
 
-def check_sizes(fused: FusedImages) -> None:
-    """From the headers, before anything is decoded: each set's sources share one size, and
-    every fused image has it."""
-    sizes: dict[str, tuple[int, int]] = {}
+def check_sizes(fused: FusedImages, match_size: bool = False) -> None:
+    """From the headers, before anything is decoded: each set's sources share one size, or
+    with `match_size` are brought to their smallest, and every fused image has that size."""
+    sets = list({image.fusion_set.key: image.fusion_set for image in fused.images}.values())
+    if not match_size:
+        check_one_size_per_set(sets)
+    sizes: dict[str, Size] = {}
+    for fusion_set in sets:
+        own = source_sizes(fusion_set)
+        sizes[fusion_set.key] = smallest_size(own) if match_size else own[0]
     for image in fused.images:
-        fusion_set = image.fusion_set
-        if fusion_set.key not in sizes:
-            first, *others = fusion_set.sources
-            sizes[fusion_set.key] = image_file_size(first)
-            for source in others:
-                size = image_file_size(source)
-                if size != sizes[fusion_set.key]:
-                    raise SemfuseError(f"{source}: {_shown(size)}, but {first.name} is "
-                                       f"{_shown(sizes[fusion_set.key])}; a set's sources must be registered, one size")
-        size = image_file_size(image.path)
-        if size != sizes[fusion_set.key]:
-            raise SemfuseError(f"{image.path}: {_shown(size)}, but set {fusion_set.key}'s sources are "
-                               f"{_shown(sizes[fusion_set.key])}; score fused images at their sources' size")
+        size, expected = image_file_size(image.path), sizes[image.fusion_set.key]
+        if size == expected:
+            continue
+        if match_size:
+            raise SemfuseError(f"{image.path}: {shown(size)}, but --match-size brings set {image.fusion_set.key}'s "
+                               f"sources to {shown(expected)}, its smallest image's size; score fused images "
+                               "made at that size (they are not resized)")
+        raise SemfuseError(f"{image.path}: {shown(size)}, but set {image.fusion_set.key}'s sources are "
+                           f"{shown(expected)}; score fused images at their sources' size")
 
 
-def _shown(size: tuple[int, int]) -> str:
-    return f"{size[0]}x{size[1]}"
-
-
-def score_fused(fused: FusedImages, suites: Sequence[MetricSuite], *, show_progress: bool = True) -> list[ImageScore]:
-    """Every fused image on every suite, set by set (each set's sources are read once)."""
+def score_fused(fused: FusedImages, suites: Sequence[MetricSuite], *, match_size: bool = False,
+                show_progress: bool = True) -> list[ImageScore]:
+    """Every fused image on every suite, set by set (each set's sources are read once, and
+    with `match_size` resized to their smallest)."""
     from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
@@ -156,6 +161,8 @@ def score_fused(fused: FusedImages, suites: Sequence[MetricSuite], *, show_progr
         for images in by_set.values():
             fusion_set = images[0].fusion_set
             sources = [load_image(path) for path in fusion_set.sources]
+            if match_size:
+                sources = match_sizes(sources)
             for image in images:
                 bar.update(task, description=escape(image.path.name))
                 values = score_suites(suites, sources, load_image(image.path))
@@ -176,6 +183,7 @@ class Scoring:
     scores: list[ImageScore]
     fused: FusedImages
     command: str = ""
+    match_size: bool = False
     date: str = field(default_factory=lambda: _dt.datetime.now().astimezone().isoformat(timespec="seconds"))
 
     def rankings(self) -> list[SuiteRanking]:
@@ -212,13 +220,15 @@ class ScoringPlan:
     suites: tuple[MetricSuite, ...]
     methods: list[MethodSpec]  # fused here and ranked beside the fused images
     semfuse_options: dict
+    match_size: bool = False
 
 
 def plan_scoring(sets_location: str | Path, fused_location: str | Path, suites: Sequence[MetricSuite],
                  methods: Sequence[MethodSpec] = (), semfuse_options: dict | None = None,
-                 out: str | Path | None = None) -> ScoringPlan:
-    """Every check before any work: the sets, the fused images' names and sizes, the
-    --methods variants and their options, and the reports' folder `out`."""
+                 out: str | Path | None = None, match_size: bool = False) -> ScoringPlan:
+    """Every check before any work: the sets, the fused images' names and sizes (at the
+    sets' smallest with `match_size`), the --methods variants and their options, and the
+    reports' folder `out`."""
     from semfuse_rt.engine.datasets import find_sets
     from semfuse_rt.engine.evaluation import check_variants
 
@@ -235,26 +245,27 @@ def plan_scoring(sets_location: str | Path, fused_location: str | Path, suites: 
                                f"named {spec.label}; rename those files or leave {spec.label} out of --methods")
     if methods:
         check_variants(methods, semfuse_options)
-    check_sizes(fused)
+    check_sizes(fused, match_size)
     if out is not None:
         check_score_folder(out, discovery.sets, fused)
     sets = [s for s in discovery.sets if s.key not in fused.unscored]
     return ScoringPlan(str(sets_location), str(fused_location), sets, fused, tuple(suites), list(methods),
-                       semfuse_options)
+                       semfuse_options, match_size)
 
 
 def run_scoring(plan: ScoringPlan, *, show_progress: bool = True, command: str = "") -> Scoring:
     """Score the fused images, and fuse and score the --methods variants on the same sets."""
-    scores = score_fused(plan.fused, plan.suites, show_progress=show_progress)
+    scores = score_fused(plan.fused, plan.suites, match_size=plan.match_size, show_progress=show_progress)
     if plan.methods:
         from semfuse_rt.engine.evaluation import evaluate, evaluation_scores
 
         evaluation = evaluate(plan.sets, plan.methods, semfuse_options=plan.semfuse_options,
-                              show_progress=show_progress, retention=False, suites=plan.suites)
+                              match_size=plan.match_size, show_progress=show_progress, retention=False,
+                              suites=plan.suites)
         scores += evaluation_scores(evaluation)
     return Scoring(plan.sets_location, plan.fused_location, plan.suites,
                    [*plan.fused.methods, *(spec.label for spec in plan.methods)], plan.sets, scores, plan.fused,
-                   command)
+                   command, plan.match_size)
 
 
 def _markdown(scoring: Scoring, rankings: Sequence[SuiteRanking]) -> str:
@@ -264,7 +275,9 @@ def _markdown(scoring: Scoring, rankings: Sequence[SuiteRanking]) -> str:
         f"Sets from `{scoring.sets_location}`: {len(scoring.sets)} scored; fused images from "
         f"`{scoring.fused_location}`: {len(scoring.fused.images)}; methods: "
         + ", ".join(f"`{m}`" for m in scoring.methods) + "; suites: "
-        + ", ".join(s.name for s in scoring.suites) + f"; date: {scoring.date}.",
+        + ", ".join(s.name for s in scoring.suites)
+        + ("; sizes matched to each set's smallest image" if scoring.match_size else "")
+        + f"; date: {scoring.date}.",
     ]
     if scoring.command:
         parts += ["", "```", scoring.command, "```"]
@@ -280,6 +293,7 @@ def _json(scoring: Scoring, rankings: Sequence[SuiteRanking]) -> str:
         "fused_location": scoring.fused_location,
         "command": scoring.command,
         "date": scoring.date,
+        "match_size": scoring.match_size,
         "suites": [suite.name for suite in scoring.suites],
         "methods": scoring.methods,
         "sets": [{"category": s.category, "name": s.name, "sources": [str(p) for p in s.sources]}

@@ -128,10 +128,9 @@ class SemanticPhase:
         """Moves fused (3, H, W) pixels in place. inputs: small_inputs at self.size(H, W);
         weights: a callable giving the rule's per-input weights at a map size (the
         semantic methods' CAMs), or None."""
-        size = inputs.shape[-2:]
+        size = (inputs.shape[-2], inputs.shape[-1])
         device = self.runner.device
-        start = np.stack([area_downsample(plane, size) for plane in fused])[None]
-        start = torch.from_numpy(start).to(device)
+        start = torch.from_numpy(np.stack([area_downsample(plane, size) for plane in fused])[None]).to(device)
         features = self.runner.features(torch.from_numpy(inputs).to(device))
         target = self.runner.fuse_features(features, rule, weights(features.shape[-2:]) if weights else None)
         moved = self.runner.optimise(start, target, self.schedule).image

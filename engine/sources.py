@@ -93,7 +93,7 @@ def finish(fused: np.ndarray, sources: Sources) -> np.ndarray:
     out = np.empty((height, width, 3) if sources.mode != "grey" else (height, width), sources.dtype)
     for top in range(0, height, FINISH_ROWS):
         rows = slice(top, top + FINISH_ROWS)
-        chroma = sources.chroma[rows] if sources.mode == "mixed" else None
+        chroma = sources.chroma[rows] if sources.chroma is not None else None  # kept for "mixed" only
         out[rows] = _finish_rows(fused[:, rows], sources.mode, sources.dtype, chroma)
     return out
 

@@ -33,7 +33,7 @@ class SpilledImage:
         fd, name = tempfile.mkstemp(dir=directory, suffix=".raw")
         self.path = Path(name)
         with os.fdopen(fd, "wb") as file:
-            file.write(memoryview(array).cast("B"))
+            file.write(array.data.cast("B"))
 
     @property
     def ndim(self) -> int:

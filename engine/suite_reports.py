@@ -12,8 +12,8 @@ from pathlib import Path
 from semfuse_rt.cache import atomic_write_bytes
 from semfuse_rt.engine.method_ranking import ImageScore, SuiteRanking
 
-__all__ = ["CSV_COLUMNS", "RESULTS_NAMES", "SCORES_CSV", "finite_or_none", "number", "ranking_title", "ranking_markdown", "ranking_tables",
-           "rankings_json", "scores_csv", "write_scores_csv"]
+__all__ = ["CSV_COLUMNS", "RESULTS_NAMES", "SCORES_CSV", "finite_or_none", "number", "ranking_title",
+           "ranking_markdown", "ranking_tables", "rankings_json", "scores_csv", "write_scores_csv"]
 
 SCORES_CSV = "scores.csv"
 # What eval and score write into their --out folder.

@@ -146,28 +146,33 @@ class ResidualWarmStart:
         self.residual = None
 
     def start(self, pixels: torch.Tensor) -> torch.Tensor:
-        self._start = self.fuser.runner.start(pixels, self.fuser.init)
+        self._start = self.fuser.active_runner.start(pixels, self.fuser.init)
         if self.residual is None or self.residual.shape != self._start.shape:
             self.residual = None
             return self._start
         return self._start + self.carry * shifted(self.residual, *self.shift)
 
     def optimised(self, image: torch.Tensor) -> None:
+        assert self._start is not None, "a fuse calls start() before optimised()"
         # A new tensor: a runner may hand back a buffer it reuses on the next call.
         self.residual = image.to(self._start.device) - self._start
 
 
 def _grey(frames: Sequence[np.ndarray]) -> np.ndarray:
     """The inputs' mean as one float32 plane in 8-bit levels (what the shift is found on)."""
-    total = None
-    for frame in frames:
-        plane = frame.astype(np.float32)
-        if plane.ndim == 3:
-            plane = plane.mean(axis=2)
-        if frame.dtype == np.uint16:
-            plane /= 257
-        total = plane if total is None else total + plane
+    total = _grey_plane(frames[0])
+    for frame in frames[1:]:
+        total = total + _grey_plane(frame)
     return total / len(frames)
+
+
+def _grey_plane(frame: np.ndarray) -> np.ndarray:
+    plane = frame.astype(np.float32)
+    if plane.ndim == 3:
+        plane = plane.mean(axis=2)
+    if frame.dtype == np.uint16:
+        plane /= 257
+    return plane
 
 
 def scene_change(previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> float:
@@ -205,7 +210,12 @@ class VideoFuser:
         if restart_every is not None and restart_every < 1:
             raise SemfuseError(f"chunks need at least one frame, got {restart_every}")
         self.fuser = fuser
-        self.warm = warm and fuser.method.optimised
+        # A fuse without steps (the start alone) has no residual to carry between frames.
+        optimises = fuser.method.optimised and fuser.schedule.steps > 0
+        if warm and steps is not None and fuser.method.optimised and not optimises:
+            raise SemfuseError(f"--steps sets the warm frames' steps, but preset {fuser.preset} runs none; "
+                               "give --cold --steps N to optimise every frame, or a preset with steps")
+        self.warm = warm and optimises
         self.steps = check_steps(DEFAULT_WARM_STEPS if steps is None else steps)
         self.carry = carry
         self.follow_motion = follow_motion
@@ -224,9 +234,10 @@ class VideoFuser:
             self._warm_start.reset()
 
     def _whole_frames(self, frames: Sequence[np.ndarray]) -> bool:
-        key = (len(frames), *frames[0].shape[:2])
+        height, width = frames[0].shape[:2]
+        key = (len(frames), height, width)
         if key not in self._whole:
-            self._whole[key] = self.fuser.tiles(len(frames), *frames[0].shape[:2]) is None
+            self._whole[key] = self.fuser.tiles(len(frames), height, width) is None
         return self._whole[key]
 
     def __call__(self, frames: Sequence[np.ndarray]) -> FrameResult:
@@ -246,7 +257,7 @@ class VideoFuser:
                 and scene_change(self._previous, frames) > self.scene_cut:
             self.reset()
         grey = _grey(frames) if self.follow_motion else None
-        if self._warm_start.is_warm and self.follow_motion and self._previous_grey is not None:
+        if self._warm_start.is_warm and grey is not None and self._previous_grey is not None:
             self._warm_start.shift = global_shift(self._previous_grey, grey)
         else:
             self._warm_start.shift = (0, 0)
@@ -272,7 +283,8 @@ class InterleavedVideoFuser:
             raise SemfuseError("interleaved fusion needs at least one fuser")
         self.workers = [VideoFuser(fuser, **video_options) for fuser in fusers]
 
-    def fuse_frames(self, frame_sets: Iterable[Sequence[np.ndarray]]) -> Iterator[tuple[Sequence[np.ndarray], FrameResult]]:
+    def fuse_frames(self, frame_sets: Iterable[Sequence[np.ndarray]]
+                    ) -> Iterator[tuple[Sequence[np.ndarray], FrameResult]]:
         from collections import deque
         from concurrent.futures import ThreadPoolExecutor
 

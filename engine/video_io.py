@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Final, Generator, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -40,6 +40,10 @@ from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, READ_SUFFIXES, UNSUPPO
                                      image_file_size, image_format, load_image, refuse_link_loop, save_image)
 from semfuse_rt.errors import SemfuseError
 
+if TYPE_CHECKING:  # PyAV is imported where a video is read or written (_import_av)
+    from av.container import OutputContainer
+    from av.video.stream import VideoStream
+
 VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov", ".avi", ".m4v", ".webm")
 WRITE_VIDEO_SUFFIXES = (".mp4", ".mkv", ".mov")  # containers that carry H.264
 FRAME_SUFFIXES = tuple(sorted(READ_SUFFIXES))
@@ -47,7 +51,7 @@ DEFAULT_FOLDER_FPS = Fraction(25)  # frame folders carry no rate
 # --fps: the range MP4, Matroska (millisecond timestamps) and QuickTime all keep exactly.
 MIN_FPS, MAX_FPS = 0.01, 1000.0
 DEFAULT_CRF = 18  # x264's "visually lossless" end of the scale
-VIDEO_CODEC = "libx264"
+VIDEO_CODEC: Final = "libx264"
 # Chroma within this many levels of 128 everywhere in the first frame: grey content.
 GREY_CHROMA_TOLERANCE = 2
 PREFETCH_FRAMES = 4
@@ -165,13 +169,13 @@ def probe(path: str | os.PathLike, max_pixels: int = DEFAULT_MAX_PIXELS) -> Stre
         fps = stream.average_rate or stream.guessed_rate or stream.base_rate
         count = _video_frame_count(container, stream)
         try:
-            first = next(container.decode(stream), None)
+            first_frame = next(container.decode(stream), None)
         except av.FFmpegError as error:
             raise SemfuseError(f"{path}: cannot decode its first frame ({_reason(error)})") from None
-        if first is None or count == 0:
+        if first_frame is None or count == 0:
             raise SemfuseError(f"{path}: video stream has no frames")
-        return StreamInfo(path, "video", count, first.width, first.height, _grey_frame(first),
-                          _is_deep(first.format.name), Fraction(fps) if fps else None)
+        return StreamInfo(path, "video", count, first_frame.width, first_frame.height, _grey_frame(first_frame),
+                          _is_deep(first_frame.format.name), Fraction(fps) if fps else None)
     finally:
         container.close()
 
@@ -224,7 +228,7 @@ def stream_rate(infos: Sequence[StreamInfo], fps: float | Fraction | None = None
 
 
 def read_frames(info: StreamInfo, start: int = 0, stop: int | None = None,
-                max_pixels: int = DEFAULT_MAX_PIXELS) -> Iterator[np.ndarray]:
+                max_pixels: int = DEFAULT_MAX_PIXELS) -> Generator[np.ndarray, None, None]:
     """Frames start..stop-1 of a probed stream, in order."""
     stop = info.frames if stop is None else min(stop, info.frames)
     if info.kind == "folder":
@@ -421,9 +425,14 @@ class VideoWriter(_CommitOnSuccess):
                                    suffix=f"{TEMP_SUFFIX}{self.path.suffix}")
         os.close(fd)
         self._tmp = Path(tmp)
-        self._container = None
-        self._stream = None
+        self._container: OutputContainer | None = None
+        self._stream: VideoStream | None = None
         self.frames = 0
+
+    def _opened(self) -> tuple[OutputContainer, VideoStream]:
+        if self._container is None or self._stream is None:
+            raise RuntimeError(f"{self.path}: the video is not open for writing")
+        return self._container, self._stream
 
     def _open(self, frame: np.ndarray) -> None:
         av = _import_av()
@@ -445,18 +454,20 @@ class VideoWriter(_CommitOnSuccess):
             frame = ((frame.astype(np.uint32) + 128) // 257).astype(np.uint8)
         if self._container is None:
             self._open(frame)
+        container, stream = self._opened()
         layout = "gray" if frame.ndim == 2 else "rgb24"
         video_frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format=layout)
-        for packet in self._stream.encode(video_frame):
-            self._container.mux(packet)
+        for packet in stream.encode(video_frame):
+            container.mux(packet)
         self.frames += 1
 
     def commit(self) -> Path:
         if self._container is None:
             raise SemfuseError(f"{self.path}: no frames to write")
-        for packet in self._stream.encode():
-            self._container.mux(packet)
-        self._container.close()
+        container, stream = self._opened()
+        for packet in stream.encode():
+            container.mux(packet)
+        container.close()
         self._container = None
         os.chmod(self._tmp, new_file_mode(self.path))
         os.replace(self._tmp, self.path)

@@ -25,9 +25,10 @@ def gaussian_taps(sigma: float) -> torch.Tensor:
     return torch.from_numpy(cv2.getGaussianKernel(size, sigma, cv2.CV_32F).ravel().astype(np.float32))
 
 
-def _symmetric(length: torch.Tensor | int, pad: torch.Tensor | int, device) -> torch.Tensor:
+def _symmetric(length: int, pad: int, device) -> torch.Tensor:
     """Indices of a length-`length` axis extended by `pad` on each side, mirrored with the
-    edge repeated, as often as needed (a kernel wider than the image reflects again)."""
+    edge repeated, as often as needed (a kernel wider than the image reflects again). While
+    the graph is traced for export, the sizes are the tracer's symbolic ones."""
     positions = torch.arange(-pad, length + pad, device=device)
     folded = torch.remainder(positions, 2 * length)
     return torch.where(folded < length, folded, 2 * length - 1 - folded)
@@ -46,6 +47,8 @@ def gaussian_blur(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
 
 class MeanBaseLayer(nn.Module):
     """(fused (1, 3, H, W), pixels (K, 3, H, W)) -> fused over the inputs' mean base layer."""
+
+    taps: torch.Tensor  # a buffer
 
     def __init__(self, sigma: float):
         super().__init__()

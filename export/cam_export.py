@@ -8,7 +8,6 @@ is exported when it is missing, damaged, or anything in the manifest's key chang
 """
 from __future__ import annotations
 
-import hashlib
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,8 @@ import torch
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.cache import atomic_write_bytes, cache_dir
 from semfuse_rt.export.cam_graph import MAP_NAMES, build_cam_graph, io_names, weights_sha256
-from semfuse_rt.export.manifest import rebuild_reason, read_manifest, tool_versions, write_manifest
+from semfuse_rt.export.manifest import (manifest_for, rebuild_reason, read_manifest, source_sha256, tool_versions,
+                                       write_manifest)
 from semfuse_rt.export.onnx_export import _export, _simplify
 from semfuse_rt.export.opsets import DEFAULT_OPSET, check_opset
 from semfuse_rt.cache import sha256_of
@@ -45,11 +45,8 @@ def graph_source_sha256() -> str:
     from semfuse_rt.export import (cam_graph, efficientnet_lite, normalisation, onnx_export, vgg19,
                                    vgg19_classifier)
 
-    digest = hashlib.sha256()
-    for module in (cam_graph, efficientnet_lite, normalisation, onnx_export, vgg19, vgg19_classifier,
-                   sys.modules[__name__]):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
+    return source_sha256(cam_graph, efficientnet_lite, normalisation, onnx_export, vgg19, vgg19_classifier,
+                         sys.modules[__name__])
 
 
 def checkpoint_sha256(classifier) -> str | None:
@@ -111,12 +108,12 @@ def export_cam_graph(classifier, top_k: int | None = None, directory: Path | Non
            "weights_sha256": digest, "input_size": input_size, "opset": opset,
            "cam_layers": list(classifier.cam_layers)}
     existing = read_manifest(directory)
-    current = existing is not None and all(existing.get(k) == v for k, v in key.items())
+    current = manifest_for(existing, key)
     reason = "asked to" if force else rebuild_reason(directory, existing, key, [name])
-    if reason is None and current:
-        return ExportedCamGraph(directory, directory / name, top_k, existing["io"][name], existing, False)
+    if reason is None and current is not None:
+        return ExportedCamGraph(directory, directory / name, top_k, current["io"][name], current, False)
     # A graph of another K not made yet is no rebuild; anything else says why.
-    if reason is not None and not (current and name not in existing.get("files", {})):
+    if reason is not None and not (current is not None and name not in current.get("files", {})):
         print(f"semfuse-rt: exporting the CAM graph {name} in {directory} again: {reason}", file=sys.stderr)
 
     graph = build_cam_graph(classifier, top_k)
@@ -131,9 +128,9 @@ def export_cam_graph(classifier, top_k: int | None = None, directory: Path | Non
     atomic_write_bytes(directory / name, model.SerializeToString())
 
     # Other graphs of the same key stay listed; a key change drops them (they are stale).
-    files = dict(existing.get("files", {})) if current else {}
-    io_all = dict(existing.get("io", {})) if current else {}
-    simplified_all = dict(existing.get("simplified", {})) if current else {}
+    files = dict(current.get("files", {})) if current is not None else {}
+    io_all = dict(current.get("io", {})) if current is not None else {}
+    simplified_all = dict(current.get("simplified", {})) if current is not None else {}
     files[name] = sha256_of(directory / name)
     io_all[name] = io
     simplified_all[name] = simplified
@@ -151,5 +148,4 @@ def export_cam_graph(classifier, top_k: int | None = None, directory: Path | Non
                     "renormalised, weighted over classes by class_weights (engine/cam.py)",
         tools=tool_versions("torch", "onnx", "onnxslim", "onnxruntime"),
     )
-    write_manifest(directory, manifest)
-    return ExportedCamGraph(directory, directory / name, top_k, io, read_manifest(directory), True)
+    return ExportedCamGraph(directory, directory / name, top_k, io, write_manifest(directory, manifest), True)

@@ -106,9 +106,22 @@ def grad_cam(activation: torch.Tensor, gradient: torch.Tensor) -> torch.Tensor:
     return torch.relu(maps).view(n, -1, h, w)
 
 
+def _batch_norm_parameters(bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(weight, bias, running mean, running variance) of an affine batch norm that tracks
+    its statistics, the kind a conv can absorb."""
+    if bn.weight is None or bn.bias is None or bn.running_mean is None or bn.running_var is None:
+        raise ValueError("only an affine batch norm with running statistics folds into a conv")
+    return bn.weight, bn.bias, bn.running_mean, bn.running_var
+
+
 class FoldedConv(nn.Module):
     """A conv (+ eval-mode batch norm) as one conv with bias, for a fixed input size, with its
     transpose. Padding is TensorFlow "same" (EfficientNet) unless `symmetric` is given."""
+
+    # buffers
+    weight: torch.Tensor
+    bias: torch.Tensor
+    flipped: torch.Tensor
 
     def __init__(self, conv: nn.Conv2d, bn: nn.BatchNorm2d | None, size: tuple[int, int],
                  symmetric: int | None = None):
@@ -118,10 +131,11 @@ class FoldedConv(nn.Module):
         if conv.bias is not None:
             bias = conv.bias.detach().to(torch.float64)
         if bn is not None:
+            gamma, beta, mean, variance = _batch_norm_parameters(bn)
             # Folded in float64 so the fold itself adds no rounding beyond the final cast.
-            scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+            scale = gamma.double() / torch.sqrt(variance.double() + bn.eps)
             weight = weight * scale[:, None, None, None]
-            bias = (bias - bn.running_mean.double()) * scale + bn.bias.double()
+            bias = (bias - mean.double()) * scale + beta.double()
         self.kernel, self.stride, self.groups = conv.kernel_size[0], conv.stride[0], conv.groups
         if conv.kernel_size[0] != conv.kernel_size[1] or conv.stride[0] != conv.stride[1]:
             raise ValueError("only square kernels and strides are supported")
@@ -134,8 +148,8 @@ class FoldedConv(nn.Module):
             top, bottom = same_padding(size[0], self.kernel, self.stride)
             left, right = same_padding(size[1], self.kernel, self.stride)
         self.pads = (top, bottom, left, right)
-        self.out_size = tuple((s + a + b - self.kernel) // self.stride + 1
-                              for s, a, b in ((size[0], top, bottom), (size[1], left, right)))
+        self.out_size = ((size[0] + top + bottom - self.kernel) // self.stride + 1,
+                         (size[1] + left + right - self.kernel) // self.stride + 1)
         dtype = conv.weight.dtype  # float32 for an engine; float64 to check the algebra
         self.register_buffer("weight", weight.to(dtype))
         self.register_buffer("bias", bias.to(dtype))
@@ -216,6 +230,8 @@ class CamGraph(nn.Module, ABC):
     """Common front (pixel scaling) and back (class choice, maps) of the CAM graphs."""
 
     layer_shapes: tuple[LayerShape, ...]
+    offset: torch.Tensor  # buffers
+    scale: torch.Tensor
 
     def __init__(self, normalisation: Normalisation, input_size: int, top_k: int | None,
                  dtype: torch.dtype = torch.float32):
@@ -244,6 +260,8 @@ class CamGraph(nn.Module, ABC):
         logits, activations, tape = self.run(image)
         if self.top_k is not None:
             classes = logits.topk(self.top_k, dim=1).indices  # softmax keeps the order
+        elif classes is None:
+            raise ValueError("a CAM graph without top_k takes the classes as an input")
         weights = class_weights_of(logits, classes)
         maps = [grad_cam(a, g) for a, g in zip(activations, self.gradients(tape, classes))]
         if self.top_k is not None:
@@ -257,7 +275,8 @@ def _efficientnet_cam_blocks() -> tuple[int, int]:
     *blocks, head = EFFICIENTNET_CAM_LAYERS
     if head != "_head_act" or len(blocks) != 2 or not all(b.startswith("_blocks.") for b in blocks):
         raise ValueError(f"the CAM graph cannot tap {EFFICIENTNET_CAM_LAYERS}")
-    return tuple(int(b.split(".")[1]) for b in blocks)
+    shallow, deep = (int(b.split(".")[1]) for b in blocks)
+    return shallow, deep
 
 
 class EfficientNetCamGraph(CamGraph):
@@ -265,6 +284,8 @@ class EfficientNetCamGraph(CamGraph):
 
     CAM_BLOCKS = _efficientnet_cam_blocks()
     FIRST_TAPED_BLOCK = CAM_BLOCKS[0] + 1  # blocks below the shallowest CAM layer need no backward
+    fc_weight: torch.Tensor  # buffers
+    fc_bias: torch.Tensor
 
     def __init__(self, network: EfficientNetLite, normalisation: Normalisation, input_size: int,
                  top_k: int | None = None):
@@ -274,7 +295,7 @@ class EfficientNetCamGraph(CamGraph):
         self.stem = FoldedConv(network._conv_stem, network._bn0, size)
         size = self.stem.out_size
         blocks = []
-        for block in network._blocks:
+        for block in network.block_list:
             blocks.append(_FoldedBlock(block, size))
             size = blocks[-1].out_size
         self.blocks = nn.ModuleList(blocks)
@@ -283,7 +304,7 @@ class EfficientNetCamGraph(CamGraph):
         self.register_buffer("fc_bias", network._fc.bias.detach().clone())
         shapes = []
         for index in self.CAM_BLOCKS:
-            conv = self.blocks[index].project
+            conv = blocks[index].project
             shapes.append(LayerShape(conv.weight.shape[0], *conv.out_size))
         shapes.append(LayerShape(self.head.weight.shape[0], *self.head.out_size))
         self.layer_shapes = tuple(shapes)
@@ -370,14 +391,15 @@ class VGG19CamGraph(CamGraph):
 
     def __init__(self, network: VGG19Classifier, normalisation: Normalisation, input_size: int,
                  top_k: int | None = None):
-        dtype = network.trunk.convs[0].weight.dtype
+        trunk = network.trunk.conv_layers
+        dtype = trunk[0].weight.dtype
         super().__init__(normalisation, input_size, top_k, dtype)
         network = network.eval()
         self.plan = [(name, kind) for name, kind, _ in network.trunk.plan]
         first = next(i for i, (name, _) in enumerate(self.plan) if name == self.CAM_TAPS[0])
         self.first_taped = first + 1  # ops after relu3_4 are what the backward walks through
         convs, size, shapes = [], (input_size, input_size), []
-        modules = iter(network.trunk.convs)
+        modules = iter(trunk)
         for name, kind in self.plan:
             if kind == "conv":
                 convs.append(FoldedConv(next(modules), None, size, symmetric=1))
@@ -459,6 +481,7 @@ def build_cam_graph(classifier, top_k: int | None = None, input_size: int | None
     network = classifier.model.network
     normalisation = classifier.model.normalisation
     size = input_size or classifier.input_size
+    graph: CamGraph
     if isinstance(network, EfficientNetLite):
         graph = EfficientNetCamGraph(network, normalisation, size, top_k)
         expected = tuple(f"network.{n}" for n in EFFICIENTNET_CAM_LAYERS)

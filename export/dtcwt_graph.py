@@ -30,6 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -351,6 +352,8 @@ class DtcwtChooseMax(nn.Module):
     (mean of the lowpasses; each highpass coefficient from the input of largest |z|, ties to
     the lowest k; with `verify` > 0 the choices are majority-filtered over verify x verify)."""
 
+    box: torch.Tensor  # a buffer: the verification's box filter
+
     def __init__(self, verify: int = 0, levels: int = LEVELS, biort: str = BIORT, qshift: str = QSHIFT):
         super().__init__()
         verify = int(verify)
@@ -434,7 +437,8 @@ class StreamedDtcwtChooseMax:
         """The first pass: the lowpass sum and, per level, the coefficients of largest |z|
         so far (ties stay with the earlier input) or, `labelled`, the uint8 label of their
         input instead; and the planes' height and width."""
-        lowpass, best, chosen = None, [], []
+        lowpass, best = None, []
+        chosen: list[Any] = []  # per level: the uint8 labels (labelled), else the (real, imag) kept
         for k in range(count):
             planes = planes_of(k)
             low, highpasses = self._pyramid(planes)

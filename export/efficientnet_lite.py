@@ -33,6 +33,7 @@ import math
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 import torch
 from torch import nn
@@ -193,6 +194,11 @@ class EfficientNetLite(nn.Module):
         self._avg_pooling = nn.AdaptiveAvgPool2d(1)
         self._dropout = nn.Dropout(DROPOUT)
         self._fc = nn.Linear(HEAD_CHANNELS, num_classes)
+
+    @property
+    def block_list(self) -> list[MBConvBlock]:
+        """The blocks in order, typed (a ModuleList's items are plain Modules to mypy)."""
+        return cast(list[MBConvBlock], list(self._blocks))
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         x = self._stem_act(self._bn0(self._conv_stem(x)))

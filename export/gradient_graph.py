@@ -20,6 +20,8 @@ times a step; bands of a few rows keep those maps in cache.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -30,11 +32,12 @@ from semfuse_rt.export.vgg19 import VGG19Features
 
 def pixel_space_convs(features: VGG19Features, normalisation: Normalisation):
     """(pixel offset (1,3,1,1), [(weight, bias)] with conv1_1 taking `pixels - offset`)."""
-    offset, scale = normalisation.tensors(features.convs[0].weight.dtype)
+    layers = features.conv_layers
+    offset, scale = normalisation.tensors(layers[0].weight.dtype)
     order = list(normalisation.order)
     pixel_offset = torch.empty_like(offset)
     pixel_offset[:, order] = offset
-    convs = [(c.weight.detach().clone(), c.bias.detach().clone()) for c in features.convs]
+    convs = [(c.weight.detach().clone(), _bias(c).detach().clone()) for c in layers]
     first, bias = convs[0]
     folded = torch.empty_like(first)
     # z = sum_c W[:, c] (p[order[c]] - offset[c]) / scale[c]  =>  W'[:, order[c]] = W[:, c] / scale[c]
@@ -43,7 +46,15 @@ def pixel_space_convs(features: VGG19Features, normalisation: Normalisation):
     return pixel_offset, convs
 
 
+def _bias(conv: nn.Conv2d) -> torch.Tensor:
+    if conv.bias is None:
+        raise ValueError("VGG19's convolutions have biases")
+    return conv.bias
+
+
 class _PixelSpaceChain(nn.Module):
+    offset: torch.Tensor  # a buffer: (1, 3, 1, 1)
+
     def __init__(self, features: VGG19Features, normalisation: Normalisation):
         super().__init__()
         self.plan = [kind for _, kind, _ in features.plan]
@@ -54,7 +65,7 @@ class _PixelSpaceChain(nn.Module):
             self.register_buffer(f"bias{i}", bias)
         self.conv_count = len(convs)
 
-    def conv(self, i: int):
+    def conv(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
         return getattr(self, f"weight{i}"), getattr(self, f"bias{i}")
 
 
@@ -78,6 +89,8 @@ class NormalisedFeatures(_PixelSpaceChain):
 class ExplicitLossGradient(_PixelSpaceChain):
     """(pixels (N,3,H,W), target (N,C,h,w)) -> (loss (N,), dloss/dpixels (N,3,H,W))."""
 
+    backward0: torch.Tensor  # a buffer, as are backward1 ... for deeper layers
+
     def __init__(self, features: VGG19Features, normalisation: Normalisation):
         super().__init__(features, normalisation)
         for i in range(self.conv_count):
@@ -88,7 +101,9 @@ class ExplicitLossGradient(_PixelSpaceChain):
 
     def forward(self, pixels: torch.Tensor, target: torch.Tensor):
         x = pixels - self.offset
-        tape = []  # what each layer's backward needs, recorded on the way forward
+        # What each layer's backward needs, recorded on the way forward: ("conv", index),
+        # ("relu", mask) or ("pool", (indices, input)).
+        tape: list[tuple[str, Any]] = []
         i = 0
         for kind in self.plan:
             if kind == "conv":

@@ -9,8 +9,9 @@ from typing import Callable
 import torch
 
 from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
-from semfuse_rt.export.manifest import read_manifest, rebuild_reason, tool_versions, write_manifest
-from semfuse_rt.export.onnx_export import _export, _simplify, _source_sha256
+from semfuse_rt.export.manifest import (manifest_for, read_manifest, rebuild_reason, source_sha256, tool_versions,
+                                       write_manifest)
+from semfuse_rt.export.onnx_export import _export, _simplify
 from semfuse_rt.export.opsets import DEFAULT_OPSET
 
 
@@ -18,24 +19,24 @@ def exported_graph(name: str, source_modules: tuple, build: Callable[[], tuple[t
                    directory: Path | None = None, opset: int = DEFAULT_OPSET) -> Path:
     """The ONNX file `name`, exported by `build() -> (module, example args, io names, dynamic
     axes)` unless the folder holds it intact for this code and opset."""
-    digest = _source_sha256(*source_modules)
+    digest = source_sha256(*source_modules)
     directory = Path(directory) if directory else cache_dir("engines") / f"small-opset{opset}-{digest[:10]}"
     directory.mkdir(parents=True, exist_ok=True)
     key = {"graph_source_sha256": digest, "opset": opset}
     existing = read_manifest(directory)
-    current = existing is not None and all(existing.get(k) == v for k, v in key.items())
+    current = manifest_for(existing, key)
     reason = rebuild_reason(directory, existing, key, [name])
-    if reason is None and current:
+    if reason is None and current is not None:
         return directory / name
-    if reason is not None and not (current and name not in existing.get("files", {})):
+    if reason is not None and not (current is not None and name not in current.get("files", {})):
         print(f"semfuse-rt: exporting {name} in {directory} again: {reason}", file=sys.stderr)
     module, args, io, dynamic = build()
     with torch.no_grad():
         model, _ = _simplify(_export(module.eval(), args, io, dynamic, opset))
     atomic_write_bytes(directory / name, model.SerializeToString())
-    files = dict(existing.get("files", {})) if current else {}
+    files = dict(current.get("files", {})) if current is not None else {}
     files[name] = sha256_of(directory / name)
-    io_all = dict(existing.get("io", {})) if current else {}
+    io_all = dict(current.get("io", {})) if current is not None else {}
     io_all[name] = io
     write_manifest(directory, dict(key, files=files, io=io_all, tools=tool_versions("torch", "onnx", "onnxslim")))
     return directory / name

@@ -2,11 +2,14 @@
 only when nothing that matters changed."""
 from __future__ import annotations
 
+import hashlib
+import inspect
 import json
 import platform
 from datetime import datetime, timezone
 from importlib import metadata
 from pathlib import Path
+from types import ModuleType
 
 from semfuse_rt.cache import atomic_write_bytes, sha256_of
 
@@ -23,6 +26,15 @@ def tool_versions(*packages: str) -> dict[str, str]:
     return versions
 
 
+def source_sha256(*modules: ModuleType) -> str:
+    """Identifies the code of these modules: a manifest's key, so that editing the code
+    invalidates what it made."""
+    digest = hashlib.sha256()
+    for module in modules:
+        digest.update(Path(inspect.getfile(module)).read_bytes())
+    return digest.hexdigest()
+
+
 def read_manifest(directory: Path) -> dict | None:
     path = Path(directory) / MANIFEST_NAME
     try:
@@ -30,6 +42,13 @@ def read_manifest(directory: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return manifest if isinstance(manifest, dict) else None
+
+
+def manifest_for(manifest: dict | None, key: dict) -> dict | None:
+    """`manifest` where it was made for `key` (it records each of key's entries alike), else None."""
+    if manifest is not None and all(manifest.get(k) == v for k, v in key.items()):
+        return manifest
+    return None
 
 
 def rebuild_reason(directory: Path, manifest: dict | None, key: dict, files: list[str] | None = None) -> str | None:
@@ -53,8 +72,9 @@ def rebuild_reason(directory: Path, manifest: dict | None, key: dict, files: lis
     return None if recorded else "its manifest lists no files"
 
 
-def write_manifest(directory: Path, manifest: dict) -> Path:
+def write_manifest(directory: Path, manifest: dict) -> dict:
+    """Writes the manifest with its time of creation; returns it as read_manifest will read it."""
     manifest = dict(manifest, created=datetime.now(timezone.utc).isoformat(timespec="seconds"))
-    path = Path(directory) / MANIFEST_NAME
-    atomic_write_bytes(path, (json.dumps(manifest, indent=2, sort_keys=True) + "\n").encode())
-    return path
+    text = json.dumps(manifest, indent=2, sort_keys=True) + "\n"
+    atomic_write_bytes(Path(directory) / MANIFEST_NAME, text.encode())
+    return json.loads(text)

@@ -7,7 +7,6 @@ band of rows (gradient_graph.RowBandLossGradient), which the ONNX Runtime CPU lo
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import shutil
 import sys
@@ -24,7 +23,7 @@ from semfuse_rt.export import normalisation as normalisation_module
 from semfuse_rt.export import vgg19 as vgg19_module
 from semfuse_rt.export.gradient_graph import (ExplicitLossGradient, NormalisedFeatures, RowBandLossGradient,
                                               pixel_space_convs, supports_row_bands)
-from semfuse_rt.export.manifest import read_manifest, rebuild_reason, tool_versions, write_manifest
+from semfuse_rt.export.manifest import read_manifest, rebuild_reason, source_sha256, tool_versions, write_manifest
 from semfuse_rt.export.opsets import DEFAULT_OPSET, check_opset
 from semfuse_rt.export.vgg19 import VGG19Features, check_layer, output_channels
 from semfuse_rt.export.weights import VGG19Weights
@@ -56,17 +55,10 @@ class ExportedGraphs:
         return self.manifest["row_bands"]["padding_pixel"]
 
 
-def _source_sha256(*modules) -> str:
-    digest = hashlib.sha256()
-    for module in modules:
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
-
-
 # Identifies the code that defines the graphs, so editing it invalidates old exports. Taken
 # at import: a process that runs for hours must describe the code it loaded, not the file
 # as it is on disk later.
-GRAPH_SOURCE_SHA256 = _source_sha256(gradient_graph, normalisation_module, vgg19_module, sys.modules[__name__])
+GRAPH_SOURCE_SHA256 = source_sha256(gradient_graph, normalisation_module, vgg19_module, sys.modules[__name__])
 
 
 def default_directory(weights: VGG19Weights, layer: str, opset: int) -> Path:
@@ -81,8 +73,10 @@ def _export(module: torch.nn.Module, args: tuple, names: dict, dynamic: dict, op
         # The TorchScript exporter warns that it is deprecated; its graphs are what
         # TensorRT and ONNX Runtime take today, and its output is checked below.
         warnings.simplefilter("ignore")
+        # torch types `f` as a path; the TorchScript exporter (dynamo=False) writes to a
+        # binary stream too, which keeps the graph off the disk.
         torch.onnx.export(
-            module, args, buffer, dynamo=False, opset_version=opset,
+            module, args, buffer, dynamo=False, opset_version=opset,  # type: ignore[arg-type]
             input_names=names["inputs"], output_names=names["outputs"], dynamic_axes=dynamic,
             do_constant_folding=True,
         )
@@ -187,6 +181,5 @@ def _export_into(directory: Path, weights: VGG19Weights, layer: str, opset: int,
         shape_policy="dynamic batch, height and width; image (N,3,H,W) float32 RGB pixels 0..255",
         tools=tool_versions("torch", "onnx", "onnxslim", "onnxruntime"),
     )
-    write_manifest(directory, manifest)
     return ExportedGraphs(directory, directory / FEATURES_FILE, directory / GRADIENT_FILE,
-                          read_manifest(directory), True)
+                          write_manifest(directory, manifest), True)

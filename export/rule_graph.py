@@ -39,6 +39,9 @@ class MajorityGraph(ChooseMaxGraph):
     """Choose-max, then per channel the label most frequent in the window x window
     neighbourhood decides which input's value is taken."""
 
+    row: torch.Tensor  # buffers: the box sum's two passes
+    column: torch.Tensor
+
     def __init__(self, window: int):
         super().__init__()
         self.window = window

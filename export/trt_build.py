@@ -30,9 +30,11 @@ import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
+from semfuse_rt.export.manifest import source_sha256
 from semfuse_rt.export.trt_profiles import (
     DEFAULT_SHAPES,
     Profile,
@@ -45,6 +47,9 @@ from semfuse_rt.export.trt_profiles import (
     profile_covers,
     profiles_to_json,
 )
+
+if TYPE_CHECKING:  # imported where a graph is prepared: onnx takes a while to import
+    import onnx
 
 PRECISIONS = ("fp32", "fp16", "bf16")
 DEFAULT_PRECISION = "fp16"
@@ -59,7 +64,7 @@ TUNING_FIELDS = ("profiles", "shapes", "workspace_mib")
 
 # Hook turning the fp32 ONNX model into the one to build at a precision; returns the model
 # and anything worth recording in the manifest.
-Prepare = Callable[["object", str], tuple["object", dict]]
+Prepare = Callable[["onnx.ModelProto", str], tuple["onnx.ModelProto", dict]]
 Log = Callable[[str], None]
 
 
@@ -113,7 +118,8 @@ def tensorrt_version() -> str:
         raise TrtUnavailable(f"TensorRT is installed but does not load: {error}") from error
     version = tensorrt.__version__
     if tuple(int(p) for p in re.findall(r"\d+", version)[:2]) < MIN_TENSORRT:
-        raise TrtUnavailable(f"TensorRT {version} is too old; semfuse-rt needs {'.'.join(map(str, MIN_TENSORRT))} or newer")
+        needed = ".".join(map(str, MIN_TENSORRT))
+        raise TrtUnavailable(f"TensorRT {version} is too old; semfuse-rt needs {needed} or newer")
     return version
 
 
@@ -155,10 +161,7 @@ def builder_source_sha256() -> str:
     """Identifies the code that turns ONNX into engines: editing it invalidates engines."""
     from semfuse_rt.export import trt_precision, trt_profiles
 
-    digest = hashlib.sha256()
-    for module in (trt_precision, trt_profiles, sys.modules[__name__]):
-        digest.update(Path(module.__file__).read_bytes())
-    return digest.hexdigest()
+    return source_sha256(trt_precision, trt_profiles, sys.modules[__name__])
 
 
 def lowering(keep_fp32_outputs: tuple[str, ...] = ()) -> Prepare:
@@ -285,7 +288,7 @@ def ensure_engine(request: EngineRequest, env: TrtEnvironment, *, force: bool = 
     stored = read_json(request.manifest_path)
     reason = "forced" if force else manifest_mismatch(stored, expected, request.engine_path,
                                                      ignore=() if strict else TUNING_FIELDS)
-    if reason is None:
+    if reason is None and stored is not None:  # a reason always comes without a stored manifest
         return EngineArtefact(request.engine_path, stored, False)
     _check_precision(request.precision, env)
 

@@ -130,7 +130,7 @@ def lower_precision(model: onnx.ModelProto, precision: str, keep_fp32_outputs: I
     lowered_inits: dict[str, str] = {}
     casts: dict[tuple[str, int], str] = {}
     new_nodes: list[onnx.NodeProto] = []
-    suffix = {TensorProto.FLOAT: "fp32", low: precision}
+    suffix: dict[int, str] = {TensorProto.FLOAT: "fp32", low: precision}
 
     def as_type(name: str, want: int) -> str:
         if region.get(name, want) == want:

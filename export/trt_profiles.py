@@ -17,7 +17,7 @@ sizes, so the same value.) A graph with other dynamic dimensions passes explicit
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from semfuse_rt.errors import SemfuseError
@@ -137,8 +137,9 @@ def input_profiles(inputs: Iterable[tuple[str, Iterable[int | str]]], spec: Shap
     profiles = {}
     for name, dims in inputs:
         dims = list(dims)
-        profiles[name] = tuple(tuple(resolve_dim(d, point, feature_size) for d in dims)
-                               for point in (spec.min, spec.opt, spec.max))
+        low, opt, high = (tuple(resolve_dim(d, point, feature_size) for d in dims)
+                          for point in (spec.min, spec.opt, spec.max))
+        profiles[name] = (low, opt, high)
     return profiles
 
 
@@ -159,7 +160,8 @@ def profiles_to_json(profiles: Mapping[str, Profile]) -> dict[str, list[list[int
     return {name: [list(dims) for dims in profile] for name, profile in sorted(profiles.items())}
 
 
-def profile_covers(profile: Profile, shape: Iterable[int]) -> bool:
+def profile_covers(profile: Sequence[Sequence[int]], shape: Iterable[int]) -> bool:
+    """Whether `shape` lies within the profile's min and max (a Profile, or one read from JSON)."""
     shape = tuple(shape)
     low, _, high = profile
     return len(shape) == len(low) and all(a <= s <= b for a, s, b in zip(low, shape, high))

@@ -5,6 +5,8 @@ and pool{b} for blocks b = 1..5.
 """
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -96,10 +98,16 @@ class VGG19Features(nn.Module):
                 continue
             weight, bias = state[name]
             conv = nn.Conv2d(weight.shape[1], weight.shape[0], 3, padding=1)
+            assert conv.bias is not None  # nn.Conv2d's default: bias=True
             conv.weight.data.copy_(weight)
             conv.bias.data.copy_(bias)
             conv.requires_grad_(False)
             self.convs.append(conv)
+
+    @property
+    def conv_layers(self) -> list[nn.Conv2d]:
+        """The convolutions in order, typed (a ModuleList's items are plain Modules to mypy)."""
+        return cast(list[nn.Conv2d], list(self.convs))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         convs = iter(self.convs)

@@ -410,7 +410,7 @@ def load_weights_file(path: Path, name_for_checksum: str | None = None) -> VGG19
     return VGG19Weights(convs, TORCHVISION, digest, str(path), classifier)
 
 
-def load_vgg19(path: str | Path | None = None, *, show_progress: bool = True,
+def load_vgg19(path: str | os.PathLike | None = None, *, show_progress: bool = True,
                source: str = "oxford") -> VGG19Weights:
     """The weights to use: a user file, else the cache, fetched and converted on demand."""
     if path is not None:

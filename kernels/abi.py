@@ -49,7 +49,7 @@ _F64 = ctypes.c_double
 _PTR = ctypes.c_void_p
 
 # Every __global__ entry point of fusion_kernels.cu, with its parameters in order.
-KERNEL_PARAMETERS: dict[str, tuple[type, ...]] = {
+KERNEL_PARAMETERS: dict[str, tuple[type[ctypes._SimpleCData] | type[ctypes.Structure], ...]] = {
     # (inputs, K, count, fused, labels)
     "semfuse_choose_max_f32": (InputPointers, _I32, _I64, _PTR, _PTR),
     "semfuse_choose_max_f16": (InputPointers, _I32, _I64, _PTR, _PTR),

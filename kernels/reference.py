@@ -55,7 +55,9 @@ def majority_filter(labels: np.ndarray, num_inputs: int, window: int = 5) -> np.
     """Labels (..., H, W); every leading index is its own plane."""
     r = window // 2
     padded = np.pad(labels, [(0, 0)] * (labels.ndim - 2) + [(r, r), (r, r)], constant_values=-1)
-    windows = np.lib.stride_tricks.sliding_window_view(padded, (window, window), axis=(-2, -1))
+    # numpy 1.26's stubs take one axis; the function takes a tuple of them (numpy's docs).
+    windows = np.lib.stride_tricks.sliding_window_view(padded, (window, window),
+                                                       axis=(-2, -1))  # type: ignore[call-overload]
     counts = np.stack([(windows == k).sum(axis=(-2, -1)) for k in range(num_inputs)])
     top = counts.max(axis=0)
     lowest_tied = np.argmax(counts == top, axis=0).astype(np.int32)  # first True

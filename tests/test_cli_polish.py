@@ -21,7 +21,7 @@ from semfuse_rt.engine.side_by_side import VIEW
 from conftest import run_main
 
 VERSION_LINE = f"semfuse-rt {metadata.version('semfuse-rt')}"
-COMMANDS = ("fuse", "fuse-video", "cam", "weights", "build", "bench", "eval", "score", "fuse-batch")
+COMMANDS = ("fuse", "fuse-video", "cam", "weights", "build", "export", "bench", "eval", "score", "fuse-batch")
 
 
 def no_leftovers(folder: Path) -> list[str]:

@@ -70,7 +70,7 @@ def test_cam_fuser_names_no_backend_or_preset(monkeypatch, pair):
     from test_methods import fixed_cams
 
     fused = SimpleNamespace(image=pair[0], cams=fixed_cams(np.ones((2, 40, 52))))
-    monkeypatch.setattr(fuser_module, "load_classifier", lambda path=None: None)
+    monkeypatch.setattr(fuser_module, "load_classifier", lambda path=None: object())  # a stand-in, never used
     monkeypatch.setattr(fuser_module, "cam_extractor", lambda classifier, backend: contextlib.nullcontext())
     monkeypatch.setattr(fuser_module, "fuse_cam", lambda images, classifier, classes, extractor: fused)
     result = Fuser("cam")(pair)

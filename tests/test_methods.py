@@ -22,8 +22,9 @@ def fixed_cams(maps):
 
 
 def use_cams(monkeypatch, maps):
-    """Every semantic fuse sees these CAMs, with no classifier loaded."""
-    monkeypatch.setattr(fuser, "load_classifier", lambda path=None: None)
+    """Every semantic fuse sees these CAMs, with no classifier loaded (a stand-in that the
+    stubs below never use)."""
+    monkeypatch.setattr(fuser, "load_classifier", lambda path=None: object())
     monkeypatch.setattr(fuser, "cam_extractor", lambda classifier, backend: contextlib.nullcontext())
     monkeypatch.setattr(fuser, "input_cams", lambda classifier, images, classes, extractor: fixed_cams(maps))
 

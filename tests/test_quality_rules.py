@@ -192,11 +192,13 @@ def test_grey_and_colour_inputs():
 
 def test_blend_preset_and_earlier_presets():
     assert "pyramid-blend" in INITIALISATIONS
-    assert resolve_preset("blend") == {"init": "pyramid-blend", "steps": 10, "lr": 0.1, "decay": "cosine",
+    assert resolve_preset("blend") == {"init": "pyramid-blend", "steps": 0, "lr": 0.1, "decay": "cosine",
                                        "mean_base": 0.0, "semantic_steps": 0}
+    # blend-steps is the default before the steps left it: the same start and 10 steps
+    assert resolve_preset("blend-steps") == {**PRESETS["blend"], "steps": 10}
     assert PRESETS["paper"] == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
                                 "semantic_steps": 0}
-    assert DEFAULT_PRESET == "blend" and PRESETS["semantic"] == {**PRESETS["blend"], "semantic_steps": 5}
+    assert DEFAULT_PRESET == "blend" and PRESETS["semantic"] == {**PRESETS["blend-steps"], "semantic_steps": 5}
     assert PRESETS["fast"]["init"] == "dtcwt-verified" and PRESETS["refined"]["steps"] == 30
     assert DEFAULT_PRESET in PRESETS
 

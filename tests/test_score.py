@@ -173,8 +173,8 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(case, tree, tmp_path, 
         "weights-alone": "--weights applies to the semfuse methods of --methods, and none is given; add --methods "
                          "(e.g. --methods max) or drop it",
         "twice": f"{fused / 'snow_ADF.png'}: snow_ADF.bmp is also set sets/snow's ADF; keep one of them",
-        "sources-differ": f"{sets / 'snow_Vis.png'}: 40x48, but snow_IR.png is 48x40; a set's sources must be "
-                          "registered, one size",
+        "sources-differ": "sets/snow: sizes differ (48x40, 40x48); add --match-size to resize each set to its "
+                          "smallest image",
         "out-is-a-file": f"--out {fused / 'notes.txt'}: is a file, not a folder; name a folder that can be written "
                          "with --out",
         "no-sets": f"{fused / 'notes.txt'}: give a folder of sets or a .csv file listing them",

@@ -216,13 +216,13 @@ def test_warm_frames_keep_the_quality_of_cold_ones(vgg_weights, rng):
     first[10:30, 20:40] = 250
     still = [panned(first, FRAMES, SIZE, 0), panned(second, FRAMES, SIZE, 0)]
     moving = [panned(first, FRAMES, SIZE, 1), panned(second, FRAMES, SIZE, 1)]
-    # `fast`'s steps (lr 0.4 over a mean base layer) leave a large residual to carry; the
-    # default's gentle ones leave little (below).
+    # `fast`'s steps (lr 0.4 over a mean base layer) leave a large residual to carry;
+    # `blend-steps`' gentle ones leave little (below).
     with Fuser("max", backend="torch", weights=vgg_weights, preset="fast") as fuser:
         on_still, _ = quality_against_cold(fuser, still)
         followed, more_flicker = quality_against_cold(fuser, moving)
         unmoved, _ = quality_against_cold(fuser, moving, follow_motion=False)
-    with Fuser("max", backend="torch", weights=vgg_weights) as fuser:
+    with Fuser("max", backend="torch", weights=vgg_weights, preset="blend-steps") as fuser:
         default_moving, default_flicker = quality_against_cold(fuser, moving)
     # The matched carry holds a still scene at the cold result's quality.
     assert np.abs(on_still).max() < 0.002, on_still
@@ -275,11 +275,20 @@ def test_the_command_writes_every_frame_at_the_input_rate(monkeypatch, capsys, t
     second = write_folder(tmp_path / "vis", streams[1])
     out = tmp_path / "fused.mp4"
     code, stdout, err = run_main(monkeypatch, capsys, "fuse-video", first, second, "-o", out, "--weights",
-                                 weights_file, "--backend", "torch", "-q", "--workers", "1")
+                                 weights_file, "--backend", "torch", "-q", "--workers", "1", "--preset", "blend-steps")
     assert code in (0, None), err
     info = probe(out)
     assert (info.frames, info.width, info.height, info.fps, info.grey) == (FRAMES, SIZE, SIZE, Fraction(12), True)
     assert f"fused {FRAMES} frames of 2 streams" in stdout and f"{FRAMES - 1} warm-started" in stdout
+
+    # The default runs no steps: every frame is the start alone, and --steps for warm frames is an error.
+    code, stdout, err = run_main(monkeypatch, capsys, "fuse-video", first, second, "-o", tmp_path / "plain.mp4",
+                                 "--weights", weights_file, "--backend", "torch", "-q", "--workers", "1")
+    assert code in (0, None) and "0 warm-started" in stdout, err
+    code, _, err = run_main(monkeypatch, capsys, "fuse-video", first, second, "-o", tmp_path / "refused.mp4",
+                            "--weights", weights_file, "--backend", "torch", "-q", "--steps", "2")
+    assert code == 2 and "--steps sets the warm frames' steps, but preset blend runs none" in err
+    assert not (tmp_path / "refused.mp4").exists()
     assert leftovers(tmp_path) == []
 
     folder = tmp_path / "fused-frames"

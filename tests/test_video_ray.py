@@ -28,7 +28,7 @@ def test_chunk_ranges():
 def test_ray_chunks_are_the_local_chunked_run(monkeypatch, capsys, tmp_path, local_ray, streams,  # noqa: F811
                                               weights_file):  # noqa: F811
     first, second = write_folder(tmp_path / "a", streams[0]), write_folder(tmp_path / "b", streams[1])
-    options = {"weights": weights_file, "backend": "torch", "steps": 1, "chunk_frames": 4}
+    options = {"weights": weights_file, "backend": "torch", "preset": "blend-steps", "steps": 1, "chunk_frames": 4}
     local = fuse_video([first, second], tmp_path / "local", **options)
     on_ray = fuse_video([first, second], tmp_path / "ray", ray=True, ray_actors=2, **options)
     assert (local.frames, local.warm_frames) == (on_ray.frames, on_ray.warm_frames) == (FRAMES, FRAMES - 2)
@@ -39,6 +39,6 @@ def test_ray_chunks_are_the_local_chunked_run(monkeypatch, capsys, tmp_path, loc
 
     code, stdout, err = run_main(monkeypatch, capsys, "fuse-video", first, second, "-o", tmp_path / "fused.mp4",
                                  "--ray", "--ray-actors", "2", "--weights", weights_file, "--backend", "torch",
-                                 "--steps", "1", "-q")
+                                 "--preset", "blend-steps", "--steps", "1", "-q")
     assert code in (0, None), err
     assert probe(tmp_path / "fused.mp4").frames == FRAMES and f"{FRAMES - 2} warm-started" in stdout

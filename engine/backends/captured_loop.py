@@ -114,7 +114,8 @@ class FixedStepLoop:
             self.cuda.free(buffer)
 
 
-def run_loop_on_device(cuda: CudaDevice, loop: FixedStepLoop, init_ptr: int, target_ptr: int, out_ptr: int) -> list[float]:
+def run_loop_on_device(cuda: CudaDevice, loop: FixedStepLoop, init_ptr: int, target_ptr: int,
+                       out_ptr: int) -> list[float]:
     """Run `loop` from the device image at init_ptr towards the device target, the result to
     out_ptr; one sync. Returns the summed loss before each step."""
     image_bytes = loop.count * FLOAT_BYTES

@@ -25,7 +25,7 @@ app = CommandLine(
 
 # Their order is the order of --help.
 COMMAND_MODULES = ("fuse_command", "fuse_video_command", "cam_command", "weights_command", "build_command",
-                   "bench_command", "eval_command", "score_command", "fuse_batch_command")
+                   "export_command", "bench_command", "eval_command", "score_command", "fuse_batch_command")
 
 
 def load_commands(name: str | None = None) -> typer.Typer:

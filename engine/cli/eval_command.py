@@ -19,19 +19,21 @@ from semfuse_rt.engine.evaluation import (SIDE_BY_SIDE_FOLDER, check_report_fold
                                           suite_rankings, summary_table, write_reports)
 from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
 from semfuse_rt.engine.initialisation import INITIALISATIONS
-from semfuse_rt.engine.methods import METHODS
+from semfuse_rt.engine.methods import METHODS, default_presets
 from semfuse_rt.engine.metric_suites import ALL_SUITES, DEFAULT_SUITES, parse_suites, suites_help
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
+from semfuse_rt.engine.presets import PRESETS
 from semfuse_rt.engine.retention_judges import DEFAULT_JUDGES, parse_judges
 from semfuse_rt.engine.side_by_side import VIEW
 from semfuse_rt.engine.suite_reports import SCORES_CSV, ranking_tables
 
 
 def _reproducing_command(location, methods, out, categories, limit, max_size, judges, options,
-                         metrics=None) -> str:
+                         metrics=None, match_size=False) -> str:
     """The command line for the reports, rebuilt from the parsed values (not sys.argv, which
     is some other program's when the command is invoked from Python)."""
     words = ["semfuse-rt", "eval", str(location), "--methods", methods, "--out", str(out)]
+    if match_size:
+        words.append("--match-size")
     for flag, value in (("--categories", categories), ("--limit", limit), ("--max-size", max_size),
                         ("--judges", judges), ("--metrics", metrics),
                         *((f"--{key}", value) for key, value in options.items())):
@@ -83,6 +85,12 @@ is an error.
 --max-size N shrinks every set (longer side at most N, area averaging) for
 quick runs; its scores are not comparable with full-size runs.
 
+A set's images must share one size; a set of several sizes stops the run
+before anything is fused. --match-size resizes each image of a set to the
+size of the set's smallest image (fewest pixels; area averaging), for
+benchmarks whose sources differ only in resolution, such as RoadScene
+(500x329 infrared beside 1404x1026 visible). It comes before --max-size.
+
 Metrics on BT.601 luma 0..255: Q^AB/F, QabfV (Q^AB/F as the VIFB benchmark's
 code computes it, as most published tables do), Q_MI, Q_Y, mean SSIM to the
 sources, MI, EN, SD, SF, AG (docs/evaluation.md). Semantic retention: R5, the
@@ -120,21 +128,26 @@ def eval_command(
         None, "--max-size",
         help="Quick runs: shrink each set so its longer side is at most N pixels (area averaging) "
              "before fusing; scores are then not comparable with full-size runs."),
+    match_size: bool = typer.Option(
+        False, "--match-size",
+        help="Resize every image of a set to the size of its smallest image (area averaging) before "
+             "fusing and scoring; for benchmarks whose sources differ only in resolution, such as RoadScene."),
     layer: Optional[str] = typer.Option(None, help="semfuse methods: VGG19 layer (default relu1_1)."),
     preset: Optional[str] = typer.Option(None, help=f"semfuse methods: {' | '.join(PRESETS)} "
-                                                    f"(default {DEFAULT_PRESET})."),
+                                                    f"(default {default_presets()})."),
     steps: Optional[int] = typer.Option(None, help="semfuse methods: Adam steps (default: the preset's)."),
     lr: Optional[float] = typer.Option(None, help="semfuse methods: Adam learning rate (default: the preset's)."),
     init: Optional[str] = typer.Option(None, help=f"semfuse methods: starting image, {' | '.join(INITIALISATIONS)} "
                                                   "(default: the preset's)."),
     window: Optional[int] = typer.Option(None, help="semfuse majority: filter window (default 5)."),
-    mean_base: Optional[float] = typer.Option(None, "--mean-base",
-                                              help="semfuse methods: mean base layer sigma, 0 off (default: the preset's)."),
+    mean_base: Optional[float] = typer.Option(
+        None, "--mean-base", help="semfuse methods: mean base layer sigma, 0 off (default: the preset's)."),
     backend: Optional[str] = typer.Option(None, help=f"semfuse methods: {' | '.join(BACKENDS)} (default auto)."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods: VGG19 weights file."),
     save_fused: bool = typer.Option(False, "--save-fused", help="Also write every fused image under OUT/fused/."),
     grids: bool = typer.Option(True, "--grids/--no-grids",
-                               help=f"Write the pictures: each set side by side ({SIDE_BY_SIDE_FOLDER}/CATEGORY/SET.png) "
+                               help="Write the pictures: each set side by side "
+                                    f"({SIDE_BY_SIDE_FOLDER}/CATEGORY/SET.png) "
                                     "and a thumbnail grid per category."),
     retention: bool = typer.Option(True, "--retention/--no-retention",
                                    help="Semantic retention: R5, rank, P (see above)."),
@@ -156,15 +169,16 @@ def eval_command(
     console = Console(stderr=True)
     for reason in discovery.skipped:
         console.print(f"skipped {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
-    given = {"layer": layer, "preset": preset, "steps": steps, "lr": lr, "init": init, "window": window, "mean_base": mean_base,
-             "backend": backend, "weights": weights}
+    given = {"layer": layer, "preset": preset, "steps": steps, "lr": lr, "init": init, "window": window,
+             "mean_base": mean_base, "backend": backend, "weights": weights}
     semfuse_options = {key: value for key, value in given.items() if value is not None}
     command = _reproducing_command(location, methods, out, categories, limit, max_size,
                                    judges if judge_names != DEFAULT_JUDGES else None,
                                    {**semfuse_options, "backend": backend},
-                                   metrics if [s.name for s in suites] != list(DEFAULT_SUITES) else None)
+                                   metrics if [s.name for s in suites] != list(DEFAULT_SUITES) else None,
+                                   match_size)
     evaluation = evaluate(
-        discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size,
+        discovery.sets, specs, semfuse_options=semfuse_options, max_size=max_size, match_size=match_size,
         save_fused=out / "fused" if save_fused else None, show_progress=not quiet,
         source=str(location), command=command, retention=retention, judges=judge_names, pictures=grids,
         suites=suites,

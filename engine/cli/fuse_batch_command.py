@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 from rich.console import Console
@@ -81,10 +81,12 @@ def fuse_batch_command(
     for reason in discovery.skipped:
         errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     plan = plan_batch(discovery.sets, output, ext=ext, force=force, rejected=discovery.rejected)
-    options = dict(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
-                   window=window, mean_base=mean_base, semantic_steps=semantic_steps, backend=backend,
-                   weights=weights, classes=classes, cam_weights=cam_weights, memory_budget=memory_budget,
-                   tile=tile, max_pixels=max_pixels, show_progress=not quiet)
+    # The Fuser's options, each of its own type: run_batch and run_ray_batch pass them on.
+    options: dict[str, Any] = dict(
+        method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init, window=window,
+        mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
+        cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels,
+        show_progress=not quiet)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
     try:

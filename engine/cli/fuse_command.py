@@ -11,11 +11,11 @@ from rich.table import Table
 from semfuse_rt.engine.backends import BACKENDS
 from semfuse_rt.engine.memory import peak_resident_bytes
 from semfuse_rt.engine.memory_budget import describe
-from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, METHODS
+from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, METHODS, default_presets
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.options import MAX_LR
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS, preset_values
+from semfuse_rt.engine.presets import PRESETS, preset_values
 from semfuse_rt.kernels.adam_scalars import DECAYS
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.screen import screen
@@ -41,11 +41,13 @@ def fuse_command(
     # Options that only some methods use default to None, so that the library can tell one
     # the user gave (an error where the method does not use it) from the default.
     layer: Optional[str] = typer.Option(None, help=f"VGG19 layer whose features are fused (default {DEFAULT_LAYER})."),
-    preset: Optional[str] = typer.Option(None, help=f"{' | '.join(PRESETS)}: the settings below from a pyramid "
-                                                    "blend weighted by the inputs' own contrast and agreement, "
-                                                    "without (blend) or with the semantic phase (semantic), as "
-                                                    "published (paper), or from the DT-CWT start: 30 steps "
-                                                    f"(refined), 10 (fast) (default {DEFAULT_PRESET})."),
+    preset: Optional[str] = typer.Option(None, help=f"{' | '.join(PRESETS)}: a pyramid blend weighted by the "
+                                                    "inputs' own contrast and agreement, alone (blend), then 10 "
+                                                    "steps (blend-steps), with a whole-image pyramid for "
+                                                    "exposure stacks (exposure), with the semantic phase "
+                                                    "(semantic); as published (paper); or from the DT-CWT "
+                                                    "start: 30 steps (refined), 10 (fast) (default "
+                                                    f"{default_presets()})."),
     steps: Optional[int] = typer.Option(None, help=f"Adam steps of the image optimisation (preset: "
                                                    f"{preset_values('steps')})."),
     lr: Optional[float] = typer.Option(None, help="Adam learning rate in pixel units, above 0 and at most "
@@ -72,7 +74,8 @@ def fuse_command(
     cam_weights: Optional[Path] = typer.Option(None, "--cam-weights",
                                                help="Full torchvision VGG19 file: VGG19 is then the CAM network."),
     save_cams: Optional[Path] = typer.Option(None, "--save-cams", help="Folder for each input's CAM overlay."),
-    report: bool = typer.Option(False, "--report", help="Print whether each input's top-1 class survives in the result."),
+    report: bool = typer.Option(False, "--report",
+                                help="Print whether each input's top-1 class survives in the result."),
     max_pixels: int = typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels",
                                    help="Largest input accepted, in pixels per image (read from its header)."),
     memory_budget: Optional[str] = typer.Option(None, "--memory-budget",

@@ -22,6 +22,11 @@ them (carLight_ADF.jpg: set carLight, method ADF); with several categories,
 FUSED/CATEGORY/SET_METHOD.ext. A name's set is the longest set name it starts
 with, then `_`. Each fused image must have its sources' size.
 
+A set's sources must share one size. --match-size resizes each source to the
+size of its set's smallest image (fewest pixels; area averaging), for
+benchmarks whose sources differ only in resolution, such as RoadScene; the
+fused images must then have that size (they are never resized).
+
 Per category and suite: each method's mean of each metric over its images, its
 rank per metric (1 = best, in the metric's direction; ties share their mean
 rank) and its mean rank over the suite, as VIFB and MEFB rank methods. A set
@@ -40,8 +45,10 @@ value: category, set, method, suite, metric, value). Prints the tables."""
 
 
 def _reproducing_command(sets: Path, fused: Path, metrics: str, methods: Optional[str], weights: Optional[Path],
-                         out: Path) -> str:
+                         out: Path, match_size: bool) -> str:
     words = ["semfuse-rt", "score", str(sets), str(fused), "--metrics", metrics]
+    if match_size:
+        words.append("--match-size")
     for flag, value in (("--methods", methods), ("--weights", weights)):
         if value is not None:
             words += [flag, str(value)]
@@ -57,6 +64,11 @@ def score_command(
     methods: Optional[str] = typer.Option(None, "--methods", "-m",
                                           help="Also fuse the sets with these variants and rank them beside."),
     weights: Optional[Path] = typer.Option(None, help="semfuse methods of --methods: VGG19 weights file."),
+    match_size: bool = typer.Option(
+        False, "--match-size",
+        help="Resize every image of a set to the size of its smallest image (area averaging) before "
+             "fusing and scoring; for benchmarks whose sources differ only in resolution, such as RoadScene. "
+             "Fused images must have that size."),
     out: Path = typer.Option(Path("score-out"), "--out", "-o",
                              help="Folder for results.json, results.md and scores.csv (created)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
@@ -72,7 +84,8 @@ def score_command(
 
     suites = parse_suites(metrics)
     specs = parse_methods(methods) if methods is not None else []
-    plan = plan_scoring(sets, fused, suites, specs, {"weights": weights} if weights is not None else {}, out)
+    plan = plan_scoring(sets, fused, suites, specs, {"weights": weights} if weights is not None else {}, out,
+                        match_size)
     console = Console(stderr=True)
     notes = [f"skipped {reason}" for reason in plan.fused.skipped]
     notes += [f"set {key}: no fused image, not scored" for key in plan.fused.unscored]
@@ -81,7 +94,7 @@ def score_command(
     for note in notes:
         console.print(note, style="yellow", markup=False, highlight=False, soft_wrap=True)
     scoring = run_scoring(plan, show_progress=not quiet,
-                          command=_reproducing_command(sets, fused, metrics, methods, weights, out))
+                          command=_reproducing_command(sets, fused, metrics, methods, weights, out, match_size))
     screen().print(ranking_tables(scoring.rankings()), markup=True)
     for path in write_score_reports(scoring, out):
         typer.echo(f"wrote {path}")

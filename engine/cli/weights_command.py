@@ -27,6 +27,7 @@ def weights_command(
     table.add_column("path", overflow="fold")  # on a narrow terminal a path wraps: one cut short is no path
     for entry in cached_weights():
         size = f"{entry['bytes'] / 1e6:.1f} MB" if entry.get("bytes") else "-"
-        valid = {True: "yes", False: entry.get("problem", "no")}.get(entry.get("valid"), "-")
+        outcomes: dict[bool | None, str] = {True: "yes", False: entry.get("problem", "no")}
+        valid = outcomes.get(entry.get("valid"), "-")
         table.add_row(entry["name"], "yes" if entry["cached"] else "no", valid, size, entry["path"])
     screen().print(table)

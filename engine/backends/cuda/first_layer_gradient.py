@@ -3,10 +3,15 @@ captured loop drives: at conv1_1/relu1_1 the gradient is one kernel
 (kernels/first_layer_gradient.cuh) that never stores the 64-channel activations."""
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.weights import VGG19Weights
+
+if TYPE_CHECKING:  # it needs cuda-python at import
+    from semfuse_rt.engine.backends.cuda_device import DeviceBuffer
 
 # layer -> whether the loss is taken after conv1_1's ReLU
 LAYERS = {"conv1_1": False, "relu1_1": True}
@@ -33,8 +38,8 @@ class FirstLayerGradient:
                                         stream=cuda.stream)
         cuda.synchronize()
         # One scratch buffer per image shape, kept until close: captured loops hold its address.
-        self._partials = {}
-        self._shape = None
+        self._partials: dict[tuple[int, ...], DeviceBuffer] = {}
+        self._shape: tuple[int, ...] | None = None
 
     def set_input_shapes(self, shapes: dict[str, tuple[int, ...]]) -> None:
         from semfuse_rt.kernels.runner import FIRST_LAYER_CHANNELS, check_first_layer_shape, first_layer_partials
@@ -48,13 +53,20 @@ class FirstLayerGradient:
             self._partials[image] = self.cuda.alloc(4 * first_layer_partials(image))
         self._shape = image
 
+    @property
+    def _image_shape(self) -> tuple[int, ...]:
+        if self._shape is None:
+            raise RuntimeError("set_input_shapes() comes before shape() and enqueue()")
+        return self._shape
+
     def shape(self, name: str) -> tuple[int, ...]:
-        return self._shape if name == "grad" else (self._shape[0],)
+        return self._image_shape if name == "grad" else (self._image_shape[0],)
 
     def enqueue(self, addresses: dict[str, int], stream: int) -> None:
+        image = self._image_shape
         self.kernels.first_layer_gradient(addresses["image"], addresses["target"], self.parameters["offset"].ptr,
-                                          self._shape, self.relu, addresses["grad"], addresses["loss"],
-                                          self._partials[self._shape].ptr, stream=stream)
+                                          image, self.relu, addresses["grad"], addresses["loss"],
+                                          self._partials[image].ptr, stream=stream)
 
     def close(self) -> None:
         for buffer in [*self.parameters.values(), *self._partials.values()]:

@@ -5,12 +5,17 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from semfuse_rt.engine.backends.cuda.first_layer_gradient import LAYERS, FirstLayerGradient
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.weights import VGG19Weights
+
+if TYPE_CHECKING:  # both need cuda-python at import
+    from semfuse_rt.engine.backends.cuda_device import CudaDevice
+    from semfuse_rt.kernels.runner import KernelRunner
 
 
 @functools.cache
@@ -33,8 +38,8 @@ def usable(layer: str | None = None) -> bool:
 
 @dataclass
 class CudaResources:
-    cuda: object  # CudaDevice
-    kernels: object  # KernelRunner, entered
+    cuda: CudaDevice
+    kernels: KernelRunner  # entered
     gradient: FirstLayerGradient
     features: torch.nn.Module
 

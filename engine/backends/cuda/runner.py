@@ -21,11 +21,17 @@ class CudaRunner(FusionRunner):
     def __init__(self, loader: CudaKernelLoader):
         self.loader = loader
         self.resources: CudaResources | None = None
-        self._loops = {}
+        self._loops: dict[tuple, FixedStepLoop] = {}
 
     @property
     def device(self) -> torch.device:
         return torch.device("cuda", self.loader.device)
+
+    @property
+    def active_resources(self) -> CudaResources:
+        if self.resources is None:
+            raise RuntimeError("the cuda runner is used outside its context")
+        return self.resources
 
     def activate(self) -> None:
         self.resources = self.loader()
@@ -48,12 +54,12 @@ class CudaRunner(FusionRunner):
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.resources.features(self._tensor(pixels))
+            return self.active_resources.features(self._tensor(pixels))
 
     def loss_and_grad(self, image: torch.Tensor, target: torch.Tensor):
         image, target = self._tensor(image), self._tensor(target)
         loss, grad = torch.empty(image.shape[0], device=self.device), torch.empty_like(image)
-        gradient, cuda = self.resources.gradient, self.resources.cuda
+        gradient, cuda = self.active_resources.gradient, self.active_resources.cuda
         gradient.set_input_shapes({"image": tuple(image.shape), "target": tuple(target.shape)})
         self._handover()
         gradient.enqueue({"image": image.data_ptr(), "target": target.data_ptr(), "loss": loss.data_ptr(),
@@ -65,7 +71,7 @@ class CudaRunner(FusionRunner):
                  progress: ProgressCallback | None = None, release_target: bool = False) -> Optimised:
         init, target = self._tensor(init), self._tensor(target)
         key = (tuple(init.shape), tuple(target.shape), schedule)
-        r = self.resources
+        r = self.active_resources
         if key not in self._loops:
             self._loops[key] = FixedStepLoop(r.cuda, r.gradient, r.kernels, init.shape, target.shape, schedule)
         image = torch.empty_like(init)

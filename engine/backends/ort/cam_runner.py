@@ -35,9 +35,8 @@ class OrtCamRunner:
         self.activate()
         return self
 
-    def __exit__(self, *exc) -> bool:
+    def __exit__(self, *exc) -> None:
         self.deactivate()
-        return False
 
     def activate(self) -> None:
         from semfuse_rt.engine.backends.ort.loader import providers
@@ -77,7 +76,7 @@ class OrtCamRunner:
                  targets: torch.Tensor | None = None):
         """Maps for the `classes` most probable classes of each image (or for the (N, K)
         class indices `targets`), combined and upsampled to `size` (default: the input's)."""
-        from semfuse_rt.engine.cam import CAMResult, combine_layer_maps
+        from semfuse_rt.engine.cam import CAMResult, combine_layer_maps, map_size
 
         side = self.classifier.input_size
         if pixels.ndim != 4 or tuple(pixels.shape[1:]) != (3, side, side):
@@ -97,6 +96,5 @@ class OrtCamRunner:
                 ["logits", "class_weights", *MAP_NAMES], {"image": image, "classes": chosen.contiguous().numpy()})
         layer_maps = [torch.from_numpy(m) for m in maps]
         weights = torch.from_numpy(weights)
-        size = tuple(size) if size is not None else tuple(pixels.shape[-2:])
-        return CAMResult(combine_layer_maps(layer_maps, weights, size), layer_maps,
+        return CAMResult(combine_layer_maps(layer_maps, weights, map_size(pixels, size)), layer_maps,
                          torch.from_numpy(logits), chosen, weights)

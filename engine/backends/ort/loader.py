@@ -5,6 +5,7 @@ import functools
 import importlib.util
 import os
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import torch
 
@@ -12,6 +13,9 @@ from semfuse_rt.engine.backends.ort.row_bands import BAND_ROWS
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.onnx_export import export_graphs
 from semfuse_rt.export.weights import VGG19Weights
+
+if TYPE_CHECKING:  # imported where a session opens: onnxruntime takes a while to import
+    from onnxruntime import InferenceSession
 
 
 def usable() -> bool:
@@ -24,7 +28,8 @@ def providers() -> list[str]:
     import onnxruntime as ort
 
     available = ort.get_available_providers()
-    wanted = ("CUDAExecutionProvider", "CPUExecutionProvider") if torch.cuda.is_available() else ("CPUExecutionProvider",)
+    wanted = (("CUDAExecutionProvider", "CPUExecutionProvider") if torch.cuda.is_available()
+              else ("CPUExecutionProvider",))
     return [p for p in wanted if p in available]
 
 
@@ -48,11 +53,12 @@ def share_cpu_arena() -> None:
 @dataclass
 class OrtSessions:
     provider: str
-    features: object
-    gradient: object
-    band_sessions: list = field(default_factory=list)  # single-threaded row-band gradient sessions
+    features: InferenceSession
+    gradient: InferenceSession
+    # single-threaded row-band gradient sessions
+    band_sessions: list[InferenceSession] = field(default_factory=list)
     band_rows: int | None = None
-    band_padding: float | None = None
+    band_padding: list[float] | None = None  # the pixel above and below the image, per channel
 
     @property
     def on_cuda(self) -> bool:
@@ -108,7 +114,8 @@ class OrtSessionLoader:
         # Not ENABLE_ALL for the features: its NCHWc layout adds a reordered copy of the
         # 64-channel maps (2 MP on the 2-core VM: 0.10 s and 0.5 GB more than 0.07 s).
         features = ort.InferenceSession(str(graphs.features), self._options("ORT_ENABLE_EXTENDED"), providers=chosen)
-        sessions = OrtSessions(provider, features, ort.InferenceSession(str(graphs.gradient), options, providers=chosen))
+        gradient = ort.InferenceSession(str(graphs.gradient), options, providers=chosen)
+        sessions = OrtSessions(provider, features, gradient)
         # Bands are a CPU measure: they keep the 64-channel maps in cache.
         if self.band_rows and graphs.row_bands and not sessions.on_cuda:
             options.intra_op_num_threads = 1

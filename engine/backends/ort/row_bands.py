@@ -16,9 +16,13 @@ from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    from onnxruntime import InferenceSession, IOBinding
 
 # Rows per band. On the 2-core CI VM a relu1_1 step with bands of 8 or 16 rows took 25 ms at
 # 512^2 (32 rows: 32 ms, 64 rows: 40 ms, the whole image: 45-50 ms) and 7 ms at 256^2.
@@ -40,8 +44,8 @@ class _Band:
     loss: np.ndarray  # (N,)
     grad: np.ndarray  # (N, 3, h+2, W)
     target: np.ndarray  # (N, C, h, W), the band's copy of the target rows
-    binding: object
-    session: object
+    binding: IOBinding
+    session: InferenceSession
 
 
 class RowBandGradient:
@@ -62,7 +66,7 @@ class RowBandGradient:
         self.grad = torch.zeros_like(x)
         self._loss, self._grad = self.loss.numpy(), self.grad.numpy()
         padding = np.asarray(padding_pixel, np.float32).reshape(1, 3, 1)
-        target = target.numpy()
+        host_target = target.numpy()
         self.bands = []
         ranges = band_ranges(height, rows)
         share = -(-len(ranges) // len(sessions))
@@ -77,7 +81,7 @@ class RowBandGradient:
             top, bottom = max(a - 1, 0), min(b + 1, height)
             band = _Band(slice(top, bottom), slice(top - (a - 1), bottom - (a - 1)), pixels,
                          np.empty(n, np.float32), np.empty_like(pixels),
-                         np.ascontiguousarray(target[:, :, a:b]), session.io_binding(), session)
+                         np.ascontiguousarray(host_target[:, :, a:b]), session.io_binding(), session)
             for name, array in (("image_rows", band.pixels), ("target_rows", band.target)):
                 band.binding.bind_input(name, "cpu", 0, np.float32, list(array.shape), array.ctypes.data)
             for name, array in (("loss", band.loss), ("grad_rows", band.grad)):
@@ -93,7 +97,8 @@ class RowBandGradient:
     def __call__(self) -> tuple[torch.Tensor, torch.Tensor]:
         # numpy, not torch, for the copies and sums: torch's OpenMP workers would spin on
         # the cores that ONNX Runtime's threads need next.
-        others = [self.pool.submit(self._run, bands) for bands in self.shares[1:]]
+        pool = self.pool  # None only with one session, which makes one share
+        others = [pool.submit(self._run, bands) for bands in self.shares[1:]] if pool is not None else []
         self._run(self.shares[0])
         for future in others:
             future.result()

@@ -48,9 +48,15 @@ class OrtRunner(FusionRunner):
     def __init__(self, loader: OrtSessionLoader):
         self.loader = loader
         self.sessions: OrtSessions | None = None
-        self.band_pool = None
+        self.band_pool: ThreadPoolExecutor | None = None
         self._small_sessions: dict = {}  # rule, start and base-layer graphs by file, opened on first use
         self._scratch: dict[str, torch.Tensor] = {}  # reused_features' buffers by slot, flat
+
+    @property
+    def active_sessions(self) -> OrtSessions:
+        if self.sessions is None:
+            raise RuntimeError("the ort runner is used outside its context")
+        return self.sessions
 
     def activate(self) -> None:
         self.sessions = self.loader()
@@ -61,7 +67,7 @@ class OrtRunner(FusionRunner):
     def deactivate(self) -> None:
         if self.band_pool is not None:
             self.band_pool.shutdown()
-        self.sessions = self.band_pool = None
+        self.sessions, self.band_pool = None, None
         self._small_sessions = {}
         self._scratch = {}
 
@@ -87,16 +93,16 @@ class OrtRunner(FusionRunner):
         would hold all K pyramids at once; of grey inputs too, which torch transforms once
         instead of three times (the graph fuses every channel). The mean and the maximum
         are one torch op."""
-        from semfuse_rt.engine.initialisation import VERIFY_WINDOW
+        from semfuse_rt.engine.initialisation import STARTS
 
+        verify = STARTS[how].dtcwt_verify
         if self.on_cuda:
             return super().start(pixels, how)
-        if not how.startswith("dtcwt"):
+        if verify is None:
             with self.loop_context():  # torch ops: on one thread (engine/torch_threads.py)
                 return super().start(pixels, how)
         from semfuse_rt.export.dtcwt_graph import dtcwt_start, export_dtcwt_graph
 
-        verify = VERIFY_WINDOW if how == "dtcwt-verified" else 0
         grey = torch.equal(pixels[:, 0], pixels[:, 1]) and torch.equal(pixels[:, 1], pixels[:, 2])
         if len(pixels) > 2 or grey:
             with torch_threads(1):
@@ -131,7 +137,7 @@ class OrtRunner(FusionRunner):
 
     def features(self, pixels: torch.Tensor, slot: str | None = None) -> torch.Tensor:
         pixels = pixels.to(self.device, torch.float32).contiguous()
-        session = self.sessions.features
+        session = self.active_sessions.features
         binding = session.io_binding()
         if not self.on_cuda:
             # Written straight into an array of ours: a plain run keeps the maps in the
@@ -164,7 +170,7 @@ class OrtRunner(FusionRunner):
     def gradient_function(self, x, target, release_target=False):
         """Binds x, target, loss and grad once; each call runs the graph into them."""
         target = target.to(self.device, torch.float32).contiguous()
-        sessions = self.sessions
+        sessions = self.active_sessions
         if sessions.band_sessions:
             gradient = RowBandGradient(sessions.band_sessions, x, target, sessions.band_padding, sessions.band_rows,
                                        self.band_pool)

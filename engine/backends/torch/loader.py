@@ -16,6 +16,10 @@ class NormalisedChain(nn.Module):
     The offset, scale and channel order are buffers, so they live where the model does and a
     CUDA graph can capture the forward (no host tensor is made per call)."""
 
+    offset: torch.Tensor
+    scale: torch.Tensor
+    order: torch.Tensor
+
     def __init__(self, chain: VGG19Features, normalisation: Normalisation):
         super().__init__()
         self.chain = chain

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 
 from semfuse_rt.engine.backends.base import FusionRunner
-from semfuse_rt.engine.backends.torch.loader import TorchModelLoader
+from semfuse_rt.engine.backends.torch.loader import NormalisedChain, TorchModelLoader
 
 
 class TorchRunner(FusionRunner):
@@ -12,7 +12,13 @@ class TorchRunner(FusionRunner):
 
     def __init__(self, loader: TorchModelLoader):
         self.loader = loader
-        self.model = None
+        self.model: NormalisedChain | None = None
+
+    @property
+    def active_model(self) -> NormalisedChain:
+        if self.model is None:
+            raise RuntimeError("the torch runner is used outside its context")
+        return self.model
 
     @property
     def device(self) -> torch.device:
@@ -28,10 +34,10 @@ class TorchRunner(FusionRunner):
 
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
-            return self.model(pixels.to(self.device, torch.float32))
+            return self.active_model(pixels.to(self.device, torch.float32))
 
     def loss_and_grad(self, image, target):
         x = image.detach().requires_grad_(True)
-        loss = (self.model(x) - target).square().sum(dim=(1, 2, 3))
+        loss = (self.active_model(x) - target).square().sum(dim=(1, 2, 3))
         (grad,) = torch.autograd.grad(loss.sum(), x)
         return loss.detach(), grad

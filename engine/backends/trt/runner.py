@@ -9,6 +9,8 @@ synchronises before returning); without it, as host arrays.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
 
@@ -17,15 +19,24 @@ from semfuse_rt.engine.backends.trt.loader import TrtEngineLoader
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
+if TYPE_CHECKING:  # TensorRT and cuda-python at import
+    from semfuse_rt.engine.backends.trt.runtime import TrtFusionRuntime
+
 
 class TrtRunner(FusionRunner):
     name = "trt"
 
     def __init__(self, loader: TrtEngineLoader):
         self.loader = loader
-        self.runtime = None
-        self.artefacts = None
+        self.runtime: TrtFusionRuntime | None = None
+        self.artefacts: dict | None = None
         self._on_cuda = False
+
+    @property
+    def active_runtime(self) -> TrtFusionRuntime:
+        if self.runtime is None:
+            raise RuntimeError("the trt runner is used outside its context")
+        return self.runtime
 
     def activate(self) -> None:
         device = self.loader.device
@@ -52,7 +63,7 @@ class TrtRunner(FusionRunner):
         """Rebuild with wider profiles when these images fall outside the engines'."""
         from semfuse_rt.export.trt_profiles import ShapePoint
 
-        if self.runtime.covers(tuple(image_shape)):
+        if self.active_runtime.covers(tuple(image_shape)):
             return
         if self.loader.shapes is not None:
             raise SemfuseError(f"images {'x'.join(map(str, image_shape))} are outside --shapes {self.loader.shapes}")
@@ -73,38 +84,41 @@ class TrtRunner(FusionRunner):
     def features(self, pixels: torch.Tensor) -> torch.Tensor:
         pixels = self._tensor(pixels)
         self._fit(pixels.shape)
+        runtime = self.active_runtime  # after _fit, which may have replaced it
         if not self._on_cuda:
-            return torch.from_numpy(self.runtime.features(pixels.numpy()))
-        out = torch.empty(self.runtime.feature_shape(tuple(pixels.shape)), device=self.device)
+            return torch.from_numpy(runtime.features(pixels.numpy()))
+        out = torch.empty(runtime.feature_shape(tuple(pixels.shape)), device=self.device)
         self._handover()
-        self.runtime.features_device(pixels.data_ptr(), tuple(pixels.shape), out.data_ptr())
-        self.runtime.cuda.synchronize()
+        runtime.features_device(pixels.data_ptr(), tuple(pixels.shape), out.data_ptr())
+        runtime.active_cuda.synchronize()
         return out
 
     def loss_and_grad(self, image: torch.Tensor, target: torch.Tensor):
         image, target = self._tensor(image), self._tensor(target)
         self._fit((1, *image.shape[1:]))
+        runtime = self.active_runtime
         if not self._on_cuda:
-            loss, grad = self.runtime.loss_and_grad(image.numpy(), target.numpy())
-            return torch.from_numpy(loss), torch.from_numpy(grad)
+            host_loss, host_grad = runtime.loss_and_grad(image.numpy(), target.numpy())
+            return torch.from_numpy(host_loss), torch.from_numpy(host_grad)
         loss, grad = torch.empty(image.shape[0], device=self.device), torch.empty_like(image)
         self._handover()
-        self.runtime.loss_and_grad_device(image.data_ptr(), tuple(image.shape), target.data_ptr(),
-                                          tuple(target.shape), loss.data_ptr(), grad.data_ptr())
-        self.runtime.cuda.synchronize()
+        runtime.loss_and_grad_device(image.data_ptr(), tuple(image.shape), target.data_ptr(),
+                                     tuple(target.shape), loss.data_ptr(), grad.data_ptr())
+        runtime.active_cuda.synchronize()
         return loss, grad
 
     def optimise(self, init: torch.Tensor, target: torch.Tensor, schedule: AdamSchedule,
                  progress: ProgressCallback | None = None, release_target: bool = False) -> Optimised:
         init, target = self._tensor(init), self._tensor(target)
         self._fit((1, *init.shape[1:]))
+        runtime = self.active_runtime
         if self._on_cuda:
             image = torch.empty_like(init)
             self._handover()
-            losses = self.runtime.optimise_device(init.data_ptr(), target.data_ptr(), image.data_ptr(),
-                                                  tuple(init.shape), tuple(target.shape), schedule)
+            losses = runtime.optimise_device(init.data_ptr(), target.data_ptr(), image.data_ptr(),
+                                             tuple(init.shape), tuple(target.shape), schedule)
         else:
-            result, losses = self.runtime.optimise(init.numpy(), target.numpy(), schedule)
+            result, losses = runtime.optimise(init.numpy(), target.numpy(), schedule)
             image = torch.from_numpy(np.ascontiguousarray(result))
         report_steps(losses, progress)
         return Optimised(image, losses)

@@ -12,6 +12,7 @@ GPU (export.trt_build.environment_mismatch): a mismatched engine is refused, nev
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -19,6 +20,9 @@ from semfuse_rt.engine.backends.captured_loop import FLOAT_BYTES, FixedStepLoop,
 from semfuse_rt.engine.backends.cuda_device import CudaDevice, DeviceBuffer
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
+
+if TYPE_CHECKING:  # it needs cuda-python at import
+    from semfuse_rt.kernels.runner import KernelRunner
 
 
 class EngineSession:
@@ -34,7 +38,8 @@ class EngineSession:
         self.context = self.engine.create_execution_context()
         if self.context is None:
             raise SemfuseError(f"TensorRT could not create a context for the {name} engine (out of GPU memory?)")
-        self.inputs, self.outputs = [], []
+        self.inputs: list[str] = []
+        self.outputs: list[str] = []
         for i in range(self.engine.num_io_tensors):
             tensor = self.engine.get_tensor_name(i)
             if self.engine.get_tensor_dtype(tensor) != trt.DataType.FLOAT:
@@ -95,8 +100,8 @@ class TrtFusionRuntime:
         self.paths = (Path(features_plan), Path(gradient_plan))
         self.device = device
         self.verify = verify
-        self.cuda = None
-        self.kernels = None
+        self.cuda: CudaDevice | None = None
+        self.kernels: KernelRunner | None = None
         self._loops: dict[tuple, FixedStepLoop] = {}
         self._scratch: dict[str, DeviceBuffer] = {}
 
@@ -148,6 +153,18 @@ class TrtFusionRuntime:
             self.cuda.close()
             self.cuda = None
 
+    @property
+    def active_cuda(self) -> CudaDevice:
+        if self.cuda is None:
+            raise RuntimeError("the TensorRT runtime is used outside its context")
+        return self.cuda
+
+    @property
+    def active_kernels(self) -> KernelRunner:
+        if self.kernels is None:
+            raise RuntimeError("the TensorRT runtime is used outside its context")
+        return self.kernels
+
     # -- shapes ----------------------------------------------------------------------------
     def covers(self, image_shape: tuple[int, ...]) -> bool:
         """Whether both engines take (N,3,H,W) images of this shape (gradient: one image)."""
@@ -162,26 +179,28 @@ class TrtFusionRuntime:
     def _buffer(self, role: str, nbytes: int) -> DeviceBuffer:
         buffer = self._scratch.get(role)
         if buffer is None or buffer.nbytes < nbytes:
-            self.cuda.free(buffer)
-            buffer = self._scratch[role] = self.cuda.alloc(nbytes)
+            cuda = self.active_cuda
+            cuda.free(buffer)
+            buffer = self._scratch[role] = cuda.alloc(nbytes)
         return buffer
 
     # -- features --------------------------------------------------------------------------
     def features_device(self, image_ptr: int, image_shape: tuple[int, ...], out_ptr: int) -> None:
         """Enqueue features of the device images at image_ptr into out_ptr (feature_shape)."""
         self.features_engine.set_input_shapes({"image": tuple(image_shape)})
-        self.features_engine.enqueue({"image": image_ptr, "features": out_ptr}, self.cuda.stream)
+        self.features_engine.enqueue({"image": image_ptr, "features": out_ptr}, self.active_cuda.stream)
 
     def features(self, pixels: np.ndarray) -> np.ndarray:
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         shape = self.feature_shape(pixels.shape)
         image = self._buffer("image", pixels.nbytes)
         out = self._buffer("features", volume(shape) * FLOAT_BYTES)
-        self.cuda.upload(image.ptr, pixels)
+        cuda = self.active_cuda
+        cuda.upload(image.ptr, pixels)
         self.features_device(image.ptr, pixels.shape, out.ptr)
         result = np.empty(shape, np.float32)
-        self.cuda.download(result, out.ptr)
-        self.cuda.synchronize()
+        cuda.download(result, out.ptr)
+        cuda.synchronize()
         return result
 
     # -- one gradient evaluation (no graph) ---------------------------------------------------
@@ -189,7 +208,7 @@ class TrtFusionRuntime:
                              target_shape: tuple[int, ...], loss_ptr: int, grad_ptr: int) -> None:
         self.gradient_engine.set_input_shapes({"image": tuple(image_shape), "target": tuple(target_shape)})
         self.gradient_engine.enqueue({"image": image_ptr, "target": target_ptr, "loss": loss_ptr,
-                                      "grad": grad_ptr}, self.cuda.stream)
+                                      "grad": grad_ptr}, self.active_cuda.stream)
 
     def loss_and_grad(self, image: np.ndarray, target: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         image = np.ascontiguousarray(image, dtype=np.float32)
@@ -197,21 +216,22 @@ class TrtFusionRuntime:
         x, t = self._buffer("image", image.nbytes), self._buffer("target", target.nbytes)
         loss_buffer = self._buffer("loss", image.shape[0] * FLOAT_BYTES)
         grad_buffer = self._buffer("grad", image.nbytes)
-        self.cuda.upload(x.ptr, image)
-        self.cuda.upload(t.ptr, target)
+        cuda = self.active_cuda
+        cuda.upload(x.ptr, image)
+        cuda.upload(t.ptr, target)
         self.loss_and_grad_device(x.ptr, image.shape, t.ptr, target.shape, loss_buffer.ptr, grad_buffer.ptr)
         loss, grad = np.empty(image.shape[0], np.float32), np.empty_like(image)
-        self.cuda.download(loss, loss_buffer.ptr)
-        self.cuda.download(grad, grad_buffer.ptr)
-        self.cuda.synchronize()
+        cuda.download(loss, loss_buffer.ptr)
+        cuda.download(grad, grad_buffer.ptr)
+        cuda.synchronize()
         return loss, grad
 
     # -- the optimisation ---------------------------------------------------------------------
     def loop(self, image_shape, target_shape, schedule: AdamSchedule) -> FixedStepLoop:
         key = (tuple(image_shape), tuple(target_shape), schedule)
         if key not in self._loops:
-            self._loops[key] = FixedStepLoop(self.cuda, self.gradient_engine, self.kernels, image_shape,
-                                             target_shape, schedule)
+            self._loops[key] = FixedStepLoop(self.active_cuda, self.gradient_engine, self.active_kernels,
+                                             image_shape, target_shape, schedule)
         return self._loops[key]
 
     def optimise_device(self, init_ptr: int, target_ptr: int, out_ptr: int, image_shape, target_shape,
@@ -219,7 +239,7 @@ class TrtFusionRuntime:
         """Optimise from the device image at init_ptr towards the device target; the result
         goes to out_ptr. Returns the summed loss before each step."""
         loop = self.loop(image_shape, target_shape, schedule)
-        return run_loop_on_device(self.cuda, loop, init_ptr, target_ptr, out_ptr)
+        return run_loop_on_device(self.active_cuda, loop, init_ptr, target_ptr, out_ptr)
 
     def optimise(self, init: np.ndarray, target: np.ndarray,
                  schedule: AdamSchedule) -> tuple[np.ndarray, list[float]]:
@@ -227,12 +247,13 @@ class TrtFusionRuntime:
         target = np.ascontiguousarray(target, dtype=np.float32)
         loop = self.loop(init.shape, target.shape, schedule)
         steps = schedule.steps
-        self.cuda.upload(loop.init.ptr, init)
-        self.cuda.upload(loop.target.ptr, target)
+        cuda = self.active_cuda
+        cuda.upload(loop.init.ptr, init)
+        cuda.upload(loop.target.ptr, target)
         loop.launch()
         image = np.empty_like(init)
         history = np.empty((steps, loop.batch), np.float32)
-        self.cuda.download(image, loop.x.ptr)
-        self.cuda.download(history, loop.history.ptr)
-        self.cuda.synchronize()
+        cuda.download(image, loop.x.ptr)
+        cuda.download(history, loop.history.ptr)
+        cuda.synchronize()
         return image, [float(v) for v in history.sum(axis=1, dtype=np.float64)]

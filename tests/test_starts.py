@@ -1,0 +1,62 @@
+"""The starts registry, the whole-image pyramid blend, and a fuse of the start alone."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from semfuse_rt.engine.api import fuse_result
+from semfuse_rt.engine.fuser import Fuser
+from semfuse_rt.engine.initialisation import INITIALISATIONS, STARTS, check_initialisation, initial_image
+from semfuse_rt.engine.presets import PRESETS
+from semfuse_rt.engine.pyramid_blend import FULL_DEPTH, agreement_blend, pyramid_blends
+from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.errors import SemfuseError
+
+
+def _exposures(height: int = 48, width: int = 64) -> list[np.ndarray]:
+    """One scene at two exposures: a dark and a bright copy of a textured gradient."""
+    rng = np.random.default_rng(3)
+    scene = np.linspace(0.1, 0.9, width)[None, :, None] + 0.05 * rng.standard_normal((height, width, 3))
+    return [np.clip(scene * gain * 255, 0, 255).astype(np.uint8) for gain in (0.45, 1.6)]
+
+
+def test_every_start_is_named_once_and_unknown_ones_are_refused():
+    assert INITIALISATIONS == tuple(STARTS) and all(name == start.name for name, start in STARTS.items())
+    with pytest.raises(SemfuseError, match="unknown initialisation 'blend'; use one of mean, max"):
+        check_initialisation("blend")
+
+
+def test_the_whole_pyramid_blend_is_the_full_depth_pyramid_everywhere():
+    pixels = torch.from_numpy(prepare(_exposures()).pixels)
+    whole = initial_image(pixels, "whole-pyramid-blend")
+    local = initial_image(pixels, "pyramid-blend")
+    assert whole.shape == local.shape == (1, 3, 48, 64)
+    # The whole-image pyramid differs from the agreement-gated mix of deep and local ones ...
+    assert float((whole - local).abs().max()) > 1.0
+    # ... and equals one full-depth blend with the same weights: uniform weights give the mean.
+    halves = torch.full((2, 1, 48, 64), 0.5)
+    mean = pyramid_blends(((pixels[k:k + 1], halves[k:k + 1]) for k in range(2)), (48, 64), (FULL_DEPTH,))[0]
+    torch.testing.assert_close(mean, pixels.mean(dim=0, keepdim=True), atol=1e-3, rtol=0)
+
+
+def test_the_exposure_preset_is_the_whole_pyramid_blend_alone():
+    images = _exposures()
+    result = fuse_result(images, "max", preset="exposure")
+    sources = prepare(images)
+    expected = finish(agreement_blend(torch.from_numpy(sources.pixels), full_depth=True)[0].numpy(), sources)
+    assert PRESETS["exposure"]["steps"] == 0 and PRESETS["exposure"]["init"] == "whole-pyramid-blend"
+    assert np.array_equal(result.image, expected)
+    assert result.losses == [] and "loop" not in result.stages and "features" not in result.stages
+
+
+def test_a_fuse_without_steps_computes_no_features_and_runs_no_loop(random_vgg_weights, monkeypatch):
+    images = _exposures(32, 40)
+    with Fuser("max", steps=0, weights=random_vgg_weights) as fuser:
+        runner = fuser.active_runner
+        for name in ("features", "fuse_features", "optimise", "reused_features"):
+            monkeypatch.setattr(runner, name, lambda *a, _name=name, **k: pytest.fail(f"{_name} ran"))
+        result = fuser(images)
+    start = initial_image(torch.from_numpy(prepare(images).pixels), "pyramid-blend")
+    assert np.array_equal(result.image, finish(start[0].numpy(), prepare(images)))
+    assert result.relative_loss is None
