@@ -25,6 +25,7 @@ Measures, per input k and pixel, on 0..1 pixels:
     deep  = pyramid blend with W as deep as the image allows (coarsest side 1-2 px)
     local = pyramid blend with W down to a band of at least 8 pixels
     start = s deep + (1 - s) local,  s = blur_8(A)
+    start = deep                               (full_depth: the `whole-pyramid-blend` start)
 
 (blur_s: Gaussian of standard deviation s px; majority_9: each pixel's most frequent label
 in a 9 x 9 box.) Where the inputs disagree (different modalities) each pixel's detail comes
