@@ -139,6 +139,16 @@ def random_vgg_weights():
     return random_vgg19()
 
 
+@pytest.fixture(scope="session")
+def weights_file(tmp_path_factory, random_vgg_weights):
+    """The seeded weights in a file, loaded as `--weights FILE`, worker processes and actors do."""
+    from semfuse_rt.export.weights import _save_cache
+
+    path = tmp_path_factory.mktemp("weights") / "random-vgg19.pt"
+    _save_cache(path, random_vgg_weights)
+    return path
+
+
 def run_main(monkeypatch, capsys, *args):
     """The console script's main() on `args`: (exit status, stdout, stderr)."""
     from semfuse_rt.engine.cli import main

@@ -41,20 +41,6 @@ def sets_folder(tmp_path):
     return crop_shared_sets(tmp_path / "sets")
 
 
-def weights_in_a_file(folder: Path, weights) -> Path:
-    """Seeded weights in a file, so that worker processes and actors load them as the CLI does."""
-    from semfuse_rt.export.weights import _save_cache
-
-    path = folder / "random-vgg19.pt"
-    _save_cache(path, weights)
-    return path
-
-
-@pytest.fixture(scope="session")
-def weights_file(tmp_path_factory, random_vgg_weights):
-    return weights_in_a_file(tmp_path_factory.mktemp("weights"), random_vgg_weights)
-
-
 def run_main(monkeypatch, capsys, *args):
     monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
     with pytest.raises(SystemExit) as exit_info:

@@ -10,18 +10,13 @@ import cv2
 import numpy as np
 import pytest
 
-from test_batch import run_main, weights_in_a_file
+from test_batch import run_main
 from semfuse_rt.engine.batch import BatchReport, DiskFull, SetOutcome, is_disk_full
 from semfuse_rt.engine.images import has_16_bit_samples
 from semfuse_rt.errors import SemfuseError
 
 STEPS = "1"
 SIDE = 48
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, random_vgg_weights):
-    return weights_in_a_file(tmp_path_factory.mktemp("weights"), random_vgg_weights)
 
 
 def write_set(folder: Path, name: str, dtype=np.uint8, colour: bool = False, suffix: str = ".png",

@@ -26,15 +26,6 @@ def own_cache(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("SEMFUSE_RT_CACHE", str(tmp_path_factory.mktemp("cache")))
 
 
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
-
-    path = tmp_path_factory.mktemp("weights") / "random-vgg19.pt"
-    _save_cache(path, random_vgg_weights)
-    return path
-
-
 def write_set(folder: Path, name: str, dtype=np.uint8, suffix: str = ".png", seed: int = 0) -> list[Path]:
     """Two random grey images `NAME-A`, `NAME-B` of one size: a set of folder discovery."""
     folder.mkdir(parents=True, exist_ok=True)

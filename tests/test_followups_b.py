@@ -259,7 +259,7 @@ except ImportError:  # the ray extra is optional; the tests above stand without 
 needs_ray = pytest.mark.skipif(ray is None, reason="Ray is not installed (the ray extra)")
 if ray is not None:
     from test_ray_hostile import Listener, QUICK_S, command, digest, free_port, inputs, run_quickly  # noqa: F401
-    from test_video import leftovers, streams, weights_file  # noqa: F401
+    from test_video import leftovers, streams  # noqa: F401
 
 from semfuse_rt.engine.ray_session import ray_session  # noqa: E402
 

@@ -1,22 +1,12 @@
 """`semfuse-rt export --fp16`: the whole-fuse graph in float16, its error against float32 in the
 manifest (issue 30)."""
 import json
-import sys
 
 import numpy as np
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
-from semfuse_rt.engine.cli import main
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run_main
 
 
 def test_export_fp16_computes_in_float16_with_uint8_edges_and_records_its_error(monkeypatch, capsys, tmp_path):

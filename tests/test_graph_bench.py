@@ -2,21 +2,12 @@
 the same preset (issue 30)."""
 import json
 import shutil
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from semfuse_rt.engine.cli import main
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
+from conftest import run_main
 
 
 @pytest.fixture(scope="module")

@@ -47,15 +47,6 @@ def frame_folders(tmp_path, rng):
 
 
 @pytest.fixture
-def weights_file(tmp_path_factory, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
-
-    path = tmp_path_factory.mktemp("weights") / "weights.pt"
-    _save_cache(path, random_vgg_weights)
-    return path
-
-
-@pytest.fixture
 def link_loop(tmp_path):
     """l1 -> l2 -> l1, for any suffix."""
 

@@ -14,7 +14,7 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from test_batch import (SHARED_SETS, STEPS, batch_outputs, crop_shared_sets,  # noqa: E402
-                        fuse_each_with_the_fuse_command, processes_with, run_main, weights_in_a_file)
+                        fuse_each_with_the_fuse_command, processes_with, run_main)
 from semfuse_rt.engine.batch import plan_batch  # noqa: E402
 from semfuse_rt.engine.datasets import find_sets  # noqa: E402
 from semfuse_rt.engine.fuser import Fuser  # noqa: E402
@@ -26,11 +26,6 @@ from semfuse_rt.engine.ray_session import ray_session, start_fuser_actors  # noq
 @pytest.fixture
 def sets_folder(tmp_path):
     return crop_shared_sets(tmp_path / "sets")
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, random_vgg_weights):
-    return weights_in_a_file(tmp_path_factory.mktemp("weights"), random_vgg_weights)
 
 
 @pytest.fixture(scope="module")

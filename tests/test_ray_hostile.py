@@ -20,7 +20,7 @@ pytest.importorskip("ray")
 
 from test_batch import processes_with  # noqa: E402
 from test_ray_batch import _cmdline  # noqa: E402
-from test_video import leftovers, run_main, streams, weights_file, write_folder  # noqa: E402,F401
+from test_video import leftovers, run_main, streams, write_folder  # noqa: E402,F401
 
 QUICK_S = 20  # far above the check itself (milliseconds) and the import of the command
 

@@ -60,3 +60,15 @@ def test_a_fuse_without_steps_computes_no_features_and_runs_no_loop(random_vgg_w
     start = initial_image(torch.from_numpy(prepare(images).pixels), "pyramid-blend")
     assert np.array_equal(result.image, finish(start[0].numpy(), prepare(images)))
     assert result.relative_loss is None
+
+
+def test_methods_that_act_only_through_steps_default_to_them_and_refuse_none():
+    assert Fuser("max").schedule.steps == 0 and Fuser("max").preset == "blend"
+    assert Fuser("majority").preset == Fuser("cam-max").preset == "blend-steps"
+    assert Fuser("majority").schedule.steps == 10
+    with pytest.raises(SemfuseError, match="--method majority acts only through optimisation steps, and preset "
+                                           "blend runs none: give --steps N or --preset blend-steps"):
+        Fuser("majority", preset="blend")
+    with pytest.raises(SemfuseError, match="--steps 0 leaves it none"):
+        Fuser("cam-max", steps=0)
+    Fuser("majority", preset="blend", steps=3)  # steps asked for: the rule applies

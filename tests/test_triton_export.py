@@ -7,13 +7,12 @@ uses, with their names, numbers and enums as published: protobuf's text-format p
 refuses any field name or enum value that is not Triton's."""
 import hashlib
 import json
-import sys
 
 import onnx
 import pytest
 from google.protobuf import descriptor_pb2, descriptor_pool, message_factory, text_format
 
-from semfuse_rt.engine.cli import main
+from conftest import run_main
 
 _FIELD = descriptor_pb2.FieldDescriptorProto
 # model_config.proto: ModelConfig, ModelInput, ModelOutput, ModelInstanceGroup,
@@ -92,14 +91,6 @@ ModelConfig = _model_config_class()
 
 def parse_config(text: str):
     return text_format.Parse(text, ModelConfig())
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
 
 
 def _files(folder):

@@ -76,15 +76,6 @@ def write_video(path, frames, fps=Fraction(10)):
     return path
 
 
-@pytest.fixture
-def weights_file(tmp_path_factory, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
-
-    path = tmp_path_factory.mktemp("weights") / "weights.pt"
-    _save_cache(path, random_vgg_weights)
-    return path
-
-
 def leftovers(folder):
     return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
 

@@ -5,7 +5,7 @@ import pytest
 
 ray = pytest.importorskip("ray")
 
-from test_video import FRAMES, SIZE, run_main, streams, weights_file, write_folder  # noqa: E402,F401
+from test_video import FRAMES, SIZE, run_main, streams, write_folder  # noqa: E402,F401
 
 from semfuse_rt.engine.ray_session import ray_session  # noqa: E402
 from semfuse_rt.engine.video_fusion import fuse_video  # noqa: E402

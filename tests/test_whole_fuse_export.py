@@ -12,27 +12,9 @@ import onnx
 import pytest
 from PIL import Image
 
-from semfuse_rt.engine.cli import main
-from conftest import EXAMPLES, dataset
+from conftest import EXAMPLES, dataset, run_main
 
 DEPLOY = EXAMPLES / "deploy"
-
-
-def run_main(monkeypatch, capsys, *args):
-    monkeypatch.setattr(sys, "argv", ["semfuse-rt", *map(str, args)])
-    with pytest.raises(SystemExit) as exit_info:
-        main()
-    captured = capsys.readouterr()
-    return exit_info.value.code, captured.out, captured.err
-
-
-@pytest.fixture(scope="module")
-def weights_file(tmp_path_factory, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
-
-    path = tmp_path_factory.mktemp("weights") / "weights.pt"
-    _save_cache(path, random_vgg_weights)
-    return path
 
 
 @pytest.mark.parametrize("args, fragment", [
