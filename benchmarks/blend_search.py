@@ -87,7 +87,8 @@ def _baseline(name: str, **options) -> Callable:
 
 CANDIDATES: dict[str, Callable] = {
     "start": _start(),
-    "whole": _start(full_depth=True),
+    "whole": _start(coarsest=3),  # the `exposure` start
+    "whole-1px": _start(coarsest=1),  # its pyramid down to the 1-2 px band, as before 12-07
     "default": _fuser(method="max"),
     "blend-steps": _fuser(method="max", preset="blend-steps"),
     "exposure": _fuser(method="max", preset="exposure"),

@@ -1,21 +1,56 @@
-"""The Python API under the CLI: fuse arrays or files. Each call is a `Fuser` used once;
-keep a Fuser open to fuse many sets with one setup."""
+"""The Python API under the CLI: fuse arrays or files. Each call is a fuser used once; keep a
+`Fuser` open to fuse many sets with one setup.
+
+`make_fuser` picks the fuser: a fuse that is its start image alone (no steps, no semantic
+phase, no base layer: the default preset `blend`) runs as engine/start_only.py's, which
+imports no torch and loads no weights; every other one is a `Fuser`. This module imports
+torch only with the Fuser, when one is made or named.
+"""
 from __future__ import annotations
 
 import os
-from typing import Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 
-from semfuse_rt.engine.backends.base import ProgressCallback
-from semfuse_rt.engine.cam import Retention
-from semfuse_rt.engine.fuser import DEFAULT_LAYER, Fuser, FusionResult, option_names
+from semfuse_rt.engine.fusion_result import FusionResult
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS, load_image, save_image
-from semfuse_rt.engine.methods import DEFAULT_METHOD
+from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD
 from semfuse_rt.engine.options import check_option_names
+from semfuse_rt.engine.start_only import START_ONLY_OPTIONS, StartOnlyFuser, start_only_fuser
+
+if TYPE_CHECKING:
+    from semfuse_rt.engine.backends.base import ProgressCallback
+    from semfuse_rt.engine.cam import Retention
+    from semfuse_rt.engine.fuser import Fuser
 
 __all__ = ["DEFAULT_LAYER", "Fuser", "FusionResult", "fuse", "fuse_files", "fuse_result", "load_image",
-           "retention", "save_image"]
+           "make_fuser", "retention", "save_image"]
+
+# fuse_files' own keywords, which a misspelt option may have meant.
+_FILE_OPTIONS = frozenset({"save_cams", "report", "max_pixels"})
+
+
+def __getattr__(name: str) -> Any:
+    if name == "Fuser":  # with torch: only when asked for
+        from semfuse_rt.engine.fuser import Fuser
+
+        return Fuser
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def make_fuser(method: str = DEFAULT_METHOD, *, progress: ProgressCallback | None = None,
+               **options) -> Fuser | StartOnlyFuser:
+    """The fuser for `method` and `options` (those of `Fuser`), checked before any work: the
+    start-only fuse where they resolve to the start image alone and that start runs on the
+    CPU without torch (engine/start_only.py), else a `Fuser`. Both are context managers with
+    the same calls and `fuse_files`; the image is the same either way."""
+    start_only = start_only_fuser(method, options, progress)
+    if start_only is not None:
+        return start_only
+    from semfuse_rt.engine.fuser import Fuser
+
+    return Fuser(method, progress=progress, **options)
 
 
 def fuse_result(images: Sequence[np.ndarray], method: str = DEFAULT_METHOD, *,
@@ -40,7 +75,7 @@ def fuse_result(images: Sequence[np.ndarray], method: str = DEFAULT_METHOD, *,
     so `logging.basicConfig(level=logging.INFO)` shows a long fuse's progress; nothing is
     printed otherwise.
     """
-    with Fuser(method, progress=progress, **options) as fuser:
+    with make_fuser(method, progress=progress, **options) as fuser:
         return fuser(images)
 
 
@@ -56,8 +91,11 @@ def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, me
                progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
                **options) -> FusionResult:
     """Read, fuse and write atomically (see Fuser.fuse_files)."""
-    check_option_names(options, option_names() | {"save_cams", "report", "max_pixels"})
-    fuser = Fuser(method, **options)  # checks the options; sets up only once the inputs are read
+    if not START_ONLY_OPTIONS.issuperset(options):  # those are Fuser options: no need to list them all
+        from semfuse_rt.engine.fuser import option_names
+
+        check_option_names(options, option_names() | _FILE_OPTIONS)
+    fuser = make_fuser(method, **options)  # checks the options; a Fuser sets up only once the inputs are read
     try:
         return fuser.fuse_files(paths, output, save_cams=save_cams, report=report, progress=progress,
                                 max_pixels=max_pixels)
@@ -68,4 +106,6 @@ def fuse_files(paths: Sequence[str | os.PathLike], output: str | os.PathLike, me
 def retention(images: Sequence[np.ndarray], fused: np.ndarray,
               cam_weights: str | os.PathLike | None = None) -> list[Retention]:
     """Whether each input's top-1 class survives in the fused image (rank and probability)."""
+    from semfuse_rt.engine.fuser import Fuser
+
     return Fuser("cam", cam_weights=cam_weights).retention(images, fused)

@@ -19,26 +19,26 @@ import logging
 import math
 import os
 import time
-from dataclasses import dataclass, field, replace
-from pathlib import Path
+from dataclasses import replace
 from typing import Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from semfuse_rt.cache import StagedWrites
 from semfuse_rt.engine.backends import BACKENDS, create_runner, loader_options, resolve_backend, runs_on_gpu
 from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
 from semfuse_rt.engine.cam import (CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.classifier import Classifier, load_classifier
-from semfuse_rt.engine.heatmaps import check_cam_overlays, stage_cam_overlays
-from semfuse_rt.engine.images import (DEFAULT_MAX_PIXELS, check_not_an_input, check_output, encoded_image,
-                                     image_file_size, load_image)
+from semfuse_rt.engine.file_fusion import read_fuse_write
+# What a fuse returns and its stage clock, shared with the start-only fuse, which has no torch.
+from semfuse_rt.engine.fusion_result import TRIM_PIXELS, FusionResult, StageClock
+from semfuse_rt.engine.fusion_result import run_description as run_description  # where video_fusion.py looks
+from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.memory import return_free_memory
 from semfuse_rt.engine.memory_budget import (budget_problem, check_available, is_out_of_memory, out_of_memory,
                                              parse_size, spill_inputs, tile_room)
-from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
+from semfuse_rt.engine.spilled_images import SpilledImage
 from semfuse_rt.engine.tile_tone import PreviewTone, TileStart
 from semfuse_rt.engine.tiling import DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles, receptive_radius
 from semfuse_rt.engine.initialisation import STARTS, check_initialisation
@@ -49,6 +49,7 @@ from semfuse_rt.engine.options import (check_classes, check_image_fits, check_lr
                                        check_option_names, check_steps, check_window)
 from semfuse_rt.engine.presets import resolve_preset
 from semfuse_rt.engine.semantic_phase import SemanticPhase, SemanticSettings, small_inputs
+from semfuse_rt.engine.start_only import has_cpu_start, start_image
 from semfuse_rt.engine.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.vgg19 import check_layer, feature_shape, is_nonnegative
@@ -56,9 +57,6 @@ from semfuse_rt.export.weights import VGG19Weights, load_vgg19
 from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
-# Images from this size on hand the heap's free memory back after a fuse (memory.py); below
-# it, the 10 ms that costs would be a few percent of a small fuse, a video frame's say.
-TRIM_PIXELS = 1 << 20
 # Where a fuse says what it does when no progress callback is given: silent unless the
 # application turns logging on (logging.basicConfig(level=logging.INFO)).
 logger = logging.getLogger("semfuse_rt")
@@ -82,42 +80,6 @@ class WarmStart(Protocol):
     def start(self, pixels: torch.Tensor) -> torch.Tensor: ...
 
     def optimised(self, image: torch.Tensor) -> None: ...
-
-
-def run_description(method: str, preset: str | None, backend: str | None) -> str:
-    """`max (preset blend) on torch`: what ran and where, as the summary lines say it."""
-    return method + (f" (preset {preset})" if preset else "") + (f" on {backend}" if backend else "")
-
-
-@dataclass
-class FusionResult:
-    image: np.ndarray
-    method: str
-    backend: str | None  # None where nothing runs on a backend (method `cam`)
-    preset: str | None  # None where nothing is optimised
-    seconds: float
-    losses: list[float] = field(default_factory=list)
-    cams: np.ndarray | None = None  # (K, H, W) each input's CAM in [0, 1], semantic methods only
-    retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
-    stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, in order
-    tiles: int = 1  # crops the image was fused in (memory-bounded fusion of large images)
-
-    @property
-    def relative_loss(self) -> float | None:
-        """The loss at the last step over the loss at the first (None without optimisation,
-        or with one step)."""
-        if len(self.losses) < 2 or self.losses[0] == 0:
-            return None
-        return self.losses[-1] / self.losses[0]
-
-    def summary(self, count: int) -> str:
-        """One line for people: what ran, where, how long, how far the loss fell."""
-        how = run_description(self.method, self.preset, self.backend)
-        if self.tiles > 1:
-            how += f" in {self.tiles} tiles"
-        relative = self.relative_loss
-        loss = f", loss at the last step {relative:.3f} of the first" if relative is not None else ""
-        return f"fused {count} images with {how} in {self.seconds:.2f} s{loss}"
 
 
 class Fuser:
@@ -272,7 +234,7 @@ class Fuser:
             raise SemfuseError(f"{problem}, and leaves no room for a tile either; fuse smaller or fewer images")
         return plan_tiles(height, width, core, margin, grid)
 
-    def _spills(self, count: int, height: int, width: int) -> bool:
+    def spills(self, count: int, height: int, width: int) -> bool:
         """Whether fuse_files keeps the decoded inputs on disk: only for a tiled fuse (a
         whole-image one needs them whole anyway) whose stack would crowd the budget."""
         tiled = self.tile is not None or budget_problem(count, height, width, self.memory_budget,
@@ -379,7 +341,11 @@ class Fuser:
         pixels = torch.from_numpy(planes).to(runner.device)
         schedule = self.schedule if warm_start is None or warm_start.schedule is None else warm_start.schedule
         if not schedule.steps:  # the start alone: no features, no target, no loop
-            fused = runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
+            if warm_start is None and pixels.device.type == "cpu" and has_cpu_start(self.init):
+                # The start-only fuse's own code (engine/start_only.py), not a second copy in torch.
+                fused = torch.from_numpy(start_image(planes, self.init))[None]
+            else:
+                fused = runner.start(pixels, self.init) if warm_start is None else warm_start.start(pixels)
             clock.lap("start")
             if warm_start is not None:
                 warm_start.optimised(fused)
@@ -523,48 +489,9 @@ class Fuser:
     def fuse_files(self, paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                    save_cams: str | os.PathLike | None = None, report: bool = False,
                    progress: ProgressCallback | None = None, max_pixels: int = DEFAULT_MAX_PIXELS) -> FusionResult:
-        """Read, fuse and write atomically; the output's format follows its extension and
-        may not be one of the inputs.
-
-        `save_cams` names a folder for each input's CAM overlay (semantic methods); `report`
-        fills `result.retention`; `max_pixels` limits each input's size, read from its header.
-        Nothing is written until the report is done, and then the output and its overlays
-        appear together or not at all."""
-        if save_cams is not None:
-            check_applicable(self.method, ["save_cams"])
-        if not (isinstance(max_pixels, int) and max_pixels > 0):
-            raise SemfuseError(f"--max-pixels must be a positive whole number, got {max_pixels}")
-        check_not_an_input(output, paths)
-        overlays = None if save_cams is None else check_cam_overlays(save_cams, paths, output)
-        sizes = [image_file_size(p, max_pixels) for p in paths]
-        spill = False
-        if len(sizes) >= 2 and len(set(sizes)) == 1:  # other cases fail in check_images, with names
-            (width, height), count = sizes[0], len(paths)
-            spill = self._spills(count, height, width)
-            self.tiles(count, height, width, spilled=spill)  # refuses, before decoding, what cannot fit
-        with spill_folder() if spill else contextlib.nullcontext() as folder:
-            decoding = time.perf_counter()
-            images = [_decoded(p, max_pixels, folder) for p in paths]
-            deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
-            check_output(output, deepest)
-            decoded = time.perf_counter()
-            result = self(images, progress)
-            fused = time.perf_counter()
-            # Inside the spill folder's life: spilled inputs are read back here, one at a time.
-            if report:
-                result.retention = self.retention(images, result.image)
-            reported = time.perf_counter()
-            # The output and its overlays appear together or not at all (a full disk).
-            with StagedWrites() as files:
-                files.add(output, encoded_image(output, result.image))
-                if overlays is not None:
-                    assert result.cams is not None  # save_cams is refused above for methods without maps
-                    stage_cam_overlays(files, overlays, images, result.cams)
-                files.commit()
-        encoded = time.perf_counter()
-        result.stages = {"decode": decoded - decoding, **result.stages,
-                         **({"report": reported - fused} if report else {}), "encode": encoded - reported}
-        return result
+        """Read, fuse and write atomically (engine/file_fusion.py, `read_fuse_write`)."""
+        return read_fuse_write(self, paths, output, save_cams=save_cams, report=report, progress=progress,
+                               max_pixels=max_pixels)
 
 
 def option_names() -> frozenset[str]:
@@ -587,29 +514,6 @@ def _check_backend_options(options: dict, backend: str | None, method: str) -> N
         where = f"{backend}" if backend is not None else f"{method}, which runs on no backend"
         raise SemfuseError(f"option {name!r} applies to the {listed(users)} backend{'s' if len(users) > 1 else ''} "
                            f"only, not {where}")
-
-
-def _decoded(path, max_pixels: int, folder: Path | None):
-    """The decoded image, in memory or, given a spill folder, on disk there."""
-    image = load_image(path, max_pixels)
-    return image if folder is None else SpilledImage(image, folder)
-
-
-class StageClock:
-    """Seconds per stage; on a GPU each lap waits for the queued work, so a stage is charged
-    for its own kernels and not for the next stage's wait."""
-
-    def __init__(self, device: torch.device | None):
-        self.cuda = device is not None and device.type == "cuda"
-        self.stages: dict[str, float] = {}
-        self._last = time.perf_counter()
-
-    def lap(self, stage: str) -> None:
-        if self.cuda:
-            torch.cuda.synchronize()
-        now = time.perf_counter()
-        self.stages[stage] = self.stages.get(stage, 0.0) + now - self._last
-        self._last = now
 
 
 def _maps_at(cams: CAMResult, size) -> torch.Tensor:

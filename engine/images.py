@@ -35,11 +35,11 @@ from PIL.TiffImagePlugin import TiffImageFile
 
 from semfuse_rt.cache import atomic_write_bytes
 from semfuse_rt.engine.memory_budget import describe, is_out_of_memory, memory_at_hand
+from semfuse_rt.engine.pixel_limit import DEFAULT_MAX_PIXELS
 from semfuse_rt.errors import SemfuseError
 
 # The limit is ours (--max-pixels), checked on the header before decoding.
 Image.MAX_IMAGE_PIXELS = None
-DEFAULT_MAX_PIXELS = 250_000_000
 READ_FORMATS = "PNG, TIFF, JPEG, BMP, PGM or PPM"
 READ_SUFFIXES = frozenset({".png", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp", ".pgm", ".ppm"})
 # Formats recognised by their first bytes, and those OpenCV cannot read, named for the user.

@@ -8,9 +8,9 @@
 - `pyramid-blend`: a Laplacian-pyramid blend with per-pixel weights from the inputs' local
   contrast and structural agreement (engine/pyramid_blend.py, `agreement_blend`); where the
   inputs disagree its low frequencies mix only locally.
-- `whole-pyramid-blend`: the same weights with the pyramid as deep as the image everywhere,
-  so the inputs' tones mix across the whole image as in exposure fusion (Mertens et al.);
-  the `exposure` preset's start (benchmarks/RESULTS.md, "Exposure stacks").
+- `whole-pyramid-blend`: the same weights with one pyramid down to a band of 3 pixels
+  everywhere, so the inputs' tones mix across the whole image as in exposure fusion
+  (Mertens et al.); the `exposure` preset's start (benchmarks/RESULTS.md, "Exposure stacks").
 """
 from __future__ import annotations
 
@@ -18,6 +18,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+import numpy as np
+
+from semfuse_rt.engine.pyramid_depth import MIN_COARSE, WHOLE_COARSEST
 from semfuse_rt.errors import SemfuseError
 
 if TYPE_CHECKING:
@@ -33,6 +36,18 @@ class Start:
     multiscale: bool  # built on a decimated transform: tiles start on its grid
     spans_image: bool  # its lowest band reaches across the image: tiles take a preview's tone
     dtcwt_verify: int | None = None  # a DT-CWT start's verification window (0: none)
+    # The least sides of the coarsest bands of its pyramids whose depth follows the image's size.
+    pyramid_coarsest: tuple[float, ...] = ()
+    # The same start on the CPU without torch: (K, 3, H, W) float32 numpy -> (1, 3, H, W) float32.
+    cpu_image: Callable[[np.ndarray], np.ndarray] | None = None
+
+
+def _mean_cpu(pixels: np.ndarray) -> np.ndarray:
+    return pixels.mean(axis=0, keepdims=True, dtype=np.float32)
+
+
+def _max_cpu(pixels: np.ndarray) -> np.ndarray:
+    return pixels.max(axis=0, keepdims=True)
 
 
 def _mean(pixels: torch.Tensor) -> torch.Tensor:
@@ -55,23 +70,34 @@ def _dtcwt(verify: int) -> Callable[[torch.Tensor], torch.Tensor]:
     return start
 
 
-def _pyramid_blend(full_depth: bool) -> Callable[[torch.Tensor], torch.Tensor]:
+def _pyramid_blend(coarsest: float | None) -> Callable[[torch.Tensor], torch.Tensor]:
     def start(pixels: torch.Tensor) -> torch.Tensor:
         # In the pixels' float32: half float64's time on the CPU, and the same scores on every
         # development set to four decimals (benchmarks/RESULTS.md, "The `blend` default").
         from semfuse_rt.engine.pyramid_blend import agreement_blend
 
-        return agreement_blend(pixels, full_depth=full_depth)
+        return agreement_blend(pixels, coarsest=coarsest)
+    return start
+
+
+def _pyramid_blend_cpu(coarsest: float | None) -> Callable[[np.ndarray], np.ndarray]:
+    def start(pixels: np.ndarray) -> np.ndarray:
+        # The same rule in numpy and OpenCV (engine/pyramid_blend_cpu.py): no torch, both cores.
+        from semfuse_rt.engine.pyramid_blend_cpu import agreement_blend_cpu
+
+        return agreement_blend_cpu(pixels, coarsest=coarsest)
     return start
 
 
 STARTS: dict[str, Start] = {start.name: start for start in (
-    Start("mean", _mean, multiscale=False, spans_image=False),
-    Start("max", _max, multiscale=False, spans_image=False),
+    Start("mean", _mean, multiscale=False, spans_image=False, cpu_image=_mean_cpu),
+    Start("max", _max, multiscale=False, spans_image=False, cpu_image=_max_cpu),
     Start("dtcwt", _dtcwt(0), multiscale=True, spans_image=False, dtcwt_verify=0),
     Start("dtcwt-verified", _dtcwt(VERIFY_WINDOW), multiscale=True, spans_image=False, dtcwt_verify=VERIFY_WINDOW),
-    Start("pyramid-blend", _pyramid_blend(False), multiscale=True, spans_image=True),
-    Start("whole-pyramid-blend", _pyramid_blend(True), multiscale=True, spans_image=True),
+    Start("pyramid-blend", _pyramid_blend(None), multiscale=True, spans_image=True,
+          pyramid_coarsest=(1, MIN_COARSE), cpu_image=_pyramid_blend_cpu(None)),
+    Start("whole-pyramid-blend", _pyramid_blend(WHOLE_COARSEST), multiscale=True, spans_image=True,
+          pyramid_coarsest=(WHOLE_COARSEST,), cpu_image=_pyramid_blend_cpu(WHOLE_COARSEST)),
 )}
 INITIALISATIONS = tuple(STARTS)
 
@@ -83,5 +109,6 @@ def check_initialisation(how: str) -> str:
 
 
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:
-    """(K, 3, H, W) inputs -> (1, 3, H, W) starting image."""
+    """(K, 3, H, W) inputs -> (1, 3, H, W) starting image, as torch ops (what an exported graph
+    traces; a runner on the CPU runs the start's `cpu_image` where it has one)."""
     return STARTS[check_initialisation(how)].image(pixels)

@@ -21,6 +21,11 @@ from __future__ import annotations
 import re
 from decimal import Decimal
 
+try:
+    import resource  # here, not where a line about running short of memory needs it: it may not load then
+except ImportError:  # not on Windows
+    resource = None  # type: ignore[assignment]
+
 from semfuse_rt.errors import SemfuseError
 
 FIXED_BYTES = 512 * 2**20
@@ -37,13 +42,26 @@ _UNITS = {"": 1, "B": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
 MAX_BUDGET = 1024 * 2**40
 
 
+# A start-only fuse (engine/start_only.py: numpy and OpenCV, no network) holds far less: whole
+# processes with the default start, peak RSS, 2026-12-07 on the 2-core VM: pairs of 1, 4 and
+# 12 MP at 183, 415 and 993 MiB, four 4 MP inputs at 728 MiB (about 75 bytes a pixel over
+# 106 MiB of libraries, and 39 for each input beyond two).
+START_ONLY_FIXED_BYTES = 128 * 2**20
+START_ONLY_BYTES_PER_PIXEL = 80
+START_ONLY_FURTHER_INPUT_BYTES_PER_PIXEL = 45
+
+
 def bytes_per_pixel(count: int, streamed: bool = True) -> int:
     if not streamed:
         return STACKED_BYTES_PER_INPUT_PIXEL * count
     return STREAMED_BYTES_PER_PIXEL + FURTHER_INPUT_BYTES_PER_PIXEL * max(0, count - 2)
 
 
-def estimated_peak_bytes(count: int, height: int, width: int, streamed: bool = True) -> int:
+def estimated_peak_bytes(count: int, height: int, width: int, streamed: bool = True,
+                         start_only: bool = False) -> int:
+    if start_only:
+        per_pixel = START_ONLY_BYTES_PER_PIXEL + START_ONLY_FURTHER_INPUT_BYTES_PER_PIXEL * max(0, count - 2)
+        return START_ONLY_FIXED_BYTES + per_pixel * height * width
     return FIXED_BYTES + bytes_per_pixel(count, streamed) * height * width
 
 
@@ -54,7 +72,7 @@ def available_bytes() -> int | None:
             for line in meminfo:
                 if line.startswith("MemAvailable:"):
                     return int(line.split()[1]) * 1024
-    except (OSError, ValueError, IndexError):
+    except (OSError, ValueError, IndexError, MemoryError):  # MemoryError: asked while short of memory
         pass
     return None
 
@@ -151,7 +169,7 @@ def tile_room(count: int, height: int, width: int, budget: int | None = None, sp
 
 
 def budget_problem(count: int, height: int, width: int, budget: int | None = None,
-                   streamed: bool = True, on_gpu: bool = False) -> str | None:
+                   streamed: bool = True, on_gpu: bool = False, start_only: bool = False) -> str | None:
     """Why fusing `count` images of width x height at once would not fit `budget` bytes
     (default: default_budget()), in a few words; None if it would."""
     where = "--memory-budget"
@@ -159,7 +177,7 @@ def budget_problem(count: int, height: int, width: int, budget: int | None = Non
         budget, where = default_budget(on_gpu, capped=streamed)
         if budget is None:
             return None
-    need = estimated_peak_bytes(count, height, width, streamed)
+    need = estimated_peak_bytes(count, height, width, streamed, start_only)
     if need <= budget:
         return None
     return (f"fusing {count} images of {width}x{height} needs about {describe(need)}, over the memory budget of "
@@ -167,12 +185,12 @@ def budget_problem(count: int, height: int, width: int, budget: int | None = Non
 
 
 def check_available(count: int, height: int, width: int, budget: int, streamed: bool = True,
-                    on_gpu: bool = False, tileable: bool = True) -> None:
+                    on_gpu: bool = False, tileable: bool = True, start_only: bool = False) -> None:
     """A fuse that an explicit budget lets run whole but that needs more than the memory
     there is: refused before any work, since it would end in the OOM killer or a failed
     allocation halfway through."""
     available = free_device_bytes() if on_gpu else available_bytes()
-    need = estimated_peak_bytes(count, height, width, streamed)
+    need = estimated_peak_bytes(count, height, width, streamed, start_only)
     if available is not None and need > available:
         where = "free on the GPU" if on_gpu else "available"
         fix = "lower --memory-budget to fuse in tiles that fit" if tileable else "fuse smaller images"
@@ -198,11 +216,11 @@ def is_out_of_memory(error: BaseException) -> bool:
 
 def _address_space_limit() -> int | None:
     """RLIMIT_AS (ulimit -v) where one is set: it, not the memory available, is then what ran out."""
+    if resource is None:
+        return None
     try:
-        import resource
-
         limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    except (ImportError, OSError, ValueError):
+    except (OSError, ValueError):
         return None
     return None if limit == resource.RLIM_INFINITY else limit
 

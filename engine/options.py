@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import math
+import os
 import sys
 from collections.abc import Iterable
 
@@ -85,11 +86,15 @@ def check_option_names(given: Iterable[str], known: Iterable[str]) -> None:
             raise SemfuseError(f"unknown option {name!r}{hint}")
 
 
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
 def worker_limit(per_worker_bytes: int | None = None) -> tuple[int, str]:
     """How many fusers side by side this machine carries, and why: one per core (more only
     split the cores further), and no more than the memory available holds at
     `per_worker_bytes` each (default: one fuser's libraries, weights and sessions)."""
-    from semfuse_rt.engine.backends.ort.loader import cores
     from semfuse_rt.engine.memory_budget import FIXED_BYTES, available_bytes, describe
 
     per_worker = per_worker_bytes or FIXED_BYTES

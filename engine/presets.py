@@ -8,7 +8,7 @@ metric by more than 0.0024 and lowered Q^AB/F, for most of a fuse's time
 is the default before that: the blend, then 10 steps (lr 0.1, cosine-annealed, no mean base
 layer); it is the default of `majority` and the CAM methods, whose rules act only through
 the steps. `exposure`: the same
-weights with the pyramid as deep as the image everywhere (initialisation
+weights with one pyramid everywhere, down to a band of 3 pixels (initialisation
 `whole-pyramid-blend`), so the inputs' tones mix across the whole image as exposure fusion
 does; for exposure stacks ("Exposure stacks: the whole-image pyramid"). `semantic`: the
 blend, 10 steps, then 5 steps of the semantic phase at relu5_1 on a 160-pixel copy

@@ -25,14 +25,17 @@ Measures, per input k and pixel, on 0..1 pixels:
     deep  = pyramid blend with W as deep as the image allows (coarsest side 1-2 px)
     local = pyramid blend with W down to a band of at least 8 pixels
     start = s deep + (1 - s) local,  s = blur_8(A)
-    start = deep                               (full_depth: the `whole-pyramid-blend` start)
+    whole = pyramid blend with W down to a band of at least 3 pixels (`whole-pyramid-blend`)
 
 (blur_s: Gaussian of standard deviation s px; majority_9: each pixel's most frequent label
 in a 9 x 9 box.) Where the inputs disagree (different modalities) each pixel's detail comes
 from its sharpest input and low frequencies mix only locally, so one input's brightness
 does not leak across the image (a CT's black background stays black). Where they agree
 (exposure and focus stacks) details are averaged by contrast and the pyramid goes down to
-the whole image, which keeps the global tone of an exposure stack. Where they agree in
+the whole image, which keeps the global tone of an exposure stack. The `whole` start stops
+one or two levels short of the 1-2 px band: those last levels set each region's tone from
+the whole image's average weights, and on MEFB's tune half stopping at 3 px kept MEF-SSIM
+above Mertens' and raised Q_Y from 0.846 to 0.902 (benchmarks/RESULTS.md, "Exposure stacks"). Where they agree in
 tone too (a focus stack: the inputs differ only in sharpness) the soft weights sharpen
 towards the sharpest input, which keeps its structure (Q_Y) rather than an average.
 
@@ -51,10 +54,10 @@ from collections.abc import Iterable, Sequence
 import torch
 from torch.nn import functional as F
 
-MIN_COARSE = 8  # the local pyramid's coarsest band: its shorter side in pixels, at least
-EPS = 1e-12
+from semfuse_rt.engine.blend_rule import CONTRAST_WINDOW, CORRELATION_FLOOR, EPS, LUMA, RULE, SOFT_TOTAL_FLOOR
+from semfuse_rt.engine.pyramid_depth import pyramid_levels
+
 _TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # Burt & Adelson's 5-tap kernel, a = 0.375
-LUMA = (0.299, 0.587, 0.114)
 
 
 def _fold(index: torch.Tensor, length: int) -> torch.Tensor:
@@ -134,12 +137,6 @@ def expand(planes: torch.Tensor, size: Sequence[int]) -> torch.Tensor:
     return _expand_axis(rows, size[0], 2)
 
 
-def pyramid_levels(height: int, width: int, coarsest: int = MIN_COARSE) -> int:
-    """Bands of the deepest pyramid whose coarsest band is at least `coarsest` a side."""
-    side = min(height, width)
-    return 1 + max(0, int(math.floor(math.log2(max(side, 1) / coarsest))))
-
-
 def _box_mean(planes: torch.Tensor, window: int) -> torch.Tensor:
     """(N, C, H, W) -> mean over a window x window box, reflect-101 borders (cv2.blur on the CPU)."""
     if planes.device.type == "cpu" and not torch.jit.is_tracing():
@@ -159,7 +156,7 @@ def luma(pixels: torch.Tensor) -> torch.Tensor:
     return (pixels * weights).sum(dim=1, keepdim=True)
 
 
-def local_contrast(grey: torch.Tensor, window: int = 5) -> torch.Tensor:
+def local_contrast(grey: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.Tensor:
     """(N, 1, H, W) luma -> its standard deviation in a window x window box."""
     mean = _box_mean(grey, window)
     square = _box_mean(grey * grey, window)
@@ -240,13 +237,16 @@ def _correlation(a: torch.Tensor, b: torch.Tensor, window: int, floor: float) ->
     return (cov / ((var_a * var_b).sqrt() + floor)).clamp(0, 1)
 
 
-def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_power: float = 1.0,
-                    sharpen: float = 2.0, soft_smooth: float = 4.0, tone_smooth: float = 8.0,
-                    tone_spread: float = 0.05, majority: int = 9, gate_window: int = 9,
-                    gate_smooth: float = 2.0, deep_smooth: float = 8.0, full_depth: bool = False,
+def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = RULE.hard_smooth,
+                    soft_power: float = RULE.soft_power, sharpen: float = RULE.sharpen,
+                    soft_smooth: float = RULE.soft_smooth, tone_smooth: float = RULE.tone_smooth,
+                    tone_spread: float = RULE.tone_spread, majority: int = RULE.majority,
+                    gate_window: int = RULE.gate_window, gate_smooth: float = RULE.gate_smooth,
+                    deep_smooth: float = RULE.deep_smooth, coarsest: float | None = None,
                     dtype: torch.dtype | None = None) -> torch.Tensor:
     """(K, 3, H, W) in 0..255 -> (1, 3, H, W): the rule in the module docstring, in `dtype`
-    (default: the pixels' own).
+    (default: the pixels' own). `coarsest`: one pyramid down to a band of at least that many
+    pixels a side (the `whole` start) instead of the deep and local mix.
 
     Streamed over the inputs: one pass sums the lumas and their local means' moments; a
     second accumulates the agreement, the soft weights' normaliser and the hard mask (a
@@ -286,7 +286,7 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
     labels = torch.zeros(total.shape, dtype=torch.uint8, device=total.device)
     for k in range(count):
         luma_k = grey(k)
-        agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, 1e-4)
+        agreement += _correlation(luma_k, (total - luma_k) / (count - 1), gate_window, CORRELATION_FLOOR)
         measure = local_contrast(luma_k) + EPS
         del luma_k
         soft_total += gaussian(measure ** power, soft_smooth)
@@ -303,12 +303,13 @@ def agreement_blend(pixels: torch.Tensor, *, hard_smooth: float = 3.0, soft_powe
 
     def weight(k: int) -> torch.Tensor:
         soft = gaussian(contrast(k) ** power, soft_smooth)
-        soft = torch.where(soft_total > 0, soft / soft_total.clamp_min(1e-30), 1.0 / count)
+        soft = torch.where(soft_total > 0, soft / soft_total.clamp_min(SOFT_TOTAL_FLOOR), 1.0 / count)
         return gate * soft + (1 - gate) * (labels == k).to(dtype)
 
     pairs = ((image(k), weight(k)) for k in range(count))
-    if full_depth:
-        return pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH,))[0]
+    if coarsest is not None:
+        depth = pyramid_levels(pixels.shape[-2], pixels.shape[-1], coarsest)
+        return pyramid_blends(pairs, pixels.shape[-2:], (depth,))[0]
     deep, local = pyramid_blends(pairs, pixels.shape[-2:], (FULL_DEPTH, None))
     return share * deep + (1 - share) * local
 

@@ -73,6 +73,11 @@ def prepare(images: Sequence[np.ndarray], with_pixels: bool = True) -> Sources:
     # Filled one input at a time: only one input's float64 temporaries exist at once.
     pixels = np.empty((len(images), 3, height, width), np.float32)
     for k, image in enumerate(images if with_pixels else ()):
+        if image.dtype == np.uint8 and not (mode == "mixed" and image.ndim == 3):
+            # 8-bit values are exact in float32: no float64 copy (a 12 MP input's is 288 MB).
+            image = np.asarray(image)
+            pixels[k] = image if image.ndim == 2 else image.transpose(2, 0, 1)
+            continue
         scaled = _as_255(image)
         if mode == "mixed" and scaled.ndim == 3:
             scaled = luma(scaled)

@@ -25,6 +25,13 @@ host, where the frames are decoded. Measured by benchmarks/bench_video.py.
 Flicker: the mean absolute frame-to-frame change of the fused video minus that of its
 inputs (averaged over the inputs), in 8-bit grey levels: fusion that adds no temporal noise
 scores about 0.
+
+A run is a pipeline of threads: the decoder (video_io.prefetch) reads frame t+1 while the
+workers fuse, and the encoder (video_io.write_behind) writes frame t-1 and measures its
+flicker. Where the options resolve to the start image alone (the default preset `blend`),
+the frames are fused by engine/start_only.py's fuse, as `make_fuser` picks it: no Fuser, no
+backend, no weights and no torch in the process, and the same frames (the Fuser's steps-0
+fuse runs the same code).
 """
 from __future__ import annotations
 
@@ -35,13 +42,13 @@ import time
 from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Sequence, Union
 
 import cv2
 import numpy as np
-import torch
 
-from semfuse_rt.engine.fuser import Fuser, run_description
+from semfuse_rt.engine.api import make_fuser
+from semfuse_rt.engine.fusion_result import run_description
 from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.methods import check_applicable, get_method
 from semfuse_rt.engine.options import check_steps, check_workers
@@ -58,9 +65,20 @@ from semfuse_rt.engine.video_io import (
     probe,
     read_synchronised,
     stream_rate,
+    write_behind,
 )
+from semfuse_rt.engine.start_only import StartOnlyFuser, start_only_fuser
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
+
+if TYPE_CHECKING:  # torch comes with a Fuser: a start-only video imports neither
+    import torch
+
+    from semfuse_rt.engine.fuser import Fuser
+
+# What fuses a video's frames: a Fuser, or where the options resolve to the start image alone
+# the start-only fuse (engine/start_only.py), which needs no torch, backend or weights.
+FrameFuser = Union["Fuser", StartOnlyFuser]
 
 # Mean absolute change of the inputs between frames, in 8-bit grey levels, that marks a cut:
 # far above camera motion (pans of a few pixels a frame change TNO scenes by 2-6).
@@ -106,12 +124,19 @@ def _hanning(shape: tuple[int, int]) -> np.ndarray:
     return cv2.createHanningWindow((shape[1], shape[0]), cv2.CV_32F)
 
 
-def shifted(image: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
-    """(N, C, H, W) moved by (dy, dx) pixels; what moves in from outside is 0."""
+def shifted(image: torch.Tensor, dy: int, dx: int, out: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, C, H, W) moved by (dy, dx) pixels; what moves in from outside is 0. Written into
+    `out` (of image's shape, not image itself) where given, else `image` itself where it does
+    not move."""
     height, width = image.shape[-2:]
-    if dy == 0 and dx == 0:
-        return image
-    out = torch.zeros_like(image)
+    if out is None:
+        if dy == 0 and dx == 0:
+            return image
+        out = image.new_zeros(image.shape)
+    elif dy == 0 and dx == 0:
+        return out.copy_(image)
+    else:
+        out.zero_()
     if abs(dy) >= height or abs(dx) >= width:
         return out
     out[..., max(dy, 0):height + min(dy, 0), max(dx, 0):width + min(dx, 0)] = \
@@ -133,6 +158,10 @@ class ResidualWarmStart:
         self.shift = (0, 0)  # (dy, dx) from the previous frame to the next, set by the caller
         self.residual: torch.Tensor | None = None
         self._start: torch.Tensor | None = None
+        # The carried residual and the warm start, rewritten each frame: frame after frame
+        # the same memory, as `residual` is. A runner copies its start before the loop
+        # (FusionRunner.optimise), so the next frame may overwrite it.
+        self._moved: torch.Tensor | None = None
 
     @property
     def is_warm(self) -> bool:
@@ -146,43 +175,82 @@ class ResidualWarmStart:
         self.residual = None
 
     def start(self, pixels: torch.Tensor) -> torch.Tensor:
-        self._start = self.fuser.active_runner.start(pixels, self.fuser.init)
-        if self.residual is None or self.residual.shape != self._start.shape:
+        start = self._start = self.fuser.active_runner.start(pixels, self.fuser.init)
+        if self.residual is None or self.residual.shape != start.shape:
             self.residual = None
-            return self._start
-        return self._start + self.carry * shifted(self.residual, *self.shift)
+            return start
+        if self._moved is None or self._moved.shape != start.shape:
+            self._moved = self.residual.new_empty(start.shape)
+        # start + carry * shift(R), in that order of operations, in place in the buffer.
+        moved = shifted(self.residual, *self.shift, out=self._moved).mul_(self.carry)
+        return moved.add_(start)
 
     def optimised(self, image: torch.Tensor) -> None:
-        assert self._start is not None, "a fuse calls start() before optimised()"
-        # A new tensor: a runner may hand back a buffer it reuses on the next call.
-        self.residual = image.to(self._start.device) - self._start
+        start = self._start
+        assert start is not None, "a fuse calls start() before optimised()"
+        # Into the residual's own buffer, never the image's: a runner may hand back a buffer
+        # it reuses on the next call.
+        image = image.to(start.device)
+        if self.residual is None or self.residual.shape != start.shape:
+            self.residual = image - start
+        else:
+            self.residual.copy_(image).sub_(start)
 
 
-def _grey(frames: Sequence[np.ndarray]) -> np.ndarray:
-    """The inputs' mean as one float32 plane in 8-bit levels (what the shift is found on)."""
-    total = _grey_plane(frames[0])
+class Buffers:
+    """Arrays kept from frame to frame, one per use, shape and dtype: every frame of a stream
+    (its frames share a size) is worked on in the same memory. Without one, each call
+    allocates its own."""
+
+    def __init__(self) -> None:
+        self._arrays: dict[tuple, np.ndarray] = {}
+
+    def get(self, use: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+        key: tuple[str, tuple[int, ...], np.dtype] = (use, shape, np.dtype(dtype))
+        array = self._arrays.get(key)
+        if array is None:
+            array = self._arrays[key] = np.empty(shape, dtype)
+        return array
+
+
+def _buffer(buffers: Buffers | None, use: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    return np.empty(shape, dtype) if buffers is None else buffers.get(use, shape, dtype)
+
+
+def _grey(frames: Sequence[np.ndarray], buffers: Buffers | None = None, use: str = "grey") -> np.ndarray:
+    """The inputs' mean as one float32 plane in 8-bit levels (what the shift is found on),
+    in the buffer for `use`."""
+    shape = frames[0].shape[:2]
+    total = _grey_plane(frames[0], _buffer(buffers, use, shape))
     for frame in frames[1:]:
-        total = total + _grey_plane(frame)
-    return total / len(frames)
+        total += _grey_plane(frame, _buffer(buffers, "grey plane", shape))
+    total /= len(frames)
+    return total
 
 
-def _grey_plane(frame: np.ndarray) -> np.ndarray:
-    plane = frame.astype(np.float32)
-    if plane.ndim == 3:
-        plane = plane.mean(axis=2)
+def _grey_plane(frame: np.ndarray, out: np.ndarray) -> np.ndarray:
+    # The channels' float32 mean, as frame.astype(np.float32).mean(axis=2) gives it (the sums
+    # of whole numbers are exact either way), without the float32 copy of the frame.
+    if frame.ndim == 3:
+        np.mean(frame, axis=2, dtype=np.float32, out=out)
+    else:
+        np.copyto(out, frame)
     if frame.dtype == np.uint16:
-        plane /= 257
-    return plane
+        out /= 257
+    return out
 
 
-def scene_change(previous: Sequence[np.ndarray], current: Sequence[np.ndarray]) -> float:
+def scene_change(previous: Sequence[np.ndarray], current: Sequence[np.ndarray],
+                 buffers: Buffers | None = None) -> float:
     """Mean absolute change between two frame sets, in 8-bit grey levels (over all inputs)."""
-    return float(np.mean([_mean_abs_difference(a, b) for a, b in zip(previous, current)]))
+    return float(np.mean([_mean_abs_difference(a, b, buffers) for a, b in zip(previous, current)]))
 
 
-def _mean_abs_difference(a: np.ndarray, b: np.ndarray) -> float:
+def _mean_abs_difference(a: np.ndarray, b: np.ndarray, buffers: Buffers | None = None) -> float:
     if a.dtype == np.uint8 and b.dtype == np.uint8:
-        return float(cv2.absdiff(a, b).mean())  # in uint8, without a widened copy of either
+        # In uint8, without a widened copy of either.
+        difference: np.ndarray = cv2.absdiff(a, b, dst=_buffer(buffers, "difference", a.shape, np.uint8))
+        return float(difference.mean())
     scale = 1 / 257 if a.dtype == np.uint16 else 1.0
     return float(np.abs(a.astype(np.float32) - b.astype(np.float32)).mean()) * scale
 
@@ -200,9 +268,10 @@ class VideoFuser:
     `carry`: the share of the residual carried (default: matched_carry). `follow_motion`:
     move the residual with the camera (global_shift). `restart_every`: run a frame cold
     every so many frames (a distributed run's chunks start cold). Methods without
-    optimisation (`cam`) and tiled frames always run cold."""
+    optimisation (`cam`), fuses without steps (a StartOnlyFuser's) and tiled frames always
+    run cold. Warm frames work in the same buffers frame after frame."""
 
-    def __init__(self, fuser: Fuser, *, warm: bool = True, steps: int | None = None,
+    def __init__(self, fuser: FrameFuser, *, warm: bool = True, steps: int | None = None,
                  carry: float | None = None, follow_motion: bool = True,
                  scene_cut: float | None = SCENE_CUT, restart_every: int | None = None):
         if carry is not None and not 0 <= carry <= 1:
@@ -211,7 +280,8 @@ class VideoFuser:
             raise SemfuseError(f"chunks need at least one frame, got {restart_every}")
         self.fuser = fuser
         # A fuse without steps (the start alone) has no residual to carry between frames.
-        optimises = fuser.method.optimised and fuser.schedule.steps > 0
+        optimises = (not isinstance(fuser, StartOnlyFuser) and fuser.method.optimised
+                     and fuser.schedule.steps > 0)
         if warm and steps is not None and fuser.method.optimised and not optimises:
             raise SemfuseError(f"--steps sets the warm frames' steps, but preset {fuser.preset} runs none; "
                                "give --cold --steps N to optimise every frame, or a preset with steps")
@@ -226,6 +296,7 @@ class VideoFuser:
         self._previous_grey: np.ndarray | None = None
         self._warm_start: ResidualWarmStart | None = None
         self._whole: dict[tuple, bool] = {}
+        self._buffers = Buffers()
 
     def reset(self) -> None:
         """The next frame runs cold."""
@@ -244,25 +315,27 @@ class VideoFuser:
         started = time.perf_counter()
         index = self.index
         self.index += 1
-        if not (self.warm and self._whole_frames(frames)):
-            result = self.fuser(frames)
+        fuser = self.fuser
+        if isinstance(fuser, StartOnlyFuser) or not (self.warm and self._whole_frames(frames)):
+            result = fuser(frames)
             return FrameResult(index, result.image, False, time.perf_counter() - started, result.stages,
                                result.losses)
-        self.fuser.open()
+        fuser.open()
         if self._warm_start is None:
-            self._warm_start = ResidualWarmStart(self.fuser, self.steps, self.carry)
+            self._warm_start = ResidualWarmStart(fuser, self.steps, self.carry)
         if self.restart_every and index % self.restart_every == 0:
             self.reset()
         if self._previous is not None and self.scene_cut is not None \
-                and scene_change(self._previous, frames) > self.scene_cut:
+                and scene_change(self._previous, frames, self._buffers) > self.scene_cut:
             self.reset()
-        grey = _grey(frames) if self.follow_motion else None
+        # Two planes in turn: this frame's, and the previous one's, which the shift is found from.
+        grey = _grey(frames, self._buffers, f"grey {index % 2}") if self.follow_motion else None
         if self._warm_start.is_warm and grey is not None and self._previous_grey is not None:
             self._warm_start.shift = global_shift(self._previous_grey, grey)
         else:
             self._warm_start.shift = (0, 0)
         warm = self._warm_start.is_warm
-        result = self.fuser(frames, warm_start=self._warm_start)
+        result = fuser(frames, warm_start=self._warm_start)
         self._previous, self._previous_grey = frames, grey
         return FrameResult(index, result.image, warm, time.perf_counter() - started, result.stages, result.losses)
 
@@ -272,13 +345,14 @@ class VideoFuser:
 
 
 class InterleavedVideoFuser:
-    """Frames taken in turn by several `VideoFuser`s, each with its own Fuser and thread:
+    """Frames taken in turn by several `VideoFuser`s, each with its own fuser and thread:
     worker w fuses frames w, w + N, w + 2N, ..., warm-started from its own previous frame.
     On a CPU, ONNX Runtime's sessions gain little from a second thread on one frame at a
     time (about 12% on 2 cores), so two one-thread workers nearly double the frame rate.
-    Results come back in frame order."""
+    Start-only frames split their own work over the cores too, yet two frames in flight
+    still gained a few percent over one on the 2-core VM. Results come back in frame order."""
 
-    def __init__(self, fusers: Sequence[Fuser], **video_options):
+    def __init__(self, fusers: Sequence[FrameFuser], **video_options):
         if not fusers:
             raise SemfuseError("interleaved fusion needs at least one fuser")
         self.workers = [VideoFuser(fuser, **video_options) for fuser in fusers]
@@ -323,12 +397,13 @@ class FlickerMeter:
         self._fused: list[float] = []
         self._inputs: list[float] = []
         self._last: tuple[np.ndarray, Sequence[np.ndarray]] | None = None
+        self._buffers = Buffers()  # the differences, in one buffer frame after frame
 
     def add(self, fused: np.ndarray, inputs: Sequence[np.ndarray]) -> None:
         if self._last is not None:
             last_fused, last_inputs = self._last
-            self._fused.append(_mean_abs_difference(last_fused, fused))
-            self._inputs.append(float(np.mean([_mean_abs_difference(a, b) for a, b in zip(last_inputs, inputs)])))
+            self._fused.append(_mean_abs_difference(last_fused, fused, self._buffers))
+            self._inputs.append(scene_change(last_inputs, inputs, self._buffers))
         self._last = (fused, inputs)
 
     @property
@@ -439,8 +514,10 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
     every frame (as `Fuser(steps=...)`). `options`: those of `Fuser`. `ray`: fuse chunks of
     `chunk_frames` frames (default: an even share per actor) on `ray_actors` Ray actors
     (engine/video_ray.py; `ray_timeout_s` bounds the connection to `ray_address`); else
-    `workers` Fusers on this machine take frames in turn (default: `default_workers`;
-    chunks need one). The output appears only when every frame has been written."""
+    `workers` fusers on this machine take frames in turn (default: `default_workers`;
+    chunks need one): start-only fusers where `options` resolve to the start alone
+    (`make_fuser`), else Fusers. `progress(frames written, frames in all)` is called on the
+    encoder's thread. The output appears only when every frame has been written."""
     started = time.perf_counter()
     plan = plan_video(inputs, output, fps=fps, quality=quality, lossless=lossless, max_pixels=max_pixels)
     if not warm:
@@ -456,17 +533,38 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
         from semfuse_rt.engine.ray_session import import_ray
 
         import_ray()  # a missing extra is one line before any work
-    fuser = Fuser(method, **options)  # checks every option before the work
+    if ray:  # the actors hold Fusers (engine/video_ray.py)
+        from semfuse_rt.engine.fuser import Fuser
+
+        fuser: FrameFuser = Fuser(method, **options)  # checks every option before the work
+    else:
+        fuser = make_fuser(method, **options)  # the same checks; the start alone needs no Fuser
     if fuser.method.optimised:
         check_frames_fit(fuser, plan)
     if workers is not None:  # after every error, so that a warning is never a second line
         workers = check_workers(workers)
     meter = FlickerMeter()
-    warm_frames, first_frame = 0, 0.0
+    written = _Written()
+
+    def write(item: tuple[Sequence[np.ndarray], FrameResult]) -> None:
+        frames, result = item
+        writer.write(result.image)
+        written.frames += 1
+        if written.frames == 1:
+            written.first_frame = time.perf_counter() - started
+        meter.add(result.image, frames)
+        written.warm += result.warm
+        if progress:
+            progress(written.frames, plan.frames)
+
     fusers = [fuser]
-    torch_threads = torch.get_num_threads()
-    with open_writer(plan.output, plan.fps, quality=quality, lossless=lossless) as writer:
+    # Leaving the block, the encoder's thread ends first (every frame written, or on an error
+    # the rest dropped), then the output is committed or discarded.
+    with open_writer(plan.output, plan.fps, quality=quality, lossless=lossless) as writer, \
+            write_behind(write) as encoder:
         frame_sets = prefetch(read_synchronised(plan.inputs, max_pixels=max_pixels))
+        restore_threads: Callable[[], None] | None = None
+        results: Iterator[tuple[Sequence[np.ndarray], FrameResult]] = iter(())
         try:
             if ray:
                 from semfuse_rt.engine.video_ray import fuse_chunks_on_ray
@@ -478,69 +576,104 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
                                              connect_timeout_s=ray_timeout_s, **options)
             else:
                 fusers = local_fusers(fuser, method, options, workers, chunked=chunk_frames is not None)
-                if len(fusers) > 1:
-                    # torch's share of each frame (the rule's reduction, Adam) on the workers'
-                    # share of the cores: more OpenMP threads than cores stall one another.
-                    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(fusers)))
+                restore_threads = _share_torch_threads(fusers)
                 interleaved = InterleavedVideoFuser(fusers, warm=warm, steps=steps if warm else None,
                                                     restart_every=chunk_frames)
                 results = interleaved.fuse_frames(frame_sets)
-            for done, (frames, result) in enumerate(results, start=1):
-                writer.write(result.image)
-                if done == 1:
-                    first_frame = time.perf_counter() - started
-                meter.add(result.image, frames)
-                warm_frames += result.warm
-                if progress:
-                    progress(done, plan.frames)
+            for item in results:
+                encoder.put(item)
         finally:
+            # Now, not when it is collected: the workers' threads end (the frames in flight
+            # finish, the rest are cancelled) before the fusers close.
+            close_results = getattr(results, "close", None)
+            if close_results is not None:
+                close_results()
             frame_sets.close()
             for each in fusers:
                 each.close()
-            torch.set_num_threads(torch_threads)
-    return VideoSummary(plan.output, plan.frames, plan.fps, time.perf_counter() - started, first_frame,
-                        warm_frames, meter.flicker, fuser.method.name, fuser.backend, fuser.preset)
+            if restore_threads is not None:
+                restore_threads()
+    backend = None if isinstance(fuser, StartOnlyFuser) else fuser.backend
+    return VideoSummary(plan.output, plan.frames, plan.fps, time.perf_counter() - started, written.first_frame,
+                        written.warm, meter.flicker, fuser.method.name, backend, fuser.preset)
 
 
-def default_workers(fuser: Fuser) -> int:
+@dataclass
+class _Written:
+    """What the encoder's thread has written so far."""
+
+    frames: int = 0
+    warm: int = 0
+    first_frame: float = 0.0  # seconds from the start of the run until the first frame was written
+
+
+def _share_torch_threads(fusers: Sequence[FrameFuser]) -> Callable[[], None] | None:
+    """Several Fusers at once: torch's share of each frame (the rule's reduction, Adam) on the
+    workers' share of the cores, as more OpenMP threads than cores stall one another. Returns
+    what puts torch's thread count back; None where nothing was changed (start-only fusers run
+    no torch, and need it not imported)."""
+    if len(fusers) < 2 or any(isinstance(each, StartOnlyFuser) for each in fusers):
+        return None
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(max(1, (os.cpu_count() or 1) // len(fusers)))
+    return lambda: torch.set_num_threads(before)
+
+
+def default_workers(fuser: FrameFuser) -> int:
     """Fusers that take frames in turn: one where a GPU is present (its queue keeps it
-    busy), else up to two, each with its share of the cores (InterleavedVideoFuser)."""
-    if fuser.backend in ("trt", "cuda") or torch.cuda.is_available():
-        return 1
+    busy), else up to two, each with its share of the cores (InterleavedVideoFuser). A
+    start-only fuse runs on the CPU."""
+    if not isinstance(fuser, StartOnlyFuser):
+        import torch
+
+        if fuser.backend in ("trt", "cuda") or torch.cuda.is_available():
+            return 1
     return max(1, min(2, os.cpu_count() or 1))
 
 
-def local_fusers(fuser: Fuser, method: str, options: dict, workers: int | None, chunked: bool) -> list[Fuser]:
-    """`fuser` alone, or `workers` open Fusers of the same options, with the cores split
-    between them (ONNX Runtime's threads; the other backends share the process's)."""
+def local_fusers(fuser: FrameFuser, method: str, options: dict, workers: int | None,
+                 chunked: bool) -> list[FrameFuser]:
+    """`fuser` alone, or `workers` open fusers of the same options, with the cores split
+    between them (ONNX Runtime's threads; the other backends share the process's; start-only
+    fusers share the start's own pool of threads)."""
     if chunked:
         if workers not in (None, 1):
             raise SemfuseError("--chunk-frames fuses each chunk in turn on one fuser here; leave out --workers")
         workers = 1
     count = default_workers(fuser) if workers is None else workers
+    if isinstance(fuser, StartOnlyFuser):
+        # Each its own: a fuser tiles a frame over the budget on a Fuser that it makes once.
+        others: list[FrameFuser] = [each for each in (start_only_fuser(method, options) for _ in range(count - 1))
+                                    if each is not None]
+        return [fuser, *others]
     if count == 1:
         fuser.open()
         return [fuser]
+    from semfuse_rt.engine.fuser import Fuser
     from semfuse_rt.engine.ray_session import pinned_options
 
     threads = max(1, (os.cpu_count() or 1) // count)
-    fusers = []
+    fusers: list[FrameFuser] = []
     try:
         for _ in range(count):
-            fusers.append(Fuser(method, **pinned_options(method, options, threads)))
-            fusers[-1].open()
+            each = Fuser(method, **pinned_options(method, options, threads))
+            fusers.append(each)
+            each.open()
     except BaseException:
-        for each in fusers:
-            each.close()
+        for done in fusers:
+            done.close()
         raise
     fuser.close()
     return fusers
 
 
-def check_frames_fit(fuser: Fuser, plan: VideoPlan) -> None:
+def check_frames_fit(fuser: FrameFuser, plan: VideoPlan) -> None:
     """The per-image checks of a fuse, once for the whole stream (its frames share a size)."""
     from semfuse_rt.engine.options import check_image_fits
 
     first = plan.inputs[0]
-    check_image_fits(fuser.layer, fuser.mean_base, first.height, first.width)
+    if not isinstance(fuser, StartOnlyFuser):  # a start alone has no network layer to fit
+        check_image_fits(fuser.layer, fuser.mean_base, first.height, first.width)
     fuser.tiles(len(plan.inputs), first.height, first.width)

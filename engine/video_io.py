@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, Generator, Iterable, Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Final, Generator, Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -340,6 +340,83 @@ class prefetch:  # noqa: N801 - used as a function: `for item in prefetch(items)
 
     def __exit__(self, *exc):
         self.close()
+
+
+class write_behind:  # noqa: N801 - used as a function: `with write_behind(consume) as sink:`
+    """`consume(item)` for each `put(item)`, in order, on a thread, with up to `depth` items
+    waiting: encoding frame t overlaps fusing frame t+1 (FFmpeg and the fusion release the
+    GIL). prefetch's twin on the output side.
+
+    An error in `consume` is raised in the producer, at its next `put` or at `close`, and the
+    items still waiting are dropped. `close()` waits for every item put to be consumed;
+    `close(drain=False)` (leaving the block on an error, Ctrl-C included) drops those not yet
+    begun. Either way the thread has ended when `close` returns, so whatever `consume` writes
+    into may be discarded or committed after it."""
+
+    _DONE = object()
+
+    def __init__(self, consume: Callable[[Any], None], depth: int = PREFETCH_FRAMES):
+        self._queue: queue.Queue = queue.Queue(maxsize=depth)
+        self._dropping = threading.Event()
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._drain, args=(consume,), daemon=True,
+                                        name="semfuse-frame-writer")
+        self._thread.start()
+
+    def _drain(self, consume: Callable[[Any], None]) -> None:
+        while True:
+            item = self._queue.get()
+            if item is self._DONE:
+                return
+            if self._dropping.is_set():
+                continue
+            try:
+                consume(item)
+            except BaseException as error:  # noqa: BLE001 - handed to the producer
+                self._error = error
+                self._dropping.set()
+
+    def _raise_failure(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def put(self, item) -> None:
+        self._raise_failure()
+        self._enqueue(item)
+        self._raise_failure()
+
+    def _enqueue(self, item) -> None:
+        # A timeout, so that a thread that has ended, and takes nothing more, is not waited on.
+        while True:
+            if not self._thread.is_alive():
+                return
+            try:
+                self._queue.put(item, timeout=0.1)
+                return
+            except queue.Full:
+                continue
+
+    def close(self, drain: bool = True) -> None:
+        if not drain:
+            self._dropping.set()
+        try:
+            self._enqueue(self._DONE)
+            self._thread.join()
+        except BaseException:
+            # Interrupted while the last items were written: stop there, but never return
+            # while the thread may still touch what `consume` writes into.
+            self._dropping.set()
+            self._enqueue(self._DONE)
+            self._thread.join()
+            raise
+        if drain:
+            self._raise_failure()
+
+    def __enter__(self) -> write_behind:
+        return self
+
+    def __exit__(self, kind, *exc) -> None:
+        self.close(drain=kind is None)
 
 
 # --------------------------------------------------------------------------- writing

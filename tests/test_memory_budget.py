@@ -55,13 +55,13 @@ def test_long_stacks_of_large_frames_are_spilled_and_leave_the_tiles_their_room(
 
 
 def test_fuse_files_refuses_before_decoding(monkeypatch, tmp_path, rng, random_vgg_weights):
-    from semfuse_rt.engine import fuser as fuser_module
+    from semfuse_rt.engine import file_fusion
     from semfuse_rt.engine.fuser import Fuser
     from semfuse_rt.engine.images import save_image
 
     paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)) for n in "ab"]
     decoded = []
-    monkeypatch.setattr(fuser_module, "load_image", lambda *args: decoded.append(args))
+    monkeypatch.setattr(file_fusion, "load_image", lambda *args: decoded.append(args))
     with pytest.raises(SemfuseError, match="2 images of 80x64 needs about"):
         Fuser(weights=random_vgg_weights, memory_budget="1M").fuse_files(paths, tmp_path / "out.png")
     assert decoded == [] and not (tmp_path / "out.png").exists()

@@ -245,9 +245,14 @@ def test_an_allocation_failure_is_one_line_naming_the_need_and_the_options(monke
 def test_a_budget_above_the_machine_is_refused_before_any_work(monkeypatch, capsys, work):
     from semfuse_rt.engine import memory_budget
 
-    # A small machine: the pair needs more than there is, though --memory-budget 1T allows it.
-    monkeypatch.setattr(memory_budget, "available_bytes", lambda: memory_budget.FIXED_BYTES)
+    # A small machine: the pair needs more than there is, though --memory-budget 1T allows it;
+    # the default fuse (the start alone, without the network) by its own model, the Fuser by its.
+    monkeypatch.setattr(memory_budget, "available_bytes", lambda: memory_budget.START_ONLY_FIXED_BYTES - 2**20)
     assert_refused(monkeypatch, capsys, work, (*FUSE, "--memory-budget", "1T"),
+                   "fusing 2 images of 40x32 whole needs about 128 MiB, more than the 127 MiB available, although "
+                   "--memory-budget 1024.0 GiB allows it; lower --memory-budget to fuse in tiles that fit")
+    monkeypatch.setattr(memory_budget, "available_bytes", lambda: memory_budget.FIXED_BYTES)
+    assert_refused(monkeypatch, capsys, work, (*FUSE, "--memory-budget", "1T", "--preset", "blend-steps"),
                    "fusing 2 images of 40x32 whole needs about 513 MiB, more than the 512 MiB available, although "
                    "--memory-budget 1024.0 GiB allows it; lower --memory-budget to fuse in tiles that fit")
 
@@ -310,9 +315,8 @@ def test_workers_beyond_the_machine_are_lowered_with_one_warning(monkeypatch, ca
 
 def test_the_worker_limit_counts_cores_and_memory(monkeypatch):
     from semfuse_rt.engine import memory_budget, options
-    from semfuse_rt.engine.backends.ort import loader
 
-    monkeypatch.setattr(loader, "cores", lambda: 16)
+    monkeypatch.setattr(options, "cores", lambda: 16)
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 3 * memory_budget.FIXED_BYTES)
     limit, why = options.worker_limit()
     assert limit == 3 and why.startswith("16 cores, 1.5 GiB available at about 512 MiB a worker")

@@ -21,14 +21,14 @@ def test_crops_read_back_what_was_spilled(rng, shape, dtype):
 
 
 def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_vgg_weights):
-    from semfuse_rt.engine import fuser as fuser_module
+    from semfuse_rt.engine import file_fusion
     from semfuse_rt.engine.fuser import Fuser
     from semfuse_rt.engine.images import load_image, save_image
 
     paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)) for n in "abc"]
     kinds = []
-    decoded = fuser_module._decoded
-    monkeypatch.setattr(fuser_module, "_decoded", lambda *a: kinds.append(type(out := decoded(*a))) or out)
+    decoded = file_fusion._decoded
+    monkeypatch.setattr(file_fusion, "_decoded", lambda *a: kinds.append(type(out := decoded(*a))) or out)
     options = dict(backend="ort", weights=random_vgg_weights, steps=2, tile=64, init="mean")
     # 3 inputs of 150 x 230 decoded would take over a quarter of a 1 MB budget: spilled.
     Fuser(memory_budget="1M", **options).fuse_files(paths, tmp_path / "spilled.png")
@@ -51,6 +51,6 @@ def test_a_stack_that_only_fits_spilled_is_spilled_not_refused(monkeypatch, tmp_
     budget = 30 * 10**6  # under the 33 MB the whole image needs; room for crops of about 170^2 spilled
     options = dict(backend="ort", weights=random_vgg_weights, steps=1, init="mean", mean_base=0, memory_budget=budget)
     fuser = Fuser(**options)
-    assert memory_budget.tile_room(3, 150, 230, budget) == 0 and fuser._spills(3, 150, 230)
+    assert memory_budget.tile_room(3, 150, 230, budget) == 0 and fuser.spills(3, 150, 230)
     result = fuser.fuse_files(paths, tmp_path / "out.png")
     assert result.tiles > 1 and load_image(tmp_path / "out.png").shape == (150, 230)

@@ -112,6 +112,26 @@ def test_the_blend_graph_takes_one_octave_and_refuses_the_rest(small_blend, weig
 
 
 @pytest.mark.slow
+def test_the_exposure_graph_takes_the_sides_of_its_3_pixel_band_depth(tmp_path):
+    import onnxruntime
+
+    from semfuse_rt.engine.api import fuse
+    from semfuse_rt.engine.deploy.whole_fuse_export import export_fuse
+
+    exported = export_fuse(tmp_path / "exposure.onnx", preset="exposure", size="64x64", show_progress=False)
+    assert exported.manifest["shorter_side"] == [48, 95]  # 5 levels: 48 -> 3 px, 95 -> 5 px
+    session = onnxruntime.InferenceSession(str(exported.path), providers=["CPUExecutionProvider"])
+    pair = [np.asarray(Image.open(EXAMPLES / name)) for name in ("lytro-01-A.jpg", "lytro-01-B.jpg")]
+    for height, width in ((48, 48), (95, 130)):
+        crops = [np.ascontiguousarray(image[100:100 + height, 50:50 + width]) for image in pair]
+        fused = session.run(["fused"], {"images": np.stack(crops)})[0]
+        expected = fuse(crops, "max", preset="exposure")
+        assert np.abs(fused.astype(int) - expected.astype(int)).max() <= 1, (height, width)
+    with pytest.raises(Exception, match="the shorter side of the images must be 48 to 95 pixels"):
+        session.run(None, {"images": np.zeros((2, 96, 96, 3), np.uint8)})
+
+
+@pytest.mark.slow
 def test_the_graphs_are_ready_for_tensorrts_parser(small_blend, tmp_path, weights_file):
     """Every operator on the pinned list of those TensorRT 10's ONNX parser imports, no
     data-dependent shapes, uint8 only at the edges: the blend preset and a DT-CWT start with

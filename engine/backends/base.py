@@ -86,9 +86,15 @@ class FusionRunner(ABC):
         return rule.fuse(features, weights)[None]
 
     def start(self, pixels: torch.Tensor, how: str) -> torch.Tensor:
-        """The optimisation's start (1, 3, H, W) from pixels (K, 3, H, W), on this device."""
-        from semfuse_rt.engine.initialisation import initial_image
+        """The optimisation's start (1, 3, H, W) from pixels (K, 3, H, W), on this device: on the
+        CPU the start's numpy form where it has one (the same rule without torch ops, which run
+        on one thread here), sharing the tensors' memory."""
+        from semfuse_rt.engine.initialisation import STARTS, check_initialisation, initial_image
 
+        cpu_image = STARTS[check_initialisation(how)].cpu_image
+        if self.device.type == "cpu" and cpu_image is not None:
+            planes = pixels.detach().to("cpu", torch.float32).contiguous().numpy()
+            return torch.from_numpy(cpu_image(planes))
         return initial_image(pixels.to(self.device, torch.float32), how)
 
     def mean_base(self, fused: torch.Tensor, pixels: torch.Tensor, sigma: float) -> torch.Tensor:

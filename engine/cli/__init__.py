@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from typer.exceptions import Abort, Exit, TyperException
 
-from semfuse_rt.cache import cache_problem, in_cache
+from semfuse_rt.engine.memory_budget import memory_at_hand  # here: a command short of memory may not import it
 from semfuse_rt.errors import SemfuseError
 
 
@@ -51,28 +51,34 @@ _MAP_FAILURE = "failed to map segment"
 
 
 def _memory_at_hand() -> str:
-    """memory_budget.memory_at_hand, imported on the way out only (it would add to the time of
-    --version), and left out where even that import fails for want of memory."""
+    """memory_budget.memory_at_hand, or "" where even that fails for want of memory."""
     try:
-        from semfuse_rt.engine.memory_budget import memory_at_hand
-    except (ImportError, MemoryError):
+        return memory_at_hand()
+    except MemoryError:
         return ""
-    return memory_at_hand()
 
 
-def _root_cause(error: BaseException) -> BaseException:
-    """The innermost of an exception's chain: numpy's ImportError wraps the loader's one-line
-    reason in a page of advice."""
-    while (error.__cause__ or error.__context__) is not None:
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
-    return error
+def _chain(error: BaseException) -> list[BaseException]:
+    """An exception and its causes, outermost first: numpy's ImportError wraps the loader's
+    one-line reason in a page of advice; a MemoryError in pydantic's schema building carries
+    the AttributeError it interrupted."""
+    chain = [error]
+    while (chain[-1].__cause__ or chain[-1].__context__) is not None and len(chain) < 64:
+        chain.append(chain[-1].__cause__ or chain[-1].__context__)  # type: ignore[arg-type]
+    return chain
+
+
+def _short_of_memory(error: BaseException) -> BaseException | None:
+    """The exception in `error`'s chain that says memory ran out, if one does."""
+    return next((link for link in _chain(error) if isinstance(link, MemoryError) or _MAP_FAILURE in str(link)), None)
 
 
 def _load_failure(error: BaseException) -> str:
     """The line for a command that could not load its libraries (torch, numpy, OpenCV)."""
-    cause = _root_cause(error)
+    memory = _short_of_memory(error)
+    cause = memory or _chain(error)[-1]
     reason = (str(cause).strip().splitlines() or [type(cause).__name__])[0]
-    if isinstance(cause, MemoryError) or _MAP_FAILURE in reason:
+    if memory is not None:
         return (f"out of memory loading semfuse-rt's libraries ({reason}){_memory_at_hand()}; they and a small "
                 "fuse take about 1.2 GiB of address space: raise ulimit -v, or free memory")
     return (f"cannot load {getattr(cause, 'name', None) or 'a library'} ({reason}); this environment's "
@@ -84,10 +90,9 @@ def _loading_short_of_memory(error: BaseException) -> bool:
     the commands import torch in their bodies, so that --help and usage errors need not wait
     for it. The loader's failure to map a library comes as an ImportError, or from ctypes as
     an OSError; a MemoryError counts where it came out of a module's top-level code."""
-    cause = _root_cause(error)
     if isinstance(error, MemoryError):
         return any(frame.f_code.co_name == "<module>" for frame, _ in traceback.walk_tb(error.__traceback__))
-    return isinstance(cause, MemoryError) or _MAP_FAILURE in str(cause)
+    return _short_of_memory(error) is not None
 
 
 def _fail_loading(error: BaseException) -> NoReturn:
@@ -122,15 +127,19 @@ def _out_of_memory(command_name: str | None) -> str:
 def _loaded_commands() -> Any:
     """The app with its commands; `--version` answers before they load."""
     try:
-        from semfuse_rt.engine.cli.application import load_commands, version_line
+        from semfuse_rt.engine.cli.application import COMMANDS, app, load_commands, version_line
 
         if sys.argv[1:2] == ["--version"]:
-            # What the root's eager --version would print, without loading the commands.
+            # What the root's eager --version would print, without building the app.
             print(version_line())
             sys.exit(0)
-        # The commands import numpy and OpenCV (torch when they run): under a tight ulimit -v, or
-        # in a broken environment, this is where that shows.
-        return load_commands(sys.argv[1] if len(sys.argv) > 1 else None)
+        command = sys.argv[1] if len(sys.argv) > 1 else None
+        if command in COMMANDS:
+            # A command imports numpy and OpenCV (torch when it runs): under a tight ulimit -v, or
+            # in a broken environment, this is where that shows. The root's help and its usage
+            # errors load no command; a command's own help loads that command alone.
+            load_commands(command)
+        return app
     except (ImportError, MemoryError) as error:
         _fail_loading(error)
     except OSError as error:
@@ -175,6 +184,8 @@ def main() -> None:
     except OSError as error:
         # A file problem the library did not foresee: still one line, naming the file.
         where = error.filename or ""
+        from semfuse_rt.cache import cache_problem, in_cache  # here: --help need not wait for it
+
         if where and in_cache(where):
             _fail(str(cache_problem(Path(where).parent, error)))
         _fail(f"{where}: {error.strerror or error}" if where else str(error))

@@ -9,7 +9,7 @@ from rich.table import Table
 
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.screen import screen
-from semfuse_rt.engine.heatmaps import overlay_heatmap
+
 
 def _top5_table(predictions, network: str) -> Table:
     table = Table(title=f"{network}: top-5 ImageNet classes")
@@ -36,6 +36,7 @@ def cam_command(
     """Save IMAGE with its class activation map overlaid and print its top-5 classes."""
     from semfuse_rt.engine.cam import input_cams
     from semfuse_rt.engine.classifier import load_classifier, top_k
+    from semfuse_rt.engine.heatmaps import overlay_heatmap  # here: --help need not wait for OpenCV
     from semfuse_rt.engine.images import check_not_an_input, check_output, load_image, save_image
 
     check_not_an_input(output, [image])  # as fuse does: the overlay may not replace the image it shows

@@ -23,10 +23,10 @@ unrolled, the base layer and the final rounding, and matches
 OUT.json beside it is its manifest. examples/deploy runs it with
 onnxruntime in Python or Node.js.
 
-A pyramid-blend start (preset blend) has as many levels as the image
-allows, so its graph takes the shorter sides of one octave, set by
---size: 512x512 gives 512 to 1023 pixels. Other starts take any size.
-The graph itself refuses other sizes.
+A pyramid-blend start (presets blend and exposure) has as many levels
+as the image allows, so its graph takes a range of shorter sides set
+by --size: 512x512 gives 512 to 1023 pixels for blend, 384 to 767 for
+exposure. Other starts take any size. The graph refuses other sizes.
 
 --triton DIR writes a Triton Inference Server model repository instead:
 DIR/NAME/config.pbtxt (platform onnxruntime_onnx, no batching: K is
@@ -56,7 +56,7 @@ def export_command(
     weights: Optional[Path] = same_as_fuse("weights"),
     inputs: int = typer.Option(2, "--inputs", help=f"Images each fuse takes, fixed in the graph (2 to {MAX_INPUTS})."),
     size: Optional[str] = typer.Option(None, "--size", metavar="WxH",
-                                       help="A pyramid-blend start: a size whose shorter side's octave the graph "
+                                       help="A pyramid-blend start: a size whose shorter side's range the graph "
                                             f"takes (default {DEFAULT_SIZE})."),
     opset: int = typer.Option(DEFAULT_OPSET, help=f"ONNX opset, {MIN_OPSET} to the newest this torch exports."),
     fp16: bool = typer.Option(False, "--fp16", help="Compute in float16 (inputs and outputs stay uint8); the "

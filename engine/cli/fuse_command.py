@@ -2,27 +2,27 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 import typer
 
-from rich.table import Table
-
 from semfuse_rt.engine.backends import BACKENDS
-from semfuse_rt.engine.memory import peak_resident_bytes
-from semfuse_rt.engine.memory_budget import describe
 from semfuse_rt.engine.methods import DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, METHODS, default_presets
-from semfuse_rt.engine.images import DEFAULT_MAX_PIXELS
+from semfuse_rt.engine.pixel_limit import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.initialisation import INITIALISATIONS
 from semfuse_rt.engine.options import MAX_LR
 from semfuse_rt.engine.presets import PRESETS, preset_values
 from semfuse_rt.kernels.adam_scalars import DECAYS
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.cli.screen import screen
 from semfuse_rt.engine.cli.progress import step_progress
+
+if TYPE_CHECKING:
+    from rich.table import Table
 
 
 def retention_table(paths, rows) -> Table:
+    from rich.table import Table  # here: only --report prints a table
+
     table = Table(title="semantic retention: each input's top-1 class in the fused image")
     for column in ("input", "top-1 class", "p(input)", "rank in fused", "p(fused)"):
         table.add_column(column)
@@ -92,19 +92,27 @@ def fuse_command(
                                help="No progress bar, nor the notice of a first-time weights fetch."),
 ) -> None:
     """Fuse registered images into one that keeps the important content of all."""
-    # Here, not at the top: the library imports torch, which `--help` and usage errors need not wait for.
+    # Here, not at the top: the library imports numpy and OpenCV, and torch where the fuse is
+    # not its start alone, which `--help` and usage errors need not wait for.
     from semfuse_rt.engine.api import fuse_files
 
+    # Only the options given: None leaves one to the method or preset, and the library picks
+    # the fuser (engine/api.py, make_fuser) by the options it is given.
+    given = {name: value for name, value in dict(
+        layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
+        backend=backend, weights=weights, classes=classes, cam_weights=cam_weights, memory_budget=memory_budget,
+        tile=tile, semantic_steps=semantic_steps).items() if value is not None}
     with step_progress("fusing", enabled=not quiet) as progress:
-        result = fuse_files(
-            inputs, output, method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
-            window=window, mean_base=mean_base, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, save_cams=save_cams, report=report, progress=progress, max_pixels=max_pixels,
-            memory_budget=memory_budget, tile=tile, semantic_steps=semantic_steps, show_progress=not quiet,
-        )
+        result = fuse_files(inputs, output, method, save_cams=save_cams, report=report, progress=progress,
+                            max_pixels=max_pixels, show_progress=not quiet, **given)
     if report:
+        from semfuse_rt.engine.cli.screen import screen
+
         screen().print(retention_table(inputs, result.retention))
     typer.echo(f"{result.summary(len(inputs))} -> {output}")
     if verbose:
+        from semfuse_rt.engine.memory import peak_resident_bytes
+        from semfuse_rt.engine.memory_budget import describe
+
         stages = ", ".join(f"{stage} {seconds * 1e3:.0f} ms" for stage, seconds in result.stages.items())
         typer.echo(f"stages: {stages}; peak resident memory {describe(peak_resident_bytes())}")

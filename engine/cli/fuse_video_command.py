@@ -6,12 +6,10 @@ from pathlib import Path
 from typing import List, Optional
 
 import typer
-from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
                                                   ray_address_option, ray_timeout_option, same_as_fuse)
-from semfuse_rt.engine.progress import progress_bar
 from semfuse_rt.engine.video_defaults import DEFAULT_WARM_STEPS
 from semfuse_rt.engine.video_io import DEFAULT_CRF, MAX_FPS, MIN_FPS
 
@@ -67,7 +65,12 @@ def fuse_video_command(
     Streams must agree on frame size and count; they are checked before any
     frame is fused. The output appears only when every frame is written.
     """
-    # Here, not at the top: the library imports torch, which `--help` and usage errors need not wait for.
+    # Here, not at the top: the library imports numpy, OpenCV and PyAV (and torch where the frames
+    # are not their start alone), and the bar rich.progress, which `--help` and usage errors need
+    # not wait for.
+    from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
+
+    from semfuse_rt.engine.progress import progress_bar
     from semfuse_rt.engine.video_fusion import fuse_video
 
     check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor, ray_timeout)
@@ -86,13 +89,16 @@ def fuse_video_command(
             rate = f"{(done - 1) / (now - first_done[0]):.2f}" if done > 1 else "-"
             bar.update(task, completed=done, total=total, rate=rate)
 
+        # Only the Fuser options given: None leaves one to the method or preset, and the library
+        # picks the fuser (engine/api.py, make_fuser) by the options it is given.
+        given = {name: value for name, value in dict(
+            layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
+            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
+            cam_weights=cam_weights, memory_budget=memory_budget).items() if value is not None}
         summary = fuse_video(
             inputs, output, method, warm=warm, steps=steps, fps=fps, quality=crf, lossless=lossless,
             max_pixels=max_pixels, progress=advance, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
             num_gpus_per_actor=num_gpus_per_actor, ray_timeout_s=ray_timeout, chunk_frames=chunk_frames,
-            workers=workers,
-            layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
-            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, memory_budget=memory_budget, show_progress=not quiet,
+            workers=workers, show_progress=not quiet, **given,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")

@@ -24,15 +24,23 @@ def _plain(params: Iterable[Any]) -> None:
             param.metavar = (param.name or "").upper() + ("..." if param.nargs != 1 else "")
 
 
+def _help_option(option: TyperOption | None) -> TyperOption | None:
+    if option is not None:
+        _plain([option])
+        # Absent, Typer's --help is None, which it coerces to a bool through a pydantic
+        # TypeAdapter: 0.17 s of imports on every command line, even a usage error. A bool
+        # default it takes as it is.
+        option.default = False
+    return option
+
+
 class ReadableCommand(TyperCommand):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         _plain(self.params)
 
     def get_help_option(self, ctx: Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)  # made on first use, so not among self.params
-        _plain([option] if option is not None else [])
-        return option
+        return _help_option(super().get_help_option(ctx))  # made on first use, so not among self.params
 
     def collect_usage_pieces(self, ctx: Context) -> list[str]:
         pieces = [self.options_metavar] if self.options_metavar else []
@@ -53,9 +61,7 @@ class ReadableGroup(TyperGroup):
         _plain(self.params)
 
     def get_help_option(self, ctx: Context) -> TyperOption | None:
-        option = super().get_help_option(ctx)
-        _plain([option] if option is not None else [])
-        return option
+        return _help_option(super().get_help_option(ctx))
 
 
 class CommandLine(typer.Typer):

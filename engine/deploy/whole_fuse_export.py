@@ -23,7 +23,7 @@ from semfuse_rt.kernels.source import MAX_INPUTS
 
 MANIFEST_SUFFIX = ".json"
 OUTPUT_FOR_PEOPLE = "fused"  # the output a summary line quotes the float16 error of
-DEFAULT_SIZE = "512x512"  # a pyramid-blend graph's default octave: shorter sides 512 to 1023
+DEFAULT_SIZE = "512x512"  # a pyramid-blend graph's default: shorter sides 512 to 1023 (`blend`)
 _SIZE = re.compile(r"(\d+)x(\d+)")
 
 
@@ -127,7 +127,7 @@ def export_fuse(output: str | os.PathLike | None, method: str = "max", *, images
                 **options) -> ExportedFuse:
     """Write OUTPUT (.onnx), a whole fuse with `method` and the preset/fuse `options` (as
     Fuser takes them) for `images` inputs, and OUTPUT.json, its manifest. `size`
-    (WIDTHxHEIGHT) picks the octave of shorter sides a pyramid-blend start's graph takes.
+    (WIDTHxHEIGHT) picks the range of shorter sides a pyramid-blend start's graph takes.
     With `triton` (a folder) instead of `output`: the Triton model repository's model
     `model_name` (default semfuse_PRESET) there, holding both (triton_repository.py).
     `fp16`: the graph computes in float16, its error against float32 in the manifest
@@ -150,7 +150,7 @@ def export_fuse(output: str | os.PathLike | None, method: str = "max", *, images
     assert fuser.rule is not None and fuser.preset is not None  # an optimised method has its rule and preset
     settings = FuseSettings(fuser.layer, fuser.rule, fuser.init, fuser.schedule, fuser.mean_base)
     settings.check()
-    if size is not None and not STARTS[settings.init].spans_image:
+    if size is not None and not STARTS[settings.init].pyramid_coarsest:
         raise SemfuseError("--size applies to a pyramid-blend start, whose depth depends on the size; a "
                            f"{settings.init} start's graph takes any size")
     height, width = parse_size(size or DEFAULT_SIZE)

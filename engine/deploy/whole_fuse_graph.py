@@ -11,12 +11,14 @@ unrolled (the explicit gradient of export/gradient_graph.py and kernels/torch_ru
 rounding of sources.finish. `fused_luma` is what `finish` makes of a grey set (BT.601
 luma of the clamped result, rounded once), so a grey result is not rounded twice.
 
-Sizes. The pyramid-blend start's depth follows the image: the deep pyramid goes down to a
+Sizes. The pyramid-blend starts' depths follow the image: the deep pyramid goes down to a
 shorter side of 1 or 2 pixels (1 + floor(log2 shorter) levels), the local one to a band of
-at least 8 (engine/pyramid_blend.py). A traced graph holds one depth, so a graph with that
-start accepts the shorter sides of one octave, 2^k .. 2^(k+1) - 1: there every level's
-size is a function of H and W that the graph computes, and no level's side is 1 except
-possibly the deep pyramid's last, which nothing reduces further. The other starts (mean,
+at least 8, the whole one to at least 3 (engine/pyramid_depth.py). A traced graph holds one
+depth, so a graph with such a start accepts the shorter sides that give the same depths:
+one octave, 2^k .. 2^(k+1) - 1, for `pyramid-blend`, and 3 * 2^k .. 3 * 2^(k+1) - 1 for
+`whole-pyramid-blend`. There every level's size is a function of H and W that the graph
+computes, and no level's side is 1 except possibly the deep pyramid's last, which nothing
+reduces further. The other starts (mean,
 max, DT-CWT) take any size from the layer's and the base layer's least. Other sizes are
 refused inside the graph: a Reshape named for the range fails (ONNX has no assertion op),
 so no runtime can return a wrong image for them; the range is also in the manifest and in
@@ -43,6 +45,7 @@ from semfuse_rt.engine.fusion_rules import FeatureRule, Majority
 from semfuse_rt.engine.initialisation import STARTS, initial_image
 from semfuse_rt.engine.options import smallest_side
 from semfuse_rt.engine.pyramid_blend import luma
+from semfuse_rt.engine.pyramid_depth import same_depth_sides
 from semfuse_rt.engine.sources import MIN_SIDE
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export import base_layer_graph, dtcwt_graph, gradient_graph, rule_graph
@@ -84,14 +87,15 @@ def accepted_sides(settings: FuseSettings, height: int, width: int) -> tuple[int
     """The shorter image sides the graph takes, (least, most or None), for a graph traced at
     height x width (which only a pyramid-blend start's depth depends on; see the module)."""
     least = max(MIN_SIDE, smallest_side(settings.layer), math.ceil(settings.mean_base))
-    if not STARTS[settings.init].spans_image:  # a pyramid as deep as the image: its depth follows the size
+    pyramids = STARTS[settings.init].pyramid_coarsest
+    if not pyramids:
         return least, None
     shorter = min(height, width)
-    octave = 1 << (shorter.bit_length() - 1)
     if shorter < least:
         raise SemfuseError(f"--size {width}x{height} is too small: this preset needs images of at least "
                            f"{least} pixels a side")
-    return max(least, octave), 2 * octave - 1
+    ranges = [same_depth_sides(shorter, coarsest) for coarsest in pyramids]
+    return max(least, *(low for low, _ in ranges)), min(high for _, high in ranges)
 
 
 class WholeFuse(nn.Module):
@@ -309,7 +313,7 @@ def export_whole_fuse(weights: VGG19Weights | None, settings: FuseSettings, coun
     octave where the start is a pyramid blend (see the module), any size otherwise."""
     settings.check()
     sides = accepted_sides(settings, height, width)
-    trace_side = sides[0] if STARTS[settings.init].spans_image else max(sides[0], 64)
+    trace_side = sides[0] if STARTS[settings.init].pyramid_coarsest else max(sides[0], 64)
     # Not simplified (onnxslim): on these long graphs it takes minutes (quadratic in the
     # steps) and ONNX Runtime runs the result no faster.
     model = _traced(WholeFuse(weights, settings), count, trace_side, trace_side, opset)

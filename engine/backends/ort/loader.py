@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import functools
 import importlib.util
-import os
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import torch
 
 from semfuse_rt.engine.backends.ort.row_bands import BAND_ROWS
+from semfuse_rt.engine.options import cores as cores  # here too, where the batch and Ray code look
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.onnx_export import export_graphs
 from semfuse_rt.export.weights import VGG19Weights
@@ -31,10 +31,6 @@ def providers() -> list[str]:
     wanted = (("CUDAExecutionProvider", "CPUExecutionProvider") if torch.cuda.is_available()
               else ("CPUExecutionProvider",))
     return [p for p in wanted if p in available]
-
-
-def cores() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 @functools.lru_cache(maxsize=None)

@@ -91,15 +91,15 @@ class OrtRunner(FusionRunner):
         """The DT-CWT starts of two colour inputs run as their graph (export/dtcwt_graph.py).
         Of more, as torch ops in float32 that transform one input at a time, as the graph
         would hold all K pyramids at once; of grey inputs too, which torch transforms once
-        instead of three times (the graph fuses every channel). The mean and the maximum
-        are one torch op."""
+        instead of three times (the graph fuses every channel). The others as every runner
+        on the CPU runs them: their numpy form (`Start.cpu_image`, FusionRunner.start)."""
         from semfuse_rt.engine.initialisation import STARTS
 
         verify = STARTS[how].dtcwt_verify
         if self.on_cuda:
             return super().start(pixels, how)
         if verify is None:
-            with self.loop_context():  # torch ops: on one thread (engine/torch_threads.py)
+            with self.loop_context():  # any torch ops: on one thread (engine/torch_threads.py)
                 return super().start(pixels, how)
         from semfuse_rt.export.dtcwt_graph import dtcwt_start, export_dtcwt_graph
 
