@@ -11,6 +11,22 @@ import sys
 from pathlib import Path
 
 
+MAX_WIDTH = 2400  # pixels: six panels stay legible, and the PNG about 1 MB
+
+
+def _narrowed(png: bytes) -> bytes:
+    import io
+
+    from PIL import Image
+
+    picture = Image.open(io.BytesIO(png))
+    if picture.width > MAX_WIDTH:
+        picture = picture.resize((MAX_WIDTH, round(picture.height * MAX_WIDTH / picture.width)), Image.LANCZOS)
+    out = io.BytesIO()
+    picture.save(out, "PNG", optimize=True)
+    return out.getvalue()
+
+
 def main() -> int:
     from semfuse_rt.cache import atomic_write_bytes
     from semfuse_rt.engine.api import fuse
@@ -39,7 +55,7 @@ def main() -> int:
             scores = (mef_ssim(images, fused), qabf(lumas, to_luma_255(fused)), qy(lumas, to_luma_255(fused)))
             panels.append((f"{label}: MEF-SSIM {scores[0]:.3f}, Q^AB/F {scores[1]:.3f}, Q_Y {scores[2]:.3f}", fused))
         title = f"MEFB {fusion_set.name}: the exposure preset keeps the stack's global tone and each region's detail"
-        atomic_write_bytes(args.out / f"exposure-{fusion_set.name}.png", side_by_side_png(title, panels))
+        atomic_write_bytes(args.out / f"exposure-{fusion_set.name}.png", _narrowed(side_by_side_png(title, panels)))
         print(args.out / f"exposure-{fusion_set.name}.png")
     return 0
 

@@ -33,7 +33,6 @@ for bit (tests/test_pyramid_blend_cpu.py). Torch is not involved, so its one-thr
 """
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -44,6 +43,7 @@ import numpy as np
 
 from semfuse_rt.engine.blend_rule import (CONTRAST_WINDOW, CORRELATION_FLOOR, EPS, LUMA, RULE, SOFT_TOTAL_FLOOR,
                                           AgreementRule)
+from semfuse_rt.engine.options import cores
 from semfuse_rt.engine.pyramid_depth import pyramid_levels
 
 BORDER = cv2.BORDER_REFLECT_101  # as everywhere in the rule
@@ -51,16 +51,10 @@ PARALLEL_PIXELS = 1 << 18  # smaller planes filter on one thread: a hand-off cos
 CACHE_ROWS = 128  # rows of a strip whose float64 temporaries should stay in the cache
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
 
 @cache
 def _pool() -> ThreadPoolExecutor:
-    return ThreadPoolExecutor(_cores(), "semfuse-blend")
+    return ThreadPoolExecutor(cores(), "semfuse-blend")
 
 
 def _by_rows(filter_: Callable[..., Sequence[np.ndarray]], planes: Sequence[np.ndarray], halo: int,
@@ -71,9 +65,9 @@ def _by_rows(filter_: Callable[..., Sequence[np.ndarray]], planes: Sequence[np.n
     with its halo of real rows, so only the image's own borders are reflected, as in one call.
     The filter must not itself hand work to the strips' pool."""
     height = planes[0].shape[0]
-    cores = _cores()
-    strips = max(cores, -(-height // rows) if rows else 1)
-    if cores == 1 and strips == 1 or planes[0].size < PARALLEL_PIXELS or height < 4 * halo * strips:
+    workers = cores()
+    strips = max(workers, -(-height // rows) if rows else 1)
+    if workers == 1 and strips == 1 or planes[0].size < PARALLEL_PIXELS or height < 4 * halo * strips:
         return list(filter_(*planes))
     bounds = [height * i // strips for i in range(strips + 1)]
     outputs: list[np.ndarray] = []

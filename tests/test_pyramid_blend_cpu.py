@@ -101,7 +101,7 @@ def test_row_strips_compute_what_one_call_does(monkeypatch, rng):
     monkeypatch.setattr(pc, "PARALLEL_PIXELS", 1 << 40)
     whole = computed()
     monkeypatch.setattr(pc, "PARALLEL_PIXELS", 0)
-    monkeypatch.setattr(pc, "_cores", lambda: 3)
+    monkeypatch.setattr(pc, "cores", lambda: 3)
     monkeypatch.setattr(pc, "CACHE_ROWS", 16)  # odd sizes' last strips, levels of 2 strips
     for one, split in zip(whole, computed(), strict=True):
         assert np.array_equal(one, split)
