@@ -322,6 +322,10 @@ def _worker(connection, method: str, options: dict, threads: int, max_pixels: in
             actor.close()
     except (_Stopped, EOFError, BrokenPipeError):
         pass  # stopped by the parent, or the parent is gone: nothing left to report to
+    finally:
+        # Nothing is left to unwind: a SIGTERM while the process exits would only print a
+        # traceback from multiprocessing's bootstrap.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
 
 @dataclass
