@@ -20,8 +20,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from semfuse_rt.engine.backends.ort.loader import cores
-from semfuse_rt.engine.batch import plan_batch, run_batch
-from semfuse_rt.engine.datasets import find_sets
+from semfuse_rt.engine.streams.batch import plan_batch, run_batch
+from semfuse_rt.engine.evaluation.datasets import find_sets
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 
@@ -57,7 +57,7 @@ def main() -> None:
     configurations = {"1 worker": lambda plan: run_batch(plan, workers=1, **options),
                       "2 workers": lambda plan: run_batch(plan, workers=2, **options)}
     if not args.no_ray:
-        from semfuse_rt.engine.ray_batch import run_ray_batch
+        from semfuse_rt.engine.streams.ray_batch import run_ray_batch
 
         configurations["Ray local, 1 actor"] = lambda plan: run_ray_batch(plan, actors=1, **options)
         configurations["Ray local, 2 actors"] = lambda plan: run_ray_batch(plan, actors=2, **options)
@@ -96,7 +96,7 @@ def main() -> None:
 
 
 def _size(path: Path) -> tuple[int, int]:
-    from semfuse_rt.engine.images import load_image
+    from semfuse_rt.engine.io.images import load_image
 
     height, width = load_image(path).shape[:2]
     return width, height

@@ -19,9 +19,9 @@ from pathlib import Path
 import torch
 
 from semfuse_rt.engine.api import Fuser, fuse_result
-from semfuse_rt.engine.fuser import run_description
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.presets import DEFAULT_PRESET
+from semfuse_rt.engine.fuse.fuser import run_description
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -26,13 +26,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from semfuse_rt.engine.baselines import fuse_baseline
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.metrics import qabf
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
-from semfuse_rt.engine.ray_session import pinned_options
-from semfuse_rt.engine.video_fusion import InterleavedVideoFuser, VideoFuser, flicker
-from semfuse_rt.engine.video_io import probe, read_synchronised
+from semfuse_rt.engine.evaluation.baselines import fuse_baseline
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.metrics.metrics import qabf
+from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
+from semfuse_rt.engine.streams.ray_session import pinned_options
+from semfuse_rt.engine.streams.video_fusion import InterleavedVideoFuser, VideoFuser, flicker
+from semfuse_rt.engine.streams.video_io import probe, read_synchronised
 
 WARM_UP = 2
 

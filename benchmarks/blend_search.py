@@ -6,7 +6,7 @@ shared benchmarks' halves, against the benchmarks' own peers.
 
 Halves are fixed in advance and never chosen by score: a set is in the `tune` half when the
 first hex digit of sha1("BENCHMARK/CATEGORY/SET") is even, else in `check` (`all`: both).
-Every candidate is the start image alone (`start`, `whole`: engine/pyramid_blend.py) or a
+Every candidate is the start image alone (`start`, `whole`: engine/start/pyramid_blend.py) or a
 whole fuse (`default`, `blend-steps`, `exposure`), rounded to 8 bits as `semfuse-rt fuse`
 writes it. The other candidates of RESULTS.md's "Exposure stacks" search were options of
 agreement_blend that were not kept. Peers:
@@ -46,7 +46,7 @@ def half_of(key: str) -> str:
 
 
 def load_set(benchmark: str, sources) -> list[np.ndarray]:
-    from semfuse_rt.engine.images import load_image
+    from semfuse_rt.engine.io.images import load_image
 
     images = [load_image(path) for path in sources]
     if benchmark == "roadscene":
@@ -60,8 +60,8 @@ def _start(**options) -> Callable:
     def fuse(images):
         import torch
 
-        from semfuse_rt.engine.pyramid_blend import agreement_blend
-        from semfuse_rt.engine.sources import finish, prepare
+        from semfuse_rt.engine.start.pyramid_blend import agreement_blend
+        from semfuse_rt.engine.io.sources import finish, prepare
 
         sources = prepare(images)
         start = agreement_blend(torch.from_numpy(sources.pixels), **options)
@@ -79,7 +79,7 @@ def _fuser(**options) -> Callable:
 
 def _baseline(name: str, **options) -> Callable:
     def fuse(images):
-        from semfuse_rt.engine.baselines import fuse_baseline
+        from semfuse_rt.engine.evaluation.baselines import fuse_baseline
 
         return fuse_baseline(images, name, **options)
     return fuse
@@ -101,9 +101,9 @@ CANDIDATES: dict[str, Callable] = {
 
 
 def scores(sources: list[np.ndarray], fused: np.ndarray) -> dict[str, float]:
-    from semfuse_rt.engine.mef_ssim import mef_ssim
-    from semfuse_rt.engine.metrics import qabf, qy, to_luma_255
-    from semfuse_rt.engine.vifb_metrics import vifb_metrics
+    from semfuse_rt.engine.metrics.mef_ssim import mef_ssim
+    from semfuse_rt.engine.metrics.metrics import qabf, qy, to_luma_255
+    from semfuse_rt.engine.metrics.vifb_metrics import vifb_metrics
 
     values = {f"vifb:{k}": v for k, v in vifb_metrics(sources, fused).items()}
     lumas = [to_luma_255(s) for s in sources]
@@ -125,14 +125,14 @@ def run_one(job) -> list[tuple[str, str, str, dict, float]]:
         seconds = time.perf_counter() - began
         rows.append((benchmark, key, name, scores(images, fused), seconds))
     for method, path in fused_files:
-        from semfuse_rt.engine.images import load_image
+        from semfuse_rt.engine.io.images import load_image
 
         rows.append((benchmark, key, method, scores(images, load_image(path)), 0.0))
     return rows
 
 
 def jobs(root: Path, half: str, candidates: list[str], benchmarks: list[str]):
-    from semfuse_rt.engine.datasets import find_sets
+    from semfuse_rt.engine.evaluation.datasets import find_sets
 
     for benchmark in benchmarks:
         found = (find_sets(root.parent / "datasets", categories=[benchmark.split("-", 1)[1]])
@@ -157,8 +157,8 @@ def _applies(candidate: str, benchmark: str) -> bool:
 
 def mean_ranks(table: dict[str, dict[str, float]]) -> dict[str, float]:
     """Methods' mean rank over VIFB's 13 metrics (ties share their mean rank)."""
-    from semfuse_rt.engine.method_ranking import average_ranks
-    from semfuse_rt.engine.vifb_metrics import VIFB_METRICS
+    from semfuse_rt.engine.evaluation.method_ranking import average_ranks
+    from semfuse_rt.engine.metrics.vifb_metrics import VIFB_METRICS
 
     ranks: dict[str, list[float]] = {m: [] for m in table}
     for metric, higher in VIFB_METRICS:

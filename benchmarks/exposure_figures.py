@@ -30,12 +30,12 @@ def _narrowed(png: bytes) -> bytes:
 def main() -> int:
     from semfuse_rt.cache import atomic_write_bytes
     from semfuse_rt.engine.api import fuse
-    from semfuse_rt.engine.baselines import fuse_baseline
-    from semfuse_rt.engine.datasets import find_sets
-    from semfuse_rt.engine.images import load_image
-    from semfuse_rt.engine.mef_ssim import mef_ssim
-    from semfuse_rt.engine.metrics import qabf, qy, to_luma_255
-    from semfuse_rt.engine.side_by_side import side_by_side_png
+    from semfuse_rt.engine.evaluation.baselines import fuse_baseline
+    from semfuse_rt.engine.evaluation.datasets import find_sets
+    from semfuse_rt.engine.io.images import load_image
+    from semfuse_rt.engine.metrics.mef_ssim import mef_ssim
+    from semfuse_rt.engine.metrics.metrics import qabf, qy, to_luma_255
+    from semfuse_rt.engine.io.side_by_side import side_by_side_png
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("sets", type=Path, nargs="+", help="folders of one exposure stack each")

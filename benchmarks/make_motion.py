@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.video_io import FrameFolderWriter, VideoWriter
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.streams.video_io import FrameFolderWriter, VideoWriter
 
 DATASETS = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "infrared_visible"
 

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import wilcoxon
 
-from semfuse_rt.engine.evaluation import read_json
+from semfuse_rt.engine.evaluation.evaluation import read_json
 
 
 def per_set_values(paths: list[Path], aliases: dict[tuple[str, str], str] | None = None

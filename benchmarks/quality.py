@@ -22,9 +22,9 @@ from pathlib import Path
 
 import numpy as np
 
-from semfuse_rt.engine.datasets import find_sets
+from semfuse_rt.engine.evaluation.datasets import find_sets
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.evaluation import (
+from semfuse_rt.engine.evaluation.evaluation import (
     Evaluation, evaluate, parse_methods, read_json, summary_markdown, write_reports,
 )
 from semfuse_rt.cache import atomic_write_bytes
@@ -146,7 +146,7 @@ def main(argv: list[str] | None = None) -> None:
         f"Sets: {len(evaluation.sets)} from `{evaluation.source}`, "
         + (f"shrunk to {settings['max_size']} px" if settings["max_size"] else "full size")
         + "; semfuse methods "
-        + ("at their defaults (relu1_1 and the default preset of engine/presets.py)" if semfuse_defaults
+        + ("at their defaults (relu1_1 and the default preset of engine/fuse/presets.py)" if semfuse_defaults
            else "with " + ", ".join(f"{k}={v}" for k, v in options.items()))
         + f" on backend `{backend}`. Means over the sets of each category; bold: best of the methods "
         "on the source-referenced metrics; s/set: seconds per set on this machine, including "

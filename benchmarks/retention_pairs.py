@@ -23,9 +23,9 @@ from pathlib import Path
 def judgements(out: Path, document: dict, label: str, judges, chosen: set | None = None) -> dict:
     """{(category, set, input, judge): kept in the top 5} for one method of the run whose
     results.json is `document`; only the (category, set) pairs in `chosen`, where given."""
-    from semfuse_rt.engine.cam import semantic_retention
-    from semfuse_rt.engine.evaluation import fused_image_path
-    from semfuse_rt.engine.images import load_image
+    from semfuse_rt.engine.semantic.cam import semantic_retention
+    from semfuse_rt.engine.evaluation.evaluation import fused_image_path
+    from semfuse_rt.engine.io.images import load_image
 
     kept = {}
     for fusion_set in document["sets"]:
@@ -74,9 +74,9 @@ def main(argv=None) -> int:
 
 
 def compare(out: Path, a: str, b: str, judges: str | None, sets: Path | None) -> str:
-    from semfuse_rt.engine.classifier import efficientnet_classifier
-    from semfuse_rt.engine.datasets import read_sets_csv
-    from semfuse_rt.engine.retention_judges import compare_paired, parse_judges
+    from semfuse_rt.engine.semantic.classifier import efficientnet_classifier
+    from semfuse_rt.engine.evaluation.datasets import read_sets_csv
+    from semfuse_rt.engine.evaluation.retention_judges import compare_paired, parse_judges
     from semfuse_rt.errors import SemfuseError
 
     results = out / "results.json"

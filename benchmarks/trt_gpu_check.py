@@ -117,7 +117,7 @@ def load_weights(layer: str):
     """The Oxford weights when cached here, else seeded random ones (timings are the same;
     parity still compares backends on one set of weights)."""
     from semfuse_rt.errors import SemfuseError
-    from semfuse_rt.export.weights import load_vgg19, random_vgg19
+    from semfuse_rt.export.networks.weights import load_vgg19, random_vgg19
 
     try:
         return load_vgg19(show_progress=False), "Oxford VGG19"
@@ -127,7 +127,7 @@ def load_weights(layer: str):
 
 
 def shared_pairs(limit: int) -> list[tuple[str, list]]:
-    from semfuse_rt.engine.images import load_image
+    from semfuse_rt.engine.io.images import load_image
 
     root = Path(os.environ.get("SEMFUSE_RT_DATASETS", ROOT.parent / "shared" / "datasets"))
     candidates = []
@@ -184,8 +184,8 @@ def pipeline(runner, pixels, schedule):
     """Features, choose-max target, optimisation: the fuse path of engine/api.py on device."""
     import torch
 
-    from semfuse_rt.engine.fusion_rules import fuse_features
-    from semfuse_rt.engine.initialisation import initial_image
+    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.engine.start.initialisation import initial_image
 
     features = runner.features(pixels)
     target = fuse_features(features, "max")
@@ -199,8 +199,8 @@ def time_runner(runner, pixels, schedule, repeats: int) -> tuple[float, float]:
     """(loop ms, end-to-end ms) for a runner already inside its context."""
     import torch
 
-    from semfuse_rt.engine.fusion_rules import fuse_features
-    from semfuse_rt.engine.initialisation import initial_image
+    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.engine.start.initialisation import initial_image
 
     target = fuse_features(runner.features(pixels), "max")[None].contiguous()
     init = initial_image(pixels, "mean").contiguous()
@@ -218,8 +218,8 @@ def graph_timing(features, loss_and_grad, pixels, schedule, repeats: int) -> tup
     import torch
 
     from semfuse_rt.kernels.torch_rules import adam_update
-    from semfuse_rt.engine.fusion_rules import fuse_features
-    from semfuse_rt.engine.initialisation import initial_image
+    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.engine.start.initialisation import initial_image
 
     target = fuse_features(features(pixels), "max")[None].contiguous()
     init = initial_image(pixels, "mean").contiguous()
@@ -264,12 +264,12 @@ def torch_graph_timing(weights, layer, pixels, schedule, repeats: int) -> tuple[
 
 
 def explicit_graph_timing(weights, layer, pixels, schedule, repeats: int) -> tuple[float, float]:
-    """The exported graphs themselves (export/gradient_graph.py: the computation the TensorRT
+    """The exported graphs themselves (export/graphs/gradient_graph.py: the computation the TensorRT
     engines run, explicit backward, normalisation folded) as one CUDA graph."""
     import torch
 
-    from semfuse_rt.export.gradient_graph import ExplicitLossGradient, NormalisedFeatures
-    from semfuse_rt.export.vgg19 import VGG19Features
+    from semfuse_rt.export.graphs.gradient_graph import ExplicitLossGradient, NormalisedFeatures
+    from semfuse_rt.export.networks.vgg19 import VGG19Features
 
     chain = VGG19Features(weights.convs, layer).eval()
     features = NormalisedFeatures(chain, weights.normalisation).eval().cuda()
@@ -370,7 +370,7 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
 def fuse_pair(runner, images, schedule):
     import torch
 
-    from semfuse_rt.engine.sources import finish, prepare
+    from semfuse_rt.engine.io.sources import finish, prepare
 
     sources = prepare(images)
     pixels = torch.from_numpy(sources.pixels).to(runner.device)
@@ -433,7 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.backends.cuda.matmul.allow_tf32 = False
 
     from semfuse_rt.kernels.adam_scalars import AdamSchedule
-    from semfuse_rt.export.trt_build import unavailable_reason as trt_reason
+    from semfuse_rt.export.tensorrt.trt_build import unavailable_reason as trt_reason
 
     report = {"environment": environment(), "notes": notes, "not_measured": [], "failures": []}
     for key, value in report["environment"].items():
@@ -443,7 +443,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{'weights':>14}: {weights_note}")
     schedule = AdamSchedule(steps=args.steps, lr=1.0)
     images, images_note = bench_images(args.size)
-    from semfuse_rt.engine.sources import prepare
+    from semfuse_rt.engine.io.sources import prepare
 
     pixels = torch.from_numpy(prepare(images).pixels).cuda()
     print(f"{'problem':>14}: 2 x {args.size}^2 RGB ({images_note}), {args.layer}, {args.steps} steps")

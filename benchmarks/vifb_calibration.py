@@ -1,4 +1,4 @@
-"""engine/vifb_metrics.py against VIFB's own published per-image values: for each metric, the
+"""engine/metrics/vifb_metrics.py against VIFB's own published per-image values: for each metric, the
 largest relative error and the largest error in units of the published 5th significant digit
 over the 5 calibration pairs x 23 methods, and the time to score one fused image.
 
@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.vifb_metrics import VIFB_METRICS, VifbReference
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.metrics.vifb_metrics import VIFB_METRICS, VifbReference
 
 BENCHMARKS = Path(os.environ.get("SEMFUSE_RT_BENCHMARKS", Path(__file__).resolve().parents[2] / "shared" / "benchmarks"))
 FILE_NAMES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "Psnr", "SSIM": "Ssim",

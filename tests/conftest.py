@@ -25,7 +25,7 @@ CACHE_ENV_BEFORE = pytest.StashKey["str | None"]()
 
 def oxford_weights_files(folder: Path) -> tuple[Path, Path]:
     """The converted Oxford weights in a weights folder, and their checksum beside them."""
-    from semfuse_rt.export.weights import OXFORD_CACHE_NAME
+    from semfuse_rt.export.networks.weights import OXFORD_CACHE_NAME
 
     file = folder / OXFORD_CACHE_NAME
     return file, file.with_suffix(".sha256")
@@ -81,7 +81,7 @@ def vgg_weights(pytestconfig):
     """The real Oxford VGG19 weights (fetched into the session's cache on first use, then kept
     for later sessions in pytest's cache)."""
     from semfuse_rt.cache import atomic_write_bytes, cache_dir, sha256_of
-    from semfuse_rt.export.weights import KERAS_H5_SHA256, load_vgg19
+    from semfuse_rt.export.networks.weights import KERAS_H5_SHA256, load_vgg19
 
     weights = load_vgg19(show_progress=False)
     store = pytestconfig.stash[WEIGHTS_STORE]
@@ -134,7 +134,7 @@ def tie_prone_features(rng, k: int, shape, dtype) -> list[np.ndarray]:
 def random_vgg_weights():
     """Seeded weights with VGG19's shapes, for tests that need no real ones (the GPU
     machines cannot fetch those)."""
-    from semfuse_rt.export.weights import random_vgg19
+    from semfuse_rt.export.networks.weights import random_vgg19
 
     return random_vgg19()
 
@@ -142,7 +142,7 @@ def random_vgg_weights():
 @pytest.fixture(scope="session")
 def weights_file(tmp_path_factory, random_vgg_weights):
     """The seeded weights in a file, loaded as `--weights FILE`, worker processes and actors do."""
-    from semfuse_rt.export.weights import _save_cache
+    from semfuse_rt.export.networks.weights import _save_cache
 
     path = tmp_path_factory.mktemp("weights") / "random-vgg19.pt"
     _save_cache(path, random_vgg_weights)

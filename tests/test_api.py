@@ -4,9 +4,9 @@ import pytest
 
 from conftest import dataset
 from semfuse_rt.engine.api import fuse, fuse_result
-from semfuse_rt.engine.colour import to_luma_255
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.metrics import qabf
+from semfuse_rt.engine.io.colour import to_luma_255
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.metrics.metrics import qabf
 
 
 def crop(image, size=192):
@@ -68,7 +68,7 @@ def test_deeper_layers_are_accepted(vgg_weights, rng):
 
 
 def test_dtcwt_initialisation_is_the_dtcwt_fusion(vgg_weights, rng):
-    from semfuse_rt.engine.baselines import fuse_baseline
+    from semfuse_rt.engine.evaluation.baselines import fuse_baseline
 
     a = rng.integers(0, 256, (32, 36), dtype=np.uint8)
     b = rng.integers(0, 256, (32, 36), dtype=np.uint8)
@@ -77,7 +77,7 @@ def test_dtcwt_initialisation_is_the_dtcwt_fusion(vgg_weights, rng):
 
 
 def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
-    from semfuse_rt.engine.base_layer import gaussian_base
+    from semfuse_rt.engine.start.base_layer import gaussian_base
 
     a = np.full((40, 40), 40, np.uint8)
     b = np.full((40, 40), 200, np.uint8)
@@ -95,7 +95,7 @@ def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
 
 def test_presets_fill_only_what_is_not_given():
     from semfuse_rt.errors import SemfuseError
-    from semfuse_rt.engine.presets import resolve_preset
+    from semfuse_rt.engine.fuse.presets import resolve_preset
 
     assert resolve_preset("paper") == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
                                        "semantic_steps": 0}

@@ -4,8 +4,8 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from semfuse_rt.engine.base_layer import with_mean_base
-from semfuse_rt.export.base_layer_graph import MeanBaseLayer, export_base_layer_graph
+from semfuse_rt.engine.start.base_layer import with_mean_base
+from semfuse_rt.export.graphs.base_layer_graph import MeanBaseLayer, export_base_layer_graph
 
 
 @pytest.mark.parametrize("height, width, sigma", [(40, 52, 8.0), (5, 7, 8.0), (31, 17, 2.5), (4, 4, 4.0),

@@ -3,11 +3,11 @@ import numpy as np
 import pytest
 
 from conftest import dataset
-from semfuse_rt.engine.baselines import BASELINES, fuse_baseline
-from semfuse_rt.engine.colour import rgb_to_ycbcr
+from semfuse_rt.engine.evaluation.baselines import BASELINES, fuse_baseline
+from semfuse_rt.engine.io.colour import rgb_to_ycbcr
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.metrics import qabf, to_luma_255
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.metrics.metrics import qabf, to_luma_255
 
 METHODS = sorted(BASELINES)
 
@@ -124,7 +124,7 @@ def test_dtcwt_qabf_matches_the_prototype(category, pairs, prototype):
 def test_dtcwt_consistency_verification_outvotes_isolated_choices(rng):
     """With verify=3 a coefficient whose 3 x 3 neighbours all came from the other source
     follows them; without it choose-max keeps the lone maximum."""
-    from semfuse_rt.engine.baselines import _choose_max, _verified_choose_max
+    from semfuse_rt.engine.evaluation.baselines import _choose_max, _verified_choose_max
 
     a = rng.uniform(1, 2, (9, 9, 6))
     b = a * 0.5

@@ -11,9 +11,9 @@ import cv2
 import pytest
 
 from conftest import dataset
-from semfuse_rt.engine.batch import BatchJob, BatchPlan, plan_batch, run_batch
+from semfuse_rt.engine.streams.batch import BatchJob, BatchPlan, plan_batch, run_batch
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.datasets import FusionSet, find_sets
+from semfuse_rt.engine.evaluation.datasets import FusionSet, find_sets
 from semfuse_rt.errors import SemfuseError
 
 STEPS = "3"

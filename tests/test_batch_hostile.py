@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 
 from test_batch import run_main
-from semfuse_rt.engine.batch import BatchReport, DiskFull, SetOutcome, is_disk_full
-from semfuse_rt.engine.images import has_16_bit_samples
+from semfuse_rt.engine.streams.batch import BatchReport, DiskFull, SetOutcome, is_disk_full
+from semfuse_rt.engine.io.images import has_16_bit_samples
 from semfuse_rt.errors import SemfuseError
 
 STEPS = "1"
@@ -184,7 +184,7 @@ def test_16_bit_sets_bound_for_an_8_bit_format_are_refused_before_any_work(monke
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("the check reads headers, it decodes nothing")
 
-    monkeypatch.setattr("semfuse_rt.engine.images.load_image", no_decoding)
+    monkeypatch.setattr("semfuse_rt.engine.io.images.load_image", no_decoding)
     code, out, err = run_main(monkeypatch, capsys, "fuse-batch", sets, "-o", tmp_path / "out", "--ext", ext, "-q")
     assert code == 2 and out == ""
     assert err.splitlines() == [

@@ -2,8 +2,8 @@
 import json
 import time
 
-from semfuse_rt.engine.benchmark import BASELINE, run_benchmark, write_reports
-from semfuse_rt.engine.memory import PeakResident, resident_bytes
+from semfuse_rt.engine.benchmarking.benchmark import BASELINE, run_benchmark, write_reports
+from semfuse_rt.engine.limits.memory import PeakResident, resident_bytes
 
 
 def test_rows_reports_and_chart(tmp_path, vgg_weights):

@@ -7,14 +7,14 @@ import torch
 from conftest import dataset
 from torch import nn
 
-from semfuse_rt.engine.cam import (
-    CAM_EPS, GradCAM, cam_weights, combine_layer_maps, fuse_cam, fuse_with_weights, input_cams,
-    normalise_maps, semantic_retention,
+from semfuse_rt.engine.semantic.cam import (
+    CAM_EPS, GradCAM, cam_weights, fuse_cam, fuse_with_weights, input_cams, semantic_retention,
 )
-from semfuse_rt.engine.classifier import load_classifier, network_pixels
-from semfuse_rt.engine.colour import rgb_to_ycbcr, ycbcr_to_rgb
+from semfuse_rt.engine.semantic.cam_maps import combine_layer_maps, normalise_maps
+from semfuse_rt.engine.semantic.classifier import load_classifier, network_pixels
+from semfuse_rt.engine.io.colour import rgb_to_ycbcr, ycbcr_to_rgb
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.io.images import load_image, save_image
 
 # torchcam's maps and ours are the same arithmetic in a different order.
 PARITY_RTOL = 1e-4
@@ -297,7 +297,7 @@ def test_input_cams_need_one_size(classifier):
 # --- `semfuse-rt cam` ------------------------------------------------------------------
 
 def test_overlay_blends_the_jet_colours():
-    from semfuse_rt.engine.heatmaps import overlay_heatmap
+    from semfuse_rt.engine.semantic.heatmaps import overlay_heatmap
 
     image = np.full((4, 5, 3), 100, np.uint8)
     cam_map = np.zeros((4, 5))

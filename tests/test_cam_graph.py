@@ -10,16 +10,16 @@ import torch
 from conftest import dataset
 from torch.nn import functional as F
 
-from semfuse_rt.engine.backends.ort.cam_runner import OrtCamRunner
-from semfuse_rt.engine.cam import GradCAM, input_cams
-from semfuse_rt.engine.classifier import load_classifier, network_pixels
+from semfuse_rt.engine.semantic.cam_runner import OrtCamRunner
+from semfuse_rt.engine.semantic.cam import GradCAM, input_cams
+from semfuse_rt.engine.semantic.classifier import load_classifier, network_pixels
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.export import cam_export
-from semfuse_rt.export.cam_export import default_directory, export_cam_graph
-from semfuse_rt.export.cam_graph import (EfficientNetCamGraph, FoldedConv, build_cam_graph, max_pool_transpose,
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.export.graphs import cam_export
+from semfuse_rt.export.graphs.cam_export import default_directory, export_cam_graph
+from semfuse_rt.export.graphs.cam_graph import (EfficientNetCamGraph, FoldedConv, build_cam_graph, max_pool_transpose,
                                          max_pool_with_selectors, weights_sha256)
-from semfuse_rt.export.vgg19_classifier import VGG19Classifier
+from semfuse_rt.export.networks.vgg19_classifier import VGG19Classifier
 from semfuse_rt.cache import sha256_of
 
 PARITY_RTOL = 1e-4

@@ -13,7 +13,7 @@ import torch
 
 from conftest import EXAMPLES
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.images import save_image
+from semfuse_rt.engine.io.images import save_image
 
 
 @pytest.fixture
@@ -43,7 +43,7 @@ def test_fuse_happy_path_through_the_console_script(pair, tmp_path, vgg_weights)
 
 
 def test_verbose_prints_the_stages_and_the_peak_memory(monkeypatch, capsys, pair, tmp_path, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
+    from semfuse_rt.export.networks.weights import _save_cache
 
     weights = tmp_path / "weights.pt"
     _save_cache(weights, random_vgg_weights)
@@ -202,7 +202,7 @@ def test_a_layer_deeper_than_the_image_allows(monkeypatch, capsys, tmp_path, rng
 
 def test_a_diverging_optimisation_writes_nothing(monkeypatch, pair, tmp_path, random_vgg_weights):
     from semfuse_rt.engine.backends.torch.runner import TorchRunner
-    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.fuse.fuser import Fuser
     from semfuse_rt.errors import SemfuseError
 
     monkeypatch.setattr(TorchRunner, "loss_and_grad", lambda self, image, target: (
@@ -231,7 +231,7 @@ def test_unsupported_formats_and_sizes_are_named(monkeypatch, capsys, pair, tmp_
 @pytest.mark.parametrize("cache", ["a-file", "not-writable"])
 def test_an_unusable_cache_is_one_line_naming_the_path_and_the_variable(monkeypatch, capsys, pair, tmp_path,
                                                                          vgg_weights, command, cache):
-    from semfuse_rt.export.weights import OXFORD_CACHE_NAME
+    from semfuse_rt.export.networks.weights import OXFORD_CACHE_NAME
     from semfuse_rt.cache import cache_dir
 
     weights_file = cache_dir("weights") / OXFORD_CACHE_NAME
@@ -251,7 +251,7 @@ def test_an_unusable_cache_is_one_line_naming_the_path_and_the_variable(monkeypa
 
 
 def test_a_read_only_cache_with_valid_weights_is_used(monkeypatch, tmp_path):
-    from semfuse_rt.export import weights
+    from semfuse_rt.export.networks import weights
 
     monkeypatch.setenv("SEMFUSE_RT_CACHE", str(tmp_path))
     path = tmp_path / "weights" / weights.OXFORD_CACHE_NAME
@@ -304,7 +304,7 @@ def test_stale_temp_files_are_swept(monkeypatch, tmp_path):
 def test_the_weights_fetch_child_dies_with_its_parent(tmp_path):
     marker = tmp_path / "child.pid"
     parent = subprocess.Popen([sys.executable, "-c", (
-        "import sys; from semfuse_rt.export.weights import run_tied_to_this_process as run; "
+        "import sys; from semfuse_rt.export.networks.weights import run_tied_to_this_process as run; "
         f"run(['sh', '-c', 'echo $$ > {marker}; exec sleep 60'])")])
     deadline = time.time() + 30
     while not (marker.exists() and marker.read_text().strip()) and time.time() < deadline:
@@ -327,7 +327,7 @@ def _alive(pid: int) -> bool:
 
 
 def test_damaged_graphs_are_rebuilt_and_say_why(tmp_path, random_vgg_weights, capfd):
-    from semfuse_rt.export.onnx_export import export_graphs
+    from semfuse_rt.export.graphs.onnx_export import export_graphs
 
     first = export_graphs(random_vgg_weights, "relu1_1", tmp_path)
     capfd.readouterr()

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semfuse_rt.engine.baselines import BASELINES
+from semfuse_rt.engine.evaluation.baselines import BASELINES
 from semfuse_rt.engine.cli.application import COMMAND_MODULES
-from semfuse_rt.engine.exposure_baselines import IMAGE_BASELINES
-from semfuse_rt.engine.images import save_image
-from semfuse_rt.engine.side_by_side import VIEW
+from semfuse_rt.engine.evaluation.exposure_baselines import IMAGE_BASELINES
+from semfuse_rt.engine.io.images import save_image
+from semfuse_rt.engine.io.side_by_side import VIEW
 from conftest import run_main
 
 VERSION_LINE = f"semfuse-rt {metadata.version('semfuse-rt')}"
@@ -30,7 +30,7 @@ def no_leftovers(folder: Path) -> list[str]:
 
 @pytest.fixture
 def weights_file(tmp_path, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
+    from semfuse_rt.export.networks.weights import _save_cache
 
     path = tmp_path / "weights.pt"
     _save_cache(path, random_vgg_weights)

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from conftest import benchmark
-from semfuse_rt.engine.batch import plan_batch
-from semfuse_rt.engine.datasets import FusionSet, discover_sets, find_sets
-from semfuse_rt.engine.evaluation import fused_image_path, grid_path, side_by_side_path
-from semfuse_rt.engine.scoring import find_fused
+from semfuse_rt.engine.streams.batch import plan_batch
+from semfuse_rt.engine.evaluation.datasets import FusionSet, discover_sets, find_sets
+from semfuse_rt.engine.evaluation.evaluation import fused_image_path, grid_path, side_by_side_path
+from semfuse_rt.engine.evaluation.scoring import find_fused
 from semfuse_rt.errors import SemfuseError
 
 FUSED_REASON = "holds fused images of the sets of {}; score them with `semfuse-rt score`"

@@ -1,5 +1,5 @@
 """The DT-CWT start image as torch ops: the transform against the `dtcwt` package, the fusion
-against engine/baselines.py, the start image against engine/initialisation.py, and the ONNX
+against engine/evaluation/baselines.py, the start image against engine/start/initialisation.py, and the ONNX
 Runtime graph against the torch module."""
 import logging
 
@@ -8,9 +8,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from semfuse_rt.engine.baselines import dtcwt_choose_max
-from semfuse_rt.export import dtcwt_graph
-from semfuse_rt.export.dtcwt_graph import DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, StreamedDtcwtChooseMax, \
+from semfuse_rt.engine.evaluation.baselines import dtcwt_choose_max
+from semfuse_rt.export.graphs import dtcwt_graph
+from semfuse_rt.export.graphs.dtcwt_graph import DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, StreamedDtcwtChooseMax, \
     dtcwt_start, export_dtcwt_graph
 
 # The package's own padding of odd sizes calls the deprecated logging.warn.

@@ -7,17 +7,17 @@ import pytest
 import torch
 from conftest import dataset
 
-from semfuse_rt.engine.classifier import (
+from semfuse_rt.engine.semantic.classifier import (
     classify, efficientnet_classifier, imagenet_class_names, load_classifier, network_pixels, rgb_pixels,
 )
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.export.efficientnet_lite import (
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.export.networks.efficientnet_lite import (
     BLOCK_SPECS, CAM_LAYERS, INCEPTION, Conv2dSame, EfficientNetLite, cam_layers, checkpoint_path,
     load_efficientnet_lite, round_filters, stage_specs, same_padding,
 )
-from semfuse_rt.export.efficientnet_variants import VARIANTS
-from semfuse_rt.export.normalisation import TORCHVISION
+from semfuse_rt.export.networks.efficientnet_variants import VARIANTS
+from semfuse_rt.export.networks.normalisation import TORCHVISION
 
 
 @pytest.fixture(scope="module")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semfuse_rt.engine.datasets import find_sets, group_by_stem, split_stem
+from semfuse_rt.engine.evaluation.datasets import find_sets, group_by_stem, split_stem
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.evaluation import (
+from semfuse_rt.engine.evaluation.evaluation import (
     METRIC_NAMES,
     THUMBNAIL, evaluate, parse_methods, summarise, write_reports,
 )
@@ -262,7 +262,7 @@ def test_eval_command_user_errors_are_one_line(tree, tmp_path, monkeypatch, caps
 
 
 def test_retention_columns_follow_the_judges(tree, tmp_path):
-    from semfuse_rt.engine.evaluation import read_json
+    from semfuse_rt.engine.evaluation.evaluation import read_json
 
     sets = find_sets(tree, categories=["med"], limit=1).sets
     evaluation = evaluate(sets, parse_methods("average"), fuser=FakeFuser(), show_progress=False,

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 
 from conftest import dataset
-from semfuse_rt.engine.baselines import fuse_baseline, is_baseline
-from semfuse_rt.engine.exposure_baselines import enfuse_binary
-from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.evaluation.baselines import fuse_baseline, is_baseline
+from semfuse_rt.engine.evaluation.exposure_baselines import enfuse_binary
+from semfuse_rt.engine.io.images import load_image
 from semfuse_rt.errors import SemfuseError
 
 needs_enfuse = pytest.mark.skipif(enfuse_binary() is None, reason="enfuse is not installed (apt-get install enfuse)")

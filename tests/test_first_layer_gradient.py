@@ -9,9 +9,9 @@ from torch.nn import functional as F
 
 from semfuse_rt.engine.backends import available_backends, create_runner, resolve_backend
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.gradient_graph import pixel_space_convs
-from semfuse_rt.export.normalisation import CAFFE
-from semfuse_rt.export.vgg19 import VGG19Features
+from semfuse_rt.export.graphs.gradient_graph import pixel_space_convs
+from semfuse_rt.export.networks.normalisation import CAFFE
+from semfuse_rt.export.networks.vgg19 import VGG19Features
 from semfuse_rt.kernels import host
 
 

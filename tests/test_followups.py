@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.images import save_image
+from semfuse_rt.engine.io.images import save_image
 from semfuse_rt.errors import SemfuseError
 from conftest import run_main, the_one_error_line, snapshot
 
@@ -43,8 +43,8 @@ def write_set(folder: Path, name: str, dtype=np.uint8, suffix: str = ".png", see
 
 def test_the_report_of_a_fuse_whose_inputs_wait_on_disk_reads_them_there(tmp_path, rng, random_vgg_weights,
                                                                         monkeypatch):
-    from semfuse_rt.engine import fuser as fuser_module
-    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.fuse import fuser as fuser_module
+    from semfuse_rt.engine.fuse.fuser import Fuser
 
     paths = []
     for index in range(3):
@@ -67,8 +67,8 @@ def test_the_report_of_a_fuse_whose_inputs_wait_on_disk_reads_them_there(tmp_pat
 
 
 def test_a_report_that_fails_leaves_no_output(tmp_path, rng, random_vgg_weights, monkeypatch):
-    from semfuse_rt.engine import fuser as fuser_module
-    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.fuse import fuser as fuser_module
+    from semfuse_rt.engine.fuse.fuser import Fuser
 
     paths = [save_image(tmp_path / f"in{index}.png", rng.integers(0, 256, (40, 40), dtype=np.uint8))
              for index in range(2)]
@@ -177,7 +177,7 @@ def no_timing(monkeypatch):
     def loaded(*_args, **_kwargs):
         raise AssertionError("bench went past its checks")
 
-    monkeypatch.setattr("semfuse_rt.export.weights.load_vgg19", loaded)
+    monkeypatch.setattr("semfuse_rt.export.networks.weights.load_vgg19", loaded)
 
 
 @pytest.mark.parametrize("report", ["bench.png", "pipeline.png", "bench.json", "bench.md"])
@@ -220,7 +220,7 @@ def no_fusing(monkeypatch):
     def read(*_args, **_kwargs):
         raise AssertionError("eval read a set before its checks")
 
-    monkeypatch.setattr("semfuse_rt.engine.evaluation.load_image", read)
+    monkeypatch.setattr("semfuse_rt.engine.evaluation.evaluation.load_image", read)
 
 
 def test_eval_refuses_a_grid_that_would_replace_an_input(monkeypatch, capsys, tmp_path, no_fusing):
@@ -270,8 +270,8 @@ def test_eval_refuses_an_out_folder_it_cannot_make_before_any_set_is_read(monkey
 
 
 def test_the_eval_library_checks_save_fused_before_any_set_is_read(tmp_path, no_fusing):
-    from semfuse_rt.engine.datasets import FusionSet
-    from semfuse_rt.engine.evaluation import evaluate, parse_methods
+    from semfuse_rt.engine.evaluation.datasets import FusionSet
+    from semfuse_rt.engine.evaluation.evaluation import evaluate, parse_methods
 
     inputs = write_set(tmp_path / "c", "x")
     fused = tmp_path / "fused"
@@ -329,7 +329,7 @@ def test_fuse_batch_into_the_folder_of_its_csv_refuses_an_output_that_is_an_inpu
 def write_video(path: Path, frames, fps=10) -> Path:
     from fractions import Fraction
 
-    from semfuse_rt.engine.video_io import VideoWriter
+    from semfuse_rt.engine.streams.video_io import VideoWriter
 
     with VideoWriter(path, Fraction(fps), lossless=True) as writer:
         for frame in frames:
@@ -379,7 +379,7 @@ def netpbm(path: Path, magic: bytes, top: int, width: int = SIDE, height: int = 
 @pytest.mark.parametrize("magic", [b"P2", b"P5", b"P3", b"P6"])
 @pytest.mark.parametrize("top, deep", [(255, False), (100, False), (256, True), (4095, True), (65535, True)])
 def test_netpbm_headers_declare_16_bits_by_their_maximum(tmp_path, magic, top, deep):
-    from semfuse_rt.engine.images import has_16_bit_samples, load_image
+    from semfuse_rt.engine.io.images import has_16_bit_samples, load_image
 
     path = netpbm(tmp_path / "x.pnm", magic, top)
     assert has_16_bit_samples(path) is deep
@@ -387,7 +387,7 @@ def test_netpbm_headers_declare_16_bits_by_their_maximum(tmp_path, magic, top, d
 
 
 def test_a_damaged_netpbm_header_is_left_to_the_decoder(tmp_path):
-    from semfuse_rt.engine.images import has_16_bit_samples
+    from semfuse_rt.engine.io.images import has_16_bit_samples
 
     (tmp_path / "cut.pgm").write_bytes(b"P5\n48 48\n")
     (tmp_path / "words.pgm").write_bytes(b"P5\n48 48\nmany\n" + bytes(10))
@@ -405,7 +405,7 @@ def test_fuse_batch_refuses_16_bit_pgm_sets_bound_for_jpeg_before_any_work(monke
     def no_decoding(*_args, **_kwargs):
         raise AssertionError("the check reads headers, it decodes nothing")
 
-    monkeypatch.setattr("semfuse_rt.engine.images.load_image", no_decoding)
+    monkeypatch.setattr("semfuse_rt.engine.io.images.load_image", no_decoding)
     before = snapshot(tmp_path)
     code, out, err = run_main(monkeypatch, capsys, "fuse-batch", tmp_path / "sets", "-o", tmp_path / "out",
                               "--ext", "jpg", "-q")
@@ -442,7 +442,7 @@ def test_fuse_video_refuses_fps_for_a_frame_folder_output(monkeypatch, capsys, t
 
 
 def test_the_video_library_refuses_fps_for_a_frame_folder_output(tmp_path, frame_folders):
-    from semfuse_rt.engine.video_fusion import plan_video
+    from semfuse_rt.engine.streams.video_fusion import plan_video
 
     with pytest.raises(SemfuseError, match="--fps 12.5: a frame-folder output"):
         plan_video(frame_folders, tmp_path / "fused", fps=12.5)
@@ -451,7 +451,7 @@ def test_the_video_library_refuses_fps_for_a_frame_folder_output(tmp_path, frame
 
 def test_fps_sets_the_rate_of_a_video_made_from_videos(tmp_path, two_videos):
     """With video inputs whose rate is known, --fps overrides it: it applies, so it is taken."""
-    from semfuse_rt.engine.video_fusion import plan_video
+    from semfuse_rt.engine.streams.video_fusion import plan_video
 
     assert plan_video(two_videos, tmp_path / "fused.mp4").fps == 10
     assert plan_video(two_videos, tmp_path / "fused.mp4", fps=5).fps == 5

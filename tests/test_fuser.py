@@ -8,8 +8,8 @@ import numpy as np
 import onnxruntime
 import pytest
 
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.export import weights as weights_module
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.export.networks import weights as weights_module
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -66,7 +66,7 @@ def test_cached_weights_are_verified_once_then_trusted_by_their_stamp(monkeypatc
 
 
 def test_cam_fuser_names_no_backend_or_preset(monkeypatch, pair):
-    from semfuse_rt.engine import fuser as fuser_module
+    from semfuse_rt.engine.fuse import fuser as fuser_module
     from test_methods import fixed_cams
 
     fused = SimpleNamespace(image=pair[0], cams=fixed_cams(np.ones((2, 40, 52))))
@@ -89,19 +89,19 @@ def _imported_modules(folder: Path):
 
 @pytest.mark.parametrize("package", ["export", "kernels"])
 def test_export_and_kernels_never_import_the_engine(package):
-    offenders = [f"{path.relative_to(ROOT)}: {module}" for path, module in _imported_modules(ROOT / package)
+    offenders = [f"{path.relative_to(ROOT)}: {module}" for path, module in _imported_modules(ROOT / "semfuse_rt" / package)
                  if module.startswith("semfuse_rt.engine")]
     assert offenders == []
 
 
 def test_the_package_seen_from_the_clone_root_is_the_checkout():
     import semfuse_rt.engine.api
-    import semfuse_rt.export.weights
+    import semfuse_rt.export.networks.weights
     import semfuse_rt.kernels.torch_rules
 
-    for module, folder in ((semfuse_rt.engine.api, "engine"), (semfuse_rt.export.weights, "export"),
+    for module, folder in ((semfuse_rt.engine.api, "engine"), (semfuse_rt.export.networks.weights, "export"),
                            (semfuse_rt.kernels.torch_rules, "kernels")):
-        assert Path(module.__file__).resolve().parent == ROOT / folder
+        assert Path(module.__file__).resolve().is_relative_to(ROOT / "semfuse_rt" / folder)
 
 
 @pytest.mark.parametrize("backend", ["ort", "torch"])
@@ -110,7 +110,7 @@ def test_the_package_seen_from_the_clone_root_is_the_checkout():
 def test_the_streamed_target_is_the_stacked_one(random_vgg_weights, rng, backend, method, count):
     import torch
 
-    from semfuse_rt.engine.fuser import StageClock
+    from semfuse_rt.engine.fuse.fuser import StageClock
 
     images = [rng.integers(0, 256, (29, 37, 3), dtype=np.uint8) for _ in range(count)]
     images[1][:, :10] = images[0][:, :10]  # equal inputs: ties stay with the lower k

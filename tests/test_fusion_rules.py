@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.fusion_rules import ChooseMax, fuse_features
+from semfuse_rt.engine.fuse.fusion_rules import ChooseMax, fuse_features
 from semfuse_rt.kernels.torch_rules import cam_choose_max, choose_max, majority_filter
 
 
@@ -128,7 +128,7 @@ def test_running_reduction_of_relu_maps_is_their_fmax(rng):
 
 
 def test_only_relu_and_pool_layers_count_as_never_negative():
-    from semfuse_rt.export.vgg19 import LAYER_NAMES, is_nonnegative
+    from semfuse_rt.export.networks.vgg19 import LAYER_NAMES, is_nonnegative
 
     assert [name for name in LAYER_NAMES if not is_nonnegative(name)] == [
         name for name in LAYER_NAMES if name.startswith("conv")]

@@ -2,9 +2,9 @@
 import pytest
 import torch
 
-from semfuse_rt.export.gradient_graph import ExplicitLossGradient
-from semfuse_rt.export.normalisation import CAFFE, TORCHVISION
-from semfuse_rt.export.vgg19 import VGG19Features, conv_shapes, CONV_NAMES
+from semfuse_rt.export.graphs.gradient_graph import ExplicitLossGradient
+from semfuse_rt.export.networks.normalisation import CAFFE, TORCHVISION
+from semfuse_rt.export.networks.vgg19 import VGG19Features, conv_shapes, CONV_NAMES
 
 
 def random_convs(generator):

@@ -19,7 +19,7 @@ def blend_graph(tmp_path_factory):
 
 
 def test_bench_graph_times_the_graph_beside_the_fuse_of_its_preset(monkeypatch, capsys, tmp_path, blend_graph):
-    from semfuse_rt.engine.graph_benchmark import GRAPH_NAME, TOLERANCE_LEVELS
+    from semfuse_rt.engine.benchmarking.graph_benchmark import GRAPH_NAME, TOLERANCE_LEVELS
 
     graph_bytes = blend_graph.path.read_bytes()
     out = tmp_path / "bench"
@@ -122,7 +122,7 @@ def test_a_graph_with_steps_is_timed_with_the_weights_it_was_exported_with(monke
     """A mean start, 2 steps and a base layer: the network's graph, with the fuse beside it on
     the same weights; other weights are refused before any work."""
     from semfuse_rt.engine.deploy.whole_fuse_export import export_fuse
-    from semfuse_rt.export.weights import _save_cache, random_vgg19
+    from semfuse_rt.export.networks.weights import _save_cache, random_vgg19
 
     weights = [tmp_path / f"weights{seed}.pt" for seed in (0, 1)]
     for seed, path in enumerate(weights):

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from PIL import Image, ImageFile, ImageOps, PngImagePlugin
 
-from semfuse_rt.engine.images import image_file_size, load_image, oriented, save_image
-from semfuse_rt.engine.video_fusion import VideoSummary
-from semfuse_rt.engine.video_io import MAX_FPS, MIN_FPS, VideoWriter, probe, stream_rate
+from semfuse_rt.engine.io.images import image_file_size, load_image, oriented, save_image
+from semfuse_rt.engine.streams.video_fusion import VideoSummary
+from semfuse_rt.engine.streams.video_io import MAX_FPS, MIN_FPS, VideoWriter, probe, stream_rate
 from semfuse_rt.errors import SemfuseError
 from conftest import run_main
 
@@ -404,7 +404,7 @@ def test_rates_in_range_are_written_as_asked():
 
 
 def test_folders_yield_pgm_and_ppm_sets_that_load(tmp_path):
-    from semfuse_rt.engine.datasets import discover_sets
+    from semfuse_rt.engine.evaluation.datasets import discover_sets
 
     for name in ("x_A.pgm", "x_B.pgm"):
         (tmp_path / name).write_bytes(b"P5\n4 3\n255\n" + bytes(range(12)))

@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.io.images import load_image, save_image
 
 
 @pytest.mark.parametrize("extension", [".png", ".tif"])
@@ -89,7 +89,7 @@ def test_corrupt_image_data_is_refused(tmp_path, photo, extension, capfd):
 
 
 def test_jpeg_with_a_thumbnail_and_trailing_bytes_is_complete(photo):
-    from semfuse_rt.engine.images import jpeg_scan_is_complete
+    from semfuse_rt.engine.io.images import jpeg_scan_is_complete
 
     data = _encoded(".jpg", photo)
     thumbnail = _encoded(".jpg", photo[::8, ::8])

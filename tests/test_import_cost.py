@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from semfuse_rt.engine.cli.application import load_commands
-from semfuse_rt.engine.methods import METHODS
-from semfuse_rt.engine.fusion_rules import Majority
+from semfuse_rt.engine.fuse.methods import METHODS
+from semfuse_rt.engine.fuse.fusion_rules import Majority
 
 HEAVY = ("torch", "onnxruntime")
 
@@ -75,7 +75,7 @@ def test_usage_errors_import_neither_torch_nor_onnxruntime(tmp_path, args, messa
 
 
 def test_the_methods_name_their_rules():
-    # engine/methods.py names each method's rule, so that it need not import torch to list
+    # engine/fuse/methods.py names each method's rule, so that it need not import torch to list
     # the methods; the named rule is the one that filters by majority, or not.
     for method in METHODS.values():
         rule = method.feature_rule(5)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from conftest import run_main, snapshot, the_one_error_line
-from semfuse_rt.engine.set_sizes import match_sizes, smallest_size
+from semfuse_rt.engine.evaluation.set_sizes import match_sizes, smallest_size
 
 SMALL, LARGE = (30, 40), (64, 80)  # (height, width): a 40x30 grey "infrared", an 80x64 colour "visible"
 UNEVEN = "road/a: sizes differ (40x30, 80x64), as in 2 sets; add --match-size to resize each set to its smallest image"
@@ -48,7 +48,7 @@ def test_match_sizes_takes_the_fewest_pixels_first_of_equals_by_area_averaging(r
 
 
 def test_eval_without_match_size_stops_before_reading_any_pixel(bench, tmp_path, monkeypatch, capsys):
-    import semfuse_rt.engine.evaluation as evaluation
+    import semfuse_rt.engine.evaluation.evaluation as evaluation
 
     def no_decoding(path, *args, **kwargs):
         raise AssertionError(f"{path} decoded before the sizes were checked")

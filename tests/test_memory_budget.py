@@ -4,7 +4,7 @@ import re
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.memory_budget import (FIXED_BYTES, FURTHER_INPUT_BYTES_PER_PIXEL, STREAMED_BYTES_PER_PIXEL,
+from semfuse_rt.engine.limits.memory_budget import (FIXED_BYTES, FURTHER_INPUT_BYTES_PER_PIXEL, STREAMED_BYTES_PER_PIXEL,
                                              budget_problem, estimated_peak_bytes, parse_size, spill_inputs,
                                              tile_room)
 from semfuse_rt.errors import SemfuseError
@@ -29,7 +29,7 @@ def test_estimate_grows_with_inputs_and_pixels_and_is_checked_against_the_budget
 
 
 def test_the_default_budget_is_a_share_of_what_is_available(monkeypatch):
-    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.limits import memory_budget
 
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 2 * 2**30)
     assert budget_problem(2, 700, 700) is None
@@ -55,9 +55,9 @@ def test_long_stacks_of_large_frames_are_spilled_and_leave_the_tiles_their_room(
 
 
 def test_fuse_files_refuses_before_decoding(monkeypatch, tmp_path, rng, random_vgg_weights):
-    from semfuse_rt.engine import file_fusion
-    from semfuse_rt.engine.fuser import Fuser
-    from semfuse_rt.engine.images import save_image
+    from semfuse_rt.engine.fuse import file_fusion
+    from semfuse_rt.engine.fuse.fuser import Fuser
+    from semfuse_rt.engine.io.images import save_image
 
     paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)) for n in "ab"]
     decoded = []
@@ -68,7 +68,7 @@ def test_fuse_files_refuses_before_decoding(monkeypatch, tmp_path, rng, random_v
 
 
 def test_on_a_gpu_the_default_budget_is_a_share_of_its_free_memory(monkeypatch):
-    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.limits import memory_budget
 
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 100 * 2**30)
     monkeypatch.setattr(memory_budget, "free_device_bytes", lambda: 2 * 2**30)

@@ -7,11 +7,12 @@ import torch
 
 import contextlib
 
-from semfuse_rt.engine import api, fuser
-from semfuse_rt.engine.cam import CAMResult
-from semfuse_rt.engine.fusion_rules import ChooseMax
+from semfuse_rt.engine import api
+from semfuse_rt.engine.fuse import fuser
+from semfuse_rt.engine.semantic.cam_maps import CAMResult
+from semfuse_rt.engine.fuse.fusion_rules import ChooseMax
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.io.images import load_image, save_image
 
 
 def fixed_cams(maps):

@@ -1,5 +1,5 @@
-"""Metric suites (engine/metric_suites.py), ranking methods on them (engine/method_ranking.py),
-their reports (engine/suite_reports.py) and `eval --metrics`."""
+"""Metric suites (engine/evaluation/metric_suites.py), ranking methods on them (engine/evaluation/method_ranking.py),
+their reports (engine/evaluation/suite_reports.py) and `eval --metrics`."""
 import csv
 import io
 import json
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.method_ranking import ImageScore, average_ranks, image_scores, rank_suites
-from semfuse_rt.engine.metric_suites import SUITES, Metric, MetricSuite, parse_suites, score_suites
-from semfuse_rt.engine.suite_reports import CSV_COLUMNS, ranking_markdown, rankings_json, scores_csv
+from semfuse_rt.engine.evaluation.method_ranking import ImageScore, average_ranks, image_scores, rank_suites
+from semfuse_rt.engine.evaluation.metric_suites import SUITES, Metric, MetricSuite, parse_suites, score_suites
+from semfuse_rt.engine.evaluation.suite_reports import CSV_COLUMNS, ranking_markdown, rankings_json, scores_csv
 from semfuse_rt.errors import SemfuseError
 from conftest import run_main as run_cli
 
@@ -115,8 +115,8 @@ def test_the_markdown_marks_lower_is_better_and_orders_by_mean_rank():
 # ----------------------------------------------------------------------------- the registry
 
 def test_the_registry_holds_the_three_suites_with_their_directions():
-    from semfuse_rt.engine.metrics import METRIC_NAMES
-    from semfuse_rt.engine.vifb_metrics import VIFB_METRICS
+    from semfuse_rt.engine.metrics.metrics import METRIC_NAMES
+    from semfuse_rt.engine.metrics.vifb_metrics import VIFB_METRICS
 
     assert list(SUITES) == ["default", "vifb", "mefb"]
     assert SUITES["default"].metric_names == METRIC_NAMES
@@ -156,7 +156,7 @@ def test_suites_sharing_a_scorer_run_it_once(rng):
 
 
 def test_the_default_suite_is_the_projects_metrics(rng):
-    from semfuse_rt.engine.metrics import fusion_metrics
+    from semfuse_rt.engine.metrics.metrics import fusion_metrics
 
     sources = [rng.integers(0, 256, (40, 40), dtype=np.uint8) for _ in range(2)]
     fused = ((sources[0].astype(int) + sources[1]) // 2).astype(np.uint8)

@@ -6,8 +6,8 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine import metrics
-from semfuse_rt.engine.metrics import (
+from semfuse_rt.engine.metrics import metrics
+from semfuse_rt.engine.metrics.metrics import (
     average_gradient, entropy, fusion_metrics, mean_ssim, mutual_information, qabf, qmi, qy,
     spatial_frequency, ssim_map, standard_deviation, to_luma_255,
 )

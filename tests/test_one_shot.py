@@ -1,5 +1,5 @@
 """The one-shot fuse (issue 31, item 6): a fuse that is its start image alone (no steps, no
-semantic phase, no base layer) runs as engine/start_only.py's, which imports neither torch
+semantic phase, no base layer) runs as engine/fuse/start_only.py's, which imports neither torch
 nor onnxruntime and loads no weights, and gives the image that the Fuser and the torch start
 give; everything else is still the Fuser's. Imports are checked in a fresh interpreter per
 command line, through `main()` as the console script runs it (tests/test_import_cost.py)."""
@@ -12,13 +12,13 @@ import pytest
 import torch
 
 from semfuse_rt.engine import api
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import load_image, save_image
-from semfuse_rt.engine.initialisation import STARTS
-from semfuse_rt.engine.memory_budget import FIXED_BYTES, STREAMED_BYTES_PER_PIXEL
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
-from semfuse_rt.engine.sources import finish, prepare
-from semfuse_rt.engine.start_only import START_ONLY_OPTIONS, StartOnlyFuser, start_only_fuser
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import load_image, save_image
+from semfuse_rt.engine.start.initialisation import STARTS
+from semfuse_rt.engine.limits.memory_budget import FIXED_BYTES, STREAMED_BYTES_PER_PIXEL
+from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
+from semfuse_rt.engine.io.sources import finish, prepare
+from semfuse_rt.engine.fuse.start_only import START_ONLY_OPTIONS, StartOnlyFuser, start_only_fuser
 from semfuse_rt.errors import SemfuseError
 
 from conftest import run_main
@@ -123,8 +123,8 @@ def test_too_large_for_the_budget_is_tiled_by_the_fuser(monkeypatch, rng, random
     maximum is per pixel, so the tiles give the whole image's bytes. (The start-only model
     is made as costly per pixel as the Fuser's here: its own real cost, far below the
     Fuser's, lets every size the Fuser could tile at a test's speed run whole.)"""
-    from semfuse_rt.engine import fuser as fuser_module
-    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.fuse import fuser as fuser_module
+    from semfuse_rt.engine.limits import memory_budget
 
     monkeypatch.setattr(fuser_module, "load_vgg19", lambda *_args, **_kwargs: random_vgg_weights)
     monkeypatch.setattr(memory_budget, "START_ONLY_FIXED_BYTES", FIXED_BYTES)
@@ -142,7 +142,7 @@ def test_too_large_for_the_budget_is_tiled_by_the_fuser(monkeypatch, rng, random
 def test_a_start_only_fuse_runs_whole_where_the_fusers_model_would_tile():
     """The start's own memory model: 2 x 12 MP fit a 2 GiB budget whole, which the Fuser's
     model (features and all) would cut into tiles."""
-    from semfuse_rt.engine.memory_budget import budget_problem
+    from semfuse_rt.engine.limits.memory_budget import budget_problem
 
     assert budget_problem(2, 3000, 4000, 2 * 2**30, start_only=True) is None
     assert budget_problem(2, 3000, 4000, 2 * 2**30) is not None

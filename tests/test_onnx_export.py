@@ -9,10 +9,10 @@ import torch
 from conftest import EXAMPLES
 from semfuse_rt.engine.api import fuse
 from semfuse_rt.engine.backends import create_runner, resolve_backend
-from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.io.images import load_image
 from semfuse_rt.engine.backends.ort.row_bands import band_ranges
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.onnx_export import export_graphs
+from semfuse_rt.export.graphs.onnx_export import export_graphs
 
 
 @pytest.fixture(scope="module")
@@ -124,8 +124,8 @@ def test_ort_and_torch_fusions_agree_within_one_grey_level(vgg_weights, preset):
 
 @pytest.mark.parametrize("how", ["dtcwt", "dtcwt-verified", "mean", "max"])
 def test_ort_start_graph_matches_the_numpy_reference(random_vgg_weights, how):
-    from semfuse_rt.engine.baselines import dtcwt_choose_max
-    from semfuse_rt.engine.sources import prepare
+    from semfuse_rt.engine.evaluation.baselines import dtcwt_choose_max
+    from semfuse_rt.engine.io.sources import prepare
 
     sources = prepare([load_image(EXAMPLES / f"lytro-01-{side}.jpg") for side in "AB"])
     pixels = torch.from_numpy(sources.pixels)

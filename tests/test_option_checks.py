@@ -14,8 +14,8 @@ import pytest
 
 import semfuse_rt
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import save_image
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import save_image
 from semfuse_rt.errors import SemfuseError
 
 HUGE = "9" * 400
@@ -30,7 +30,7 @@ def pair(rng):
 def work(tmp_path, pair):
     """A folder with an input pair (a.png, b.png), a set folder, two frame folders and a
     weights file; tests run in it, so that a command's default output folders land there."""
-    from semfuse_rt.export.weights import _save_cache, random_vgg19
+    from semfuse_rt.export.networks.weights import _save_cache, random_vgg19
 
     for name, image in zip("ab", pair):
         save_image(tmp_path / f"{name}.png", image)
@@ -122,7 +122,7 @@ def test_the_api_refuses_an_option_the_method_does_not_use(pair):
 
 
 def test_eval_flags_go_to_the_variants_that_use_them(monkeypatch, capsys, work):
-    from semfuse_rt.engine.evaluation import check_variants, parse_methods
+    from semfuse_rt.engine.evaluation.evaluation import check_variants, parse_methods
 
     check_variants(parse_methods("dwt,max,majority"), {"window": 7})  # majority uses it
     assert_refused(monkeypatch, capsys, work, ("eval", "sets", "--methods", "dwt,max", "--window", "7", "-o", "ev"),
@@ -186,7 +186,7 @@ def test_a_400_digit_memory_budget_is_one_line_with_the_range(monkeypatch, capsy
 
 
 def test_the_budget_range_holds_for_the_api_too():
-    from semfuse_rt.engine.memory_budget import MAX_BUDGET, parse_size
+    from semfuse_rt.engine.limits.memory_budget import MAX_BUDGET, parse_size
 
     with pytest.raises(SemfuseError, match="--memory-budget must be from 1 byte to 1024T"):
         parse_size(10 ** 400)
@@ -210,7 +210,7 @@ def test_build_refuses_an_opset_out_of_range_and_leaves_nothing(monkeypatch, cap
 
 
 def test_a_failed_export_leaves_no_half_built_folder(monkeypatch, tmp_path, random_vgg_weights):
-    from semfuse_rt.export import onnx_export
+    from semfuse_rt.export.graphs import onnx_export
 
     def fail(*_args, **_kwargs):
         raise RuntimeError("the exporter failed")
@@ -243,7 +243,7 @@ def test_an_allocation_failure_is_one_line_naming_the_need_and_the_options(monke
 
 
 def test_a_budget_above_the_machine_is_refused_before_any_work(monkeypatch, capsys, work):
-    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.limits import memory_budget
 
     # A small machine: the pair needs more than there is, though --memory-budget 1T allows it;
     # the default fuse (the start alone, without the network) by its own model, the Fuser by its.
@@ -259,7 +259,7 @@ def test_a_budget_above_the_machine_is_refused_before_any_work(monkeypatch, caps
 
 LIMITED = textwrap.dedent("""
     import re, resource, sys
-    from semfuse_rt.engine import fuser
+    from semfuse_rt.engine.fuse import fuser
     from semfuse_rt.engine.cli import main
 
     opened = fuser.Fuser.open
@@ -281,7 +281,7 @@ LIMITED = textwrap.dedent("""
 
 @pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads the address space from /proc")
 def test_a_fuse_under_an_address_space_limit_ends_in_one_line(tmp_path, rng):
-    from semfuse_rt.export.weights import _save_cache, random_vgg19
+    from semfuse_rt.export.networks.weights import _save_cache, random_vgg19
 
     images = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)) for n in "ab"]
     _save_cache(tmp_path / "w.pt", random_vgg19())
@@ -302,7 +302,7 @@ def test_a_fuse_under_an_address_space_limit_ends_in_one_line(tmp_path, rng):
 # ------------------------------------------------------------------ workers
 
 def test_workers_beyond_the_machine_are_lowered_with_one_warning(monkeypatch, capsys):
-    from semfuse_rt.engine import options
+    from semfuse_rt.engine.limits import workers as options
 
     monkeypatch.setattr(options, "worker_limit", lambda per_worker_bytes=None: (2, "2 cores"))
     assert options.check_workers(400) == 2
@@ -314,7 +314,8 @@ def test_workers_beyond_the_machine_are_lowered_with_one_warning(monkeypatch, ca
 
 
 def test_the_worker_limit_counts_cores_and_memory(monkeypatch):
-    from semfuse_rt.engine import memory_budget, options
+    from semfuse_rt.engine.limits import memory_budget
+    from semfuse_rt.engine.limits import workers as options
 
     monkeypatch.setattr(options, "cores", lambda: 16)
     monkeypatch.setattr(memory_budget, "available_bytes", lambda: 3 * memory_budget.FIXED_BYTES)

@@ -1,7 +1,8 @@
 """The whole-pipeline benchmark's mechanics on a tiny pair (timings are never asserted)."""
-from semfuse_rt.engine.benchmark import write_reports
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS
-from semfuse_rt.engine.pipeline_benchmark import TOTAL, pipeline_markdown, run_pipeline_benchmark, synthetic_pair
+from semfuse_rt.engine.benchmarking.benchmark import write_reports
+from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
+from semfuse_rt.engine.benchmarking.pipeline_benchmark import TOTAL, pipeline_markdown, run_pipeline_benchmark
+from semfuse_rt.engine.io.synthetic_pair import synthetic_pair
 
 
 def test_stages_percentiles_and_reports(tmp_path, random_vgg_weights):

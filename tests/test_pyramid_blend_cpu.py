@@ -1,5 +1,5 @@
-"""The blend start in numpy and OpenCV (engine/pyramid_blend_cpu.py) against the torch rule
-(engine/pyramid_blend.py) in float64, the parts it computes differently, that it loads no
+"""The blend start in numpy and OpenCV (engine/start/pyramid_blend_cpu.py) against the torch rule
+(engine/start/pyramid_blend.py) in float64, the parts it computes differently, that it loads no
 torch, and that a fuse on the CPU runs it."""
 from __future__ import annotations
 
@@ -14,14 +14,14 @@ import pytest
 import torch
 
 from conftest import dataset
-from semfuse_rt.engine import pyramid_blend as pb
-from semfuse_rt.engine import pyramid_blend_cpu as pc
-from semfuse_rt.engine.blend_rule import RULE
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.initialisation import STARTS
-from semfuse_rt.engine.pyramid_depth import WHOLE_COARSEST
-from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.engine.start import pyramid_blend as pb
+from semfuse_rt.engine.start import pyramid_blend_cpu as pc
+from semfuse_rt.engine.start.blend_rule import RULE
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.start.initialisation import STARTS
+from semfuse_rt.engine.start.pyramid_depth import WHOLE_COARSEST
+from semfuse_rt.engine.io.sources import finish, prepare
 
 # Before rounding to 8 bits. Measured over the 29 shared sets of every category, both forms:
 # at most 0.054 grey levels, but for two sets where the float64 rule's own hard choice is
@@ -127,7 +127,7 @@ def test_it_imports_no_torch(tmp_path):
                     raise ImportError('torch is not installed here')
         sys.meta_path.insert(0, Refuse())
         import numpy as np
-        from semfuse_rt.engine.initialisation import STARTS
+        from semfuse_rt.engine.start.initialisation import STARTS
         pixels = np.random.default_rng(0).random((2, 3, 40, 50), dtype=np.float32) * 255
         for name in ('pyramid-blend', 'whole-pyramid-blend'):
             assert STARTS[name].cpu_image(pixels).shape == (1, 3, 40, 50)

@@ -1,4 +1,4 @@
-"""The evidence weights, pyramid blends and the `pyramid-blend` start (engine/pyramid_blend.py)
+"""The evidence weights, pyramid blends and the `pyramid-blend` start (engine/start/pyramid_blend.py)
 and the `blend` preset: hand-made arrays, fast."""
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine import pyramid_blend as pb
-from semfuse_rt.engine.initialisation import INITIALISATIONS, initial_image
-from semfuse_rt.engine.presets import DEFAULT_PRESET, PRESETS, resolve_preset
+from semfuse_rt.engine.start import pyramid_blend as pb
+from semfuse_rt.engine.start.initialisation import INITIALISATIONS, initial_image
+from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS, resolve_preset
 
 
 def _texture(h=48, w=64, seed=0, scale=60.0, offset=128.0):
@@ -76,7 +76,7 @@ def test_shared_blends_match_the_textbook_blend(size):
 
 
 def _stacked_rule(pixels):
-    """The rule of engine/pyramid_blend.py's docstring with every input's maps at once."""
+    """The rule of engine/start/pyramid_blend.py's docstring with every input's maps at once."""
     unit = pixels / 255.0
     grey = pb.luma(unit)
     k = len(pixels)
@@ -208,7 +208,7 @@ def test_torch_filters_match_the_opencv_ones(size):
     # On the CPU the filters call OpenCV; elsewhere (a GPU) the torch forms run: the same numbers.
     from torch.nn import functional as F
 
-    from semfuse_rt.export.base_layer_graph import gaussian_taps
+    from semfuse_rt.export.graphs.base_layer_graph import gaussian_taps
 
     x = torch.rand(2, 3, *size, dtype=torch.float64)
     torch_reduce = pb._reduce_last(pb._reduce_last(x).transpose(-1, -2)).transpose(-1, -2)

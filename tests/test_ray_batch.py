@@ -15,12 +15,12 @@ ray = pytest.importorskip("ray")
 
 from test_batch import (SHARED_SETS, STEPS, batch_outputs, crop_shared_sets,  # noqa: E402
                         fuse_each_with_the_fuse_command, processes_with, run_main)
-from semfuse_rt.engine.batch import plan_batch  # noqa: E402
-from semfuse_rt.engine.datasets import find_sets  # noqa: E402
-from semfuse_rt.engine.fuser import Fuser  # noqa: E402
-from semfuse_rt.engine.images import load_image  # noqa: E402
-from semfuse_rt.engine.ray_batch import run_ray_batch  # noqa: E402
-from semfuse_rt.engine.ray_session import ray_session, start_fuser_actors  # noqa: E402
+from semfuse_rt.engine.streams.batch import plan_batch  # noqa: E402
+from semfuse_rt.engine.evaluation.datasets import find_sets  # noqa: E402
+from semfuse_rt.engine.fuse.fuser import Fuser  # noqa: E402
+from semfuse_rt.engine.io.images import load_image  # noqa: E402
+from semfuse_rt.engine.streams.ray_batch import run_ray_batch  # noqa: E402
+from semfuse_rt.engine.streams.ray_session import ray_session, start_fuser_actors  # noqa: E402
 
 
 @pytest.fixture

@@ -211,7 +211,7 @@ def test_a_real_cluster_passes_the_check_and_fuses(tmp_path, inputs, weights_fil
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
                             cwd=tmp_path, env=env, executable=str(Path(sys.executable).with_name("ray")))
     try:
-        from semfuse_rt.engine.ray_session import check_cluster_answers
+        from semfuse_rt.engine.streams.ray_session import check_cluster_answers
         from semfuse_rt.errors import SemfuseError
 
         deadline = time.monotonic() + 120

@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 from conftest import dataset
 
-from semfuse_rt.engine.classifier import classify, efficientnet_classifier
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.retention_judges import (JUDGE_NAMES, POOLED_NAMES, RetentionJudges, compare_paired,
+from semfuse_rt.engine.semantic.classifier import classify, efficientnet_classifier
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.evaluation.retention_judges import (JUDGE_NAMES, POOLED_NAMES, RetentionJudges, compare_paired,
                                                 metric_names, parse_judges, sign_test)
 from semfuse_rt.errors import SemfuseError
 
@@ -95,7 +95,7 @@ def test_paired_comparison_counts_discordant_judgements_and_inputs():
 
 
 def test_inputs_judged_once_score_each_fused_image_as_in_semantic_retention(judges):
-    from semfuse_rt.engine.cam import semantic_retention
+    from semfuse_rt.engine.semantic.cam import semantic_retention
 
     fence, lock = photo("lytro-05-A"), photo("lytro-06-A")
     judged = judges.judged_inputs([fence, lock])

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from conftest import tie_prone_features
-from semfuse_rt.export.rule_graph import ChooseMaxGraph, MajorityGraph, export_rule_graph
+from semfuse_rt.export.graphs.rule_graph import ChooseMaxGraph, MajorityGraph, export_rule_graph
 from semfuse_rt.kernels import torch_rules
 
 

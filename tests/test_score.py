@@ -1,4 +1,4 @@
-"""`semfuse-rt score SETS FUSED`: ranking fused images made elsewhere (engine/scoring.py)."""
+"""`semfuse-rt score SETS FUSED`: ranking fused images made elsewhere (engine/evaluation/scoring.py)."""
 import csv
 import json
 import os
@@ -9,9 +9,9 @@ import cv2
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.datasets import find_sets
-from semfuse_rt.engine.metrics import fusion_metrics
-from semfuse_rt.engine.scoring import find_fused
+from semfuse_rt.engine.evaluation.datasets import find_sets
+from semfuse_rt.engine.metrics.metrics import fusion_metrics
+from semfuse_rt.engine.evaluation.scoring import find_fused
 from semfuse_rt.errors import SemfuseError
 from conftest import run_main as run_cli
 
@@ -106,7 +106,7 @@ def test_score_ranks_the_fused_images_and_reports_what_is_missing(tree, tmp_path
 
 
 def test_score_ranks_semfuse_methods_beside_the_fused_images(tree, tmp_path, monkeypatch, capsys, random_vgg_weights):
-    from semfuse_rt.export.weights import _save_cache
+    from semfuse_rt.export.networks.weights import _save_cache
 
     sets, fused = tree
     weights = tmp_path / "weights.pt"

@@ -8,14 +8,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from semfuse_rt.engine import semantic_phase as phase_module
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.fusion_rules import ChooseMax
-from semfuse_rt.engine.semantic_phase import (SemanticPhase, SemanticSettings, add_upsampled, small_inputs,
+from semfuse_rt.engine.semantic import semantic_phase as phase_module
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.fuse.fusion_rules import ChooseMax
+from semfuse_rt.engine.semantic.semantic_phase import (SemanticPhase, SemanticSettings, add_upsampled, small_inputs,
                                               small_size)
-from semfuse_rt.engine.sources import prepare
+from semfuse_rt.engine.io.sources import prepare
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.weights import random_vgg19
+from semfuse_rt.export.networks.weights import random_vgg19
 
 
 def deep_weights():

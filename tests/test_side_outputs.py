@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.images import load_image, save_image
+from semfuse_rt.engine.io.images import load_image, save_image
 from conftest import the_one_error_line, snapshot
 
 
@@ -160,12 +160,12 @@ def owned_folder(spill_root: Path, name: str, pid: int) -> Path:
 
 
 def test_a_fuse_killed_with_sigkill_has_its_spill_folder_swept_at_the_next_spill(spill_root):
-    from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
+    from semfuse_rt.engine.io.spilled_images import SpilledImage, spill_folder
 
     killed = subprocess.run(
         [sys.executable, "-c",
          "import os, signal, numpy as np\n"
-         "from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder\n"
+         "from semfuse_rt.engine.io.spilled_images import SpilledImage, spill_folder\n"
          "with spill_folder() as folder:\n"
          "    SpilledImage(np.zeros((64, 64), np.uint8), folder)\n"
          "    print(folder, flush=True)\n"
@@ -181,7 +181,7 @@ def test_a_fuse_killed_with_sigkill_has_its_spill_folder_swept_at_the_next_spill
 
 
 def test_the_sweep_keeps_live_owners_and_judges_the_rest(spill_root):
-    from semfuse_rt.engine.spilled_images import spill_folder
+    from semfuse_rt.engine.io.spilled_images import spill_folder
     from semfuse_rt.owner_records import OWNER_FILE
 
     finished, running = sleeper(), sleeper()

@@ -2,9 +2,9 @@
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.colour import rgb_to_ycbcr
+from semfuse_rt.engine.io.colour import rgb_to_ycbcr
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.engine.io.sources import finish, prepare
 
 
 def test_grey_inputs_are_replicated_and_come_back_grey(rng):

@@ -3,7 +3,7 @@ in-memory one."""
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.spilled_images import SpilledImage, spill_folder
+from semfuse_rt.engine.io.spilled_images import SpilledImage, spill_folder
 
 
 @pytest.mark.parametrize("shape, dtype", [((37, 53, 3), np.uint8), ((40, 31), np.uint16)])
@@ -21,9 +21,9 @@ def test_crops_read_back_what_was_spilled(rng, shape, dtype):
 
 
 def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_vgg_weights):
-    from semfuse_rt.engine import file_fusion
-    from semfuse_rt.engine.fuser import Fuser
-    from semfuse_rt.engine.images import load_image, save_image
+    from semfuse_rt.engine.fuse import file_fusion
+    from semfuse_rt.engine.fuse.fuser import Fuser
+    from semfuse_rt.engine.io.images import load_image, save_image
 
     paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (150, 230, 3), dtype=np.uint8)) for n in "abc"]
     kinds = []
@@ -41,9 +41,9 @@ def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_
 def test_a_stack_that_only_fits_spilled_is_spilled_not_refused(monkeypatch, tmp_path, rng, random_vgg_weights):
     """Where the decoded stack would leave no room for a tile in memory, fuse_files spills it
     rather than refusing (sizes scaled down: no fixed overhead, 3000 bytes a decoded pixel)."""
-    from semfuse_rt.engine import memory_budget
-    from semfuse_rt.engine.fuser import Fuser
-    from semfuse_rt.engine.images import load_image, save_image
+    from semfuse_rt.engine.limits import memory_budget
+    from semfuse_rt.engine.fuse.fuser import Fuser
+    from semfuse_rt.engine.io.images import load_image, save_image
 
     monkeypatch.setattr(memory_budget, "FIXED_BYTES", 0)
     monkeypatch.setattr(memory_budget, "DECODED_BYTES_PER_PIXEL", 3000)

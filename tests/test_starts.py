@@ -6,13 +6,13 @@ import pytest
 import torch
 
 from semfuse_rt.engine.api import fuse_result
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.initialisation import INITIALISATIONS, STARTS, check_initialisation, initial_image
-from semfuse_rt.engine.presets import PRESETS
-from semfuse_rt.engine.pyramid_blend import agreement_blend, pyramid_blends
-from semfuse_rt.engine.pyramid_blend_cpu import agreement_blend_cpu
-from semfuse_rt.engine.pyramid_depth import WHOLE_COARSEST, pyramid_levels, same_depth_sides
-from semfuse_rt.engine.sources import finish, prepare
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.start.initialisation import INITIALISATIONS, STARTS, check_initialisation, initial_image
+from semfuse_rt.engine.fuse.presets import PRESETS
+from semfuse_rt.engine.start.pyramid_blend import agreement_blend, pyramid_blends
+from semfuse_rt.engine.start.pyramid_blend_cpu import agreement_blend_cpu
+from semfuse_rt.engine.start.pyramid_depth import WHOLE_COARSEST, pyramid_levels, same_depth_sides
+from semfuse_rt.engine.io.sources import finish, prepare
 from semfuse_rt.errors import SemfuseError
 
 
@@ -57,7 +57,7 @@ def test_the_exposure_preset_is_the_whole_pyramid_blend_alone():
     images = _exposures()
     result = fuse_result(images, "max", preset="exposure")
     sources = prepare(images)
-    # On the CPU the start runs as numpy (engine/pyramid_blend_cpu.py; its parity with the torch
+    # On the CPU the start runs as numpy (engine/start/pyramid_blend_cpu.py; its parity with the torch
     # rule: tests/test_pyramid_blend_cpu.py).
     expected = finish(agreement_blend_cpu(sources.pixels, coarsest=WHOLE_COARSEST)[0], sources)
     assert PRESETS["exposure"]["steps"] == 0 and PRESETS["exposure"]["init"] == "whole-pyramid-blend"

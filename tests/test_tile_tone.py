@@ -1,15 +1,15 @@
 """Tiles of a `pyramid-blend` start take their low frequencies from a whole-image preview
-(engine/tile_tone.py), so a tiled exposure stack keeps one tone instead of one per tile."""
+(engine/large/tile_tone.py), so a tiled exposure stack keeps one tone instead of one per tile."""
 import numpy as np
 import torch
 
 from conftest import EXAMPLES
-from semfuse_rt.engine import tile_tone
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.initialisation import initial_image
-from semfuse_rt.engine.sources import prepare
-from semfuse_rt.engine.tile_tone import PreviewTone
+from semfuse_rt.engine.large import tile_tone
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.start.initialisation import initial_image
+from semfuse_rt.engine.io.sources import prepare
+from semfuse_rt.engine.large.tile_tone import PreviewTone
 
 
 def _exposures():

@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 
 from conftest import EXAMPLES
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.metrics import qabf, to_luma_255
-from semfuse_rt.engine.tiling import OVERLAP, halo, plan_tiles, receptive_radius
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.metrics.metrics import qabf, to_luma_255
+from semfuse_rt.engine.large.tiling import OVERLAP, halo, plan_tiles, receptive_radius
 
 
 def test_tiles_cover_the_image_with_cross_fades_that_sum_to_one():
@@ -67,7 +67,7 @@ def test_tiles_that_disagree_are_cross_faded_not_cut(monkeypatch, random_vgg_wei
 
 
 def test_the_budget_chooses_tiles_and_refuses_what_cannot_fit(random_vgg_weights):
-    from semfuse_rt.engine import memory_budget
+    from semfuse_rt.engine.limits import memory_budget
     from semfuse_rt.errors import SemfuseError
 
     options = dict(backend="ort", weights=random_vgg_weights)
@@ -117,8 +117,8 @@ def test_tiled_semantic_fuses_weight_each_crop_by_the_whole_images_cams(monkeypa
     from the wrong place would choose the wrong input."""
     import torch
 
-    from semfuse_rt.engine import fuser as fuser_module
-    from semfuse_rt.engine.cam import CAMResult, combine_layer_maps
+    from semfuse_rt.engine.fuse import fuser as fuser_module
+    from semfuse_rt.engine.semantic.cam_maps import CAMResult, combine_layer_maps
 
     board = torch.from_numpy(np.indices((6, 8)).sum(axis=0) % 2).float()
     layer_maps = [torch.stack([board, 1 - board])[:, None]]  # (K, 1 class, 6, 8)

@@ -16,9 +16,9 @@ import torch
 from onnx import TensorProto
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export import trt_build
-from semfuse_rt.export.onnx_export import export_graphs
-from semfuse_rt.export.trt_build import (
+from semfuse_rt.export.tensorrt import trt_build
+from semfuse_rt.export.graphs.onnx_export import export_graphs
+from semfuse_rt.export.tensorrt.trt_build import (
     EngineRequest,
     GpuInfo,
     TrtEnvironment,
@@ -27,8 +27,8 @@ from semfuse_rt.export.trt_build import (
     ensure_engine,
     environment_mismatch,
 )
-from semfuse_rt.export.trt_precision import UNSCALE_NODE, calibrate_gradient_scale, lower_precision, scale_gradient
-from semfuse_rt.export.trt_profiles import (
+from semfuse_rt.export.tensorrt.trt_precision import UNSCALE_NODE, calibrate_gradient_scale, lower_precision, scale_gradient
+from semfuse_rt.export.tensorrt.trt_profiles import (
     DEFAULT_SHAPES,
     ShapePoint,
     input_profiles,
@@ -89,7 +89,7 @@ def test_widening_and_the_single_image_gradient_spec():
 
 @pytest.mark.parametrize("layer", ["relu1_1", "pool1", "relu3_1", "pool4"])
 def test_feature_sizes_match_the_network_at_odd_sizes(layer):
-    from semfuse_rt.export.vgg19 import CONV_NAMES, VGG19Features, conv_shapes
+    from semfuse_rt.export.networks.vgg19 import CONV_NAMES, VGG19Features, conv_shapes
 
     convs = {name: (torch.zeros(c_out, c_in, 3, 3), torch.zeros(c_out))
              for name, (c_in, c_out) in zip(CONV_NAMES, conv_shapes())}
@@ -522,6 +522,6 @@ def test_trt_backend_is_not_offered_and_says_why(vgg_weights):
 
 
 def test_the_runtime_does_not_import_torch():
-    code = ("import sys, semfuse_rt.engine.backends.trt.runtime, semfuse_rt.export.trt_build, "
-            "semfuse_rt.export.trt_profiles; sys.exit('torch' in sys.modules)")
+    code = ("import sys, semfuse_rt.engine.backends.trt.runtime, semfuse_rt.export.tensorrt.trt_build, "
+            "semfuse_rt.export.tensorrt.trt_profiles; sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], check=False, timeout=60).returncode == 0

@@ -5,10 +5,10 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.images import save_image
-from semfuse_rt.engine.metrics import qabf
-from semfuse_rt.engine.video_fusion import (
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.io.images import save_image
+from semfuse_rt.engine.metrics.metrics import qabf
+from semfuse_rt.engine.streams.video_fusion import (
     FlickerMeter,
     InterleavedVideoFuser,
     VideoFuser,
@@ -19,7 +19,7 @@ from semfuse_rt.engine.video_fusion import (
     mean_abs_change,
     shifted,
 )
-from semfuse_rt.engine.video_io import (
+from semfuse_rt.engine.streams.video_io import (
     FrameFolderWriter,
     VideoWriter,
     check_streams,
@@ -309,7 +309,7 @@ def test_bad_input_is_one_line_before_any_work(monkeypatch, capsys, tmp_path, st
 
 
 def test_odd_frame_sizes_need_a_frame_folder(tmp_path, streams):
-    from semfuse_rt.engine.video_fusion import plan_video
+    from semfuse_rt.engine.streams.video_fusion import plan_video
 
     inputs = [write_folder(tmp_path / name, [f[:, :63] for f in frames]) for name, frames in zip("ab", streams)]
     with pytest.raises(SemfuseError, match="even frame sizes, got 63x64"):

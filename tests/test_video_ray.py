@@ -7,10 +7,10 @@ ray = pytest.importorskip("ray")
 
 from test_video import FRAMES, SIZE, run_main, streams, write_folder  # noqa: E402,F401
 
-from semfuse_rt.engine.ray_session import ray_session  # noqa: E402
-from semfuse_rt.engine.video_fusion import fuse_video  # noqa: E402
-from semfuse_rt.engine.video_io import probe, read_frames  # noqa: E402
-from semfuse_rt.engine.video_ray import chunk_ranges, default_chunk_frames  # noqa: E402
+from semfuse_rt.engine.streams.ray_session import ray_session  # noqa: E402
+from semfuse_rt.engine.streams.video_fusion import fuse_video  # noqa: E402
+from semfuse_rt.engine.streams.video_io import probe, read_frames  # noqa: E402
+from semfuse_rt.engine.streams.video_ray import chunk_ranges, default_chunk_frames  # noqa: E402
 
 
 @pytest.fixture(scope="module")

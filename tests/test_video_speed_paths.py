@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from semfuse_rt.engine.fuser import Fuser
-from semfuse_rt.engine.video_fusion import (
+from semfuse_rt.engine.fuse.fuser import Fuser
+from semfuse_rt.engine.streams.video_fusion import (
     Buffers,
     ResidualWarmStart,
     VideoFuser,
@@ -18,7 +18,7 @@ from semfuse_rt.engine.video_fusion import (
     fuse_video,
     shifted,
 )
-from semfuse_rt.engine.video_io import FrameFolderWriter, VideoWriter, probe, read_frames, write_behind
+from semfuse_rt.engine.streams.video_io import FrameFolderWriter, VideoWriter, probe, read_frames, write_behind
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 from test_video import FRAMES, SIZE, frame_sets, leftovers, run_main, streams, write_folder, write_video  # noqa: F401
@@ -265,7 +265,7 @@ def test_the_grey_plane_is_the_same_numbers_in_reused_memory(rng, kinds):
 
 
 def test_a_warm_video_works_in_the_same_buffers_frame_after_frame(monkeypatch, vgg_weights, streams):  # noqa: F811
-    import semfuse_rt.engine.video_fusion as video_fusion
+    import semfuse_rt.engine.streams.video_fusion as video_fusion
 
     greys, warm_starts = [], []
     real_shift, real_start = video_fusion.global_shift, ResidualWarmStart.start

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 
 from conftest import benchmark
-from semfuse_rt.engine.images import load_image
-from semfuse_rt.engine.mef_ssim import MEF_SSIM_SCALE_WEIGHTS, mef_ssim, mef_ssim_scales
-from semfuse_rt.engine.vifb_metrics import VIFB_METRICS, VifbReference, vifb_metrics
+from semfuse_rt.engine.io.images import load_image
+from semfuse_rt.engine.metrics.mef_ssim import MEF_SSIM_SCALE_WEIGHTS, mef_ssim, mef_ssim_scales
+from semfuse_rt.engine.metrics.vifb_metrics import VIFB_METRICS, VifbReference, vifb_metrics
 
 # vifb-calibration/published/NAME_METHOD_METRIC.txt: VIFB's file name for each key.
 PUBLISHED_NAMES = {"CE": "Cross_entropy", "EN": "Entropy", "MI": "Mutinf", "PSNR": "Psnr", "SSIM": "Ssim",

@@ -25,7 +25,7 @@ import pytest
 from PIL import Image
 
 from semfuse_rt.engine.cli import main
-from semfuse_rt.engine.images import load_image
+from semfuse_rt.engine.io.images import load_image
 from conftest import EXAMPLES
 
 WEB = Path(__file__).resolve().parents[1] / "web"

@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export import weights as W
-from semfuse_rt.export.normalisation import CAFFE, TORCHVISION
-from semfuse_rt.export.vgg19 import CONV_NAMES, conv_shapes
+from semfuse_rt.export.networks import weights as W
+from semfuse_rt.export.networks.normalisation import CAFFE, TORCHVISION
+from semfuse_rt.export.networks.vgg19 import CONV_NAMES, conv_shapes
 
 
 def test_oxford_weights_are_the_pinned_h5(vgg_weights):

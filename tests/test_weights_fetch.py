@@ -7,9 +7,9 @@ import textwrap
 import numpy as np
 import pytest
 
-from semfuse_rt.engine.images import save_image
+from semfuse_rt.engine.io.images import save_image
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export import weights as W
+from semfuse_rt.export.networks import weights as W
 from conftest import run_main
 
 # What pip 23 prints when the index cannot be reached (its retry warning carries the reason).

@@ -50,8 +50,8 @@ def test_a_graph_with_steps_matches_the_fuser_at_any_size(monkeypatch, capsys, t
     """The mean start, 3 steps and a base layer: quick to trace, and no size range."""
     import onnxruntime
 
-    from semfuse_rt.engine.fuser import Fuser
-    from semfuse_rt.export.weights import load_vgg19
+    from semfuse_rt.engine.fuse.fuser import Fuser
+    from semfuse_rt.export.networks.weights import load_vgg19
 
     out = tmp_path / "fuse.onnx"
     code, stdout, err = run_main(monkeypatch, capsys, "export", "-o", out, "--preset", "paper", "--steps", "3",
@@ -94,8 +94,8 @@ def small_blend(tmp_path_factory, weights_file):
 def test_the_blend_graph_takes_one_octave_and_refuses_the_rest(small_blend, weights_file):
     import onnxruntime
 
-    from semfuse_rt.engine.fuser import Fuser
-    from semfuse_rt.export.weights import load_vgg19
+    from semfuse_rt.engine.fuse.fuser import Fuser
+    from semfuse_rt.export.networks.weights import load_vgg19
 
     assert small_blend.manifest["shorter_side"] == [64, 127]
     session = onnxruntime.InferenceSession(str(small_blend.path), providers=["CPUExecutionProvider"])
@@ -136,7 +136,7 @@ def test_the_graphs_are_ready_for_tensorrts_parser(small_blend, tmp_path, weight
     """Every operator on the pinned list of those TensorRT 10's ONNX parser imports, no
     data-dependent shapes, uint8 only at the edges: the blend preset and a DT-CWT start with
     a base layer."""
-    from semfuse_rt.export.tensorrt_ready import DATA_DEPENDENT, problems, supported_ops
+    from semfuse_rt.export.tensorrt.tensorrt_ready import DATA_DEPENDENT, problems, supported_ops
     from semfuse_rt.engine.deploy.whole_fuse_export import export_fuse
 
     fast = export_fuse(tmp_path / "fast.onnx", weights=weights_file, preset="fast", show_progress=False)
@@ -153,7 +153,7 @@ def test_the_checker_finds_what_tensorrt_would_refuse():
     """The checker itself: a NonZero, a shape taken from the data, a pool's indices, float64."""
     from onnx import TensorProto, helper
 
-    from semfuse_rt.export.tensorrt_ready import problems
+    from semfuse_rt.export.tensorrt.tensorrt_ready import problems
 
     graph = helper.make_graph(
         [helper.make_node("NonZero", ["x"], ["where"]),

@@ -1,0 +1,122 @@
+"""`semfuse-rt fuse-batch SETS -o OUTDIR`: fuse every set of a folder or CSV, resumably."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from semfuse_rt.engine.streams.batch import DEFAULT_EXTENSION, BatchReport, DiskFull, SetOutcome, plan_batch, run_batch
+from semfuse_rt.engine.cli.application import app
+from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
+                                                  ray_address_option, ray_timeout_option, same_as_fuse)
+from semfuse_rt.engine.evaluation.datasets import find_sets
+from semfuse_rt.engine.io.progress import progress_bar
+from semfuse_rt.errors import SemfuseError
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    return path.resolve().is_relative_to(folder.resolve())
+
+
+@app.command("fuse-batch")
+def fuse_batch_command(
+    sets: Path = typer.Argument(..., metavar="DIR|SETS.csv",
+                                help="Folder of categories of sets, or a .csv listing sets "
+                                     "(the layout of `semfuse-rt eval`)."),
+    output: Path = typer.Option(..., "--output", "-o", help="Folder for the fused images: "
+                                                           "OUTDIR/CATEGORY/SET.EXT (created)."),
+    ext: str = typer.Option(DEFAULT_EXTENSION.lstrip("."), "--ext",
+                            help="Output format: png | tif | jpg | bmp. jpg and bmp hold 8 bits: a batch with "
+                                 "16-bit sets is refused before any work, naming them."),
+    force: bool = typer.Option(False, "--force", help="Fuse again the sets whose output exists (default: skip them)."),
+    workers: Optional[int] = typer.Option(None, "--workers", "-w",
+                                          help="Fuse in N processes on this machine, sharing its cores (default 1)."),
+    ray: bool = typer.Option(False, "--ray", help="Fuse on Ray actors (pip install 'semfuse-rt\\[ray]')."),
+    ray_address: Optional[str] = ray_address_option(),
+    ray_actors: int = ray_actors_option(),
+    num_gpus_per_actor: float = gpus_per_actor_option(),
+    ray_timeout: Optional[float] = ray_timeout_option(),
+    method: str = same_as_fuse("method"),
+    layer: Optional[str] = same_as_fuse("layer"),
+    preset: Optional[str] = same_as_fuse("preset"),
+    steps: Optional[int] = same_as_fuse("steps"),
+    lr: Optional[float] = same_as_fuse("lr"),
+    decay: Optional[str] = same_as_fuse("decay"),
+    init: Optional[str] = same_as_fuse("init"),
+    window: Optional[int] = same_as_fuse("window"),
+    mean_base: Optional[float] = same_as_fuse("mean_base"),
+    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
+    backend: Optional[str] = same_as_fuse("backend"),
+    weights: Optional[Path] = same_as_fuse("weights"),
+    classes: Optional[int] = same_as_fuse("classes"),
+    cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
+    max_pixels: int = same_as_fuse("max_pixels"),
+    memory_budget: Optional[str] = same_as_fuse("memory_budget"),
+    tile: Optional[int] = same_as_fuse("tile"),
+    quiet: bool = same_as_fuse("quiet"),
+) -> None:
+    """Fuse every image set of a folder or CSV into OUTDIR, with the options of fuse.
+
+    Sets are found as `semfuse-rt eval` finds them. Each set's output is
+    OUTDIR/CATEGORY/SET.EXT, written atomically; a run skips the outputs
+    that exist, so an interrupted batch resumes where it stopped. A set that
+    fails (a malformed CSV row too, by its line) is listed at the end and the
+    others go on; the exit status is 1. A full disk stops the batch at once,
+    keeping the sets fused so far.
+
+    --workers N fuses in N processes on this machine; --ray on Ray actors,
+    on the cluster at --ray-address or on a local Ray instance.
+    """
+    if ray and workers is not None:
+        raise SemfuseError("--workers runs processes on this machine; with --ray give --ray-actors")
+    check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor, ray_timeout)
+    if sets.is_dir() and _inside(output, sets):
+        raise SemfuseError(f"{output}: is inside {sets}, where a later run would take the fused images for sets; "
+                           "write them elsewhere")
+    discovery = find_sets(sets, keep_rejected=True)
+    errors = Console(stderr=True)
+    for reason in discovery.skipped:
+        errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
+    plan = plan_batch(discovery.sets, output, ext=ext, force=force, rejected=discovery.rejected)
+    # The Fuser's options, each of its own type: run_batch and run_ray_batch pass them on.
+    options: dict[str, Any] = dict(
+        method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init, window=window,
+        mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
+        cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels,
+        show_progress=not quiet)
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
+    try:
+        with progress_bar(*columns, enabled=not quiet) as bar:
+            task = bar.add_task("fusing sets", total=len(plan.todo), failed=0)
+            failures = 0
+
+            def advance(outcome: SetOutcome) -> None:
+                nonlocal failures
+                failures += not outcome.ok
+                bar.update(task, advance=1, failed=failures)
+
+            if ray:
+                from semfuse_rt.engine.streams.ray_batch import run_ray_batch
+
+                report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
+                                       num_gpus_per_actor=num_gpus_per_actor, connect_timeout_s=ray_timeout,
+                                       on_outcome=advance, **options)
+            else:
+                report = run_batch(plan, workers=1 if workers is None else workers, on_outcome=advance, **options)
+    except DiskFull as full:
+        for outcome in full.earlier:  # the batch's error line follows them
+            typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)
+        raise
+    _print_report(report, output)
+    if not report.ok:
+        raise typer.Exit(1)
+
+
+def _print_report(report: BatchReport, output: Path) -> None:
+    typer.echo(f"{report.summary()} -> {output}")
+    for outcome in report.failed:
+        typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)
