@@ -27,6 +27,7 @@ import numpy as np
 import torch
 
 from semfuse_rt.engine.evaluation.baselines import fuse_baseline
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 from semfuse_rt.engine.fuse.fuser import Fuser
 from semfuse_rt.engine.metrics.metrics import qabf
 from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
@@ -70,7 +71,7 @@ def main() -> None:
     # Every configuration has its own Fuser and fuses frame t in turn with the others, so
     # that the load of a shared machine falls on all of them alike.
     warm_steps = [int(s) for s in args.steps.split(",")]
-    names = [f"cold default ({DEFAULT_PRESET}, {PRESETS[DEFAULT_PRESET]['steps']} steps)",
+    names = [f"cold default ({DEFAULT_PRESET}, {PRESETS[DEFAULT_PRESET].steps} steps)",
              *(f"warm, {n} steps" for n in warm_steps),
              "warm, 2 steps, residual not moved"]
     fusers = [Fuser("max", backend=args.backend) for _ in names]
@@ -101,7 +102,7 @@ def main() -> None:
     threads = max(1, (os.cpu_count() or 1) // args.workers)
     torch.set_num_threads(threads)  # as fuse_video does for its workers
     for warm in (False, True):
-        fusers = [Fuser("max", **pinned_options("max", {"backend": args.backend}, threads))
+        fusers = [Fuser(pinned_options(FuseOptions.from_keywords(method="max", backend=args.backend), threads))
                   for _ in range(args.workers)]
         try:
             for each in fusers:

@@ -12,6 +12,8 @@
 # `pip install --no-deps --target DIR WHEELS/*.whl`, and run with PYTHONPATH=DIR. Point
 # SEMFUSE_RT_DATASETS at a copy of a few shared pairs for the fuse-parity check; without
 # the Oxford weights the VGG19 checks use seeded random weights of the same shapes.
+# The test-only helpers these checks use (kernel parity, traffic model, quadratic runner) are
+# read from this checkout's tests/support/, which no wheel ships: run from the checkout's root.
 set -u
 out=${1:-benchmarks/out/gpu}
 mkdir -p "$out"

@@ -3,9 +3,9 @@
     python benchmarks/kernels_gpu.py [--channels 64 --height 1024 --width 1024 --repeats 30]
 
 Needs a CUDA GPU, torch built with CUDA, and cuda-python. First every kernel is checked
-against the Torch rules on the same device tensors (semfuse_rt.kernels.gpu_parity). Then
+against the Torch rules on the same device tensors (tests/support/kernels/gpu_parity.py). Then
 each kernel is timed with CUDA events on torch's current stream, and the bytes it must move
-(semfuse_rt.kernels.traffic, explained in kernels/README.md) are divided by its time and
+(tests/support/kernels/traffic.py, explained in kernels/README.md) are divided by its time and
 compared with the bandwidth of a device-to-device copy measured in the same run.
 
 Exit status: 0 when parity holds and choose-max (K = 2, fp16) reaches at least 70% of the
@@ -17,6 +17,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
+
+# The parity check and the traffic model are test-only code, in tests/support/ rather than in
+# the installed package.
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 TARGET_FRACTION_OF_COPY = 0.70
 COPY_BYTES = 512 * 1024 * 1024
@@ -63,7 +68,7 @@ def measure_kernels(runner, c: int, h: int, w: int, repeats: int):
     """(name, milliseconds, bytes moved) for each kernel on one C x H x W feature map."""
     import torch
 
-    from semfuse_rt.kernels import traffic
+    from support.kernels import traffic
 
     stream = torch.cuda.current_stream().cuda_stream
     shape = (1, c, h, w)
@@ -196,8 +201,8 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from semfuse_rt.kernels.gpu_parity import check_parity
     from semfuse_rt.kernels.runner import KernelRunner
+    from support.kernels.gpu_parity import check_parity
 
     torch.cuda.set_device(args.device)
     print(f"device: {torch.cuda.get_device_name(args.device)}")

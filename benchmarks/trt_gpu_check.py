@@ -39,6 +39,8 @@ import types
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# The quadratic runner is test-only code, in tests/support/ rather than in the installed package.
+sys.path.insert(0, str(ROOT / "tests"))
 TARGET_MS = 5.0
 TARGET_SPEEDUP = 10.0
 TARGET_GREY_LEVELS = 2
@@ -184,7 +186,7 @@ def pipeline(runner, pixels, schedule):
     """Features, choose-max target, optimisation: the fuse path of engine/api.py on device."""
     import torch
 
-    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.kernels.rules import fuse_features
     from semfuse_rt.engine.start.initialisation import initial_image
 
     features = runner.features(pixels)
@@ -199,7 +201,7 @@ def time_runner(runner, pixels, schedule, repeats: int) -> tuple[float, float]:
     """(loop ms, end-to-end ms) for a runner already inside its context."""
     import torch
 
-    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.kernels.rules import fuse_features
     from semfuse_rt.engine.start.initialisation import initial_image
 
     target = fuse_features(runner.features(pixels), "max")[None].contiguous()
@@ -218,7 +220,7 @@ def graph_timing(features, loss_and_grad, pixels, schedule, repeats: int) -> tup
     import torch
 
     from semfuse_rt.kernels.torch_rules import adam_update
-    from semfuse_rt.engine.fuse.fusion_rules import fuse_features
+    from semfuse_rt.kernels.rules import fuse_features
     from semfuse_rt.engine.start.initialisation import initial_image
 
     target = fuse_features(features(pixels), "max")[None].contiguous()
@@ -327,10 +329,10 @@ def loop_check(size: int, steps: int, repeats: int) -> dict:
     import torch
 
     from semfuse_rt.kernels.adam_scalars import AdamSchedule
-    from semfuse_rt.engine.backends.quadratic import QuadraticRunner
     from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
     from semfuse_rt.engine.backends.cuda_device import CudaDevice
     from semfuse_rt.kernels.runner import KernelRunner
+    from support.quadratic_runner import QuadraticRunner
 
     shape = (1, 3, size, size)
     rng = np.random.default_rng(0)

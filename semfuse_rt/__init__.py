@@ -3,7 +3,7 @@
 The public API is imported lazily so that `import semfuse_rt.kernels` (say) does not pull
 in torch and the whole engine.
 """
-__all__ = ["Fuser", "FusionResult", "fuse", "fuse_files", "fuse_result", "load_image", "save_image"]
+__all__ = ["Fuser", "FuseOptions", "FusionResult", "fuse", "fuse_files", "fuse_result", "load_image", "save_image"]
 
 
 def __getattr__(name):

@@ -77,7 +77,7 @@ def test_dtcwt_initialisation_is_the_dtcwt_fusion(vgg_weights, rng):
 
 
 def test_mean_base_takes_the_inputs_mean_base_layer(vgg_weights, rng):
-    from semfuse_rt.engine.start.base_layer import gaussian_base
+    from support.base_layer_reference import gaussian_base
 
     a = np.full((40, 40), 40, np.uint8)
     b = np.full((40, 40), 200, np.uint8)

@@ -4,7 +4,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from semfuse_rt.engine.start.base_layer import with_mean_base
+from support.base_layer_reference import with_mean_base
 from semfuse_rt.export.graphs.base_layer_graph import MeanBaseLayer, export_base_layer_graph
 
 

@@ -124,15 +124,36 @@ def test_dtcwt_qabf_matches_the_prototype(category, pairs, prototype):
 def test_dtcwt_consistency_verification_outvotes_isolated_choices(rng):
     """With verify=3 a coefficient whose 3 x 3 neighbours all came from the other source
     follows them; without it choose-max keeps the lone maximum."""
-    from semfuse_rt.engine.evaluation.baselines import _choose_max, _verified_choose_max
+    import torch
 
-    a = rng.uniform(1, 2, (9, 9, 6))
-    b = a * 0.5
-    b[4, 4, :] = 10.0  # one lone winner for b
-    plain = _choose_max([a, b])
-    verified = _verified_choose_max([a, b], 3)
-    assert np.all(plain[4, 4] == 10.0) and np.array_equal(verified, a)
+    from semfuse_rt.export.graphs.dtcwt_graph import DtcwtChooseMax
+
+    # (K, C, orientations, h, w) coefficients: b is half of a everywhere but at one lone winner.
+    real = torch.from_numpy(rng.uniform(1, 2, (2, 1, 6, 9, 9)))
+    real[1] = real[0] * 0.5
+    real[1, :, :, 4, 4] = 10.0
+    imag = torch.zeros_like(real)
+    plain = DtcwtChooseMax(0)._labels(real, imag)
+    verified = DtcwtChooseMax(3)._labels(real, imag)
+    assert torch.all(plain[0, :, :, 4, 4] == 1) and int(plain.sum()) == 6
+    assert not torch.any(verified)
     sharp, flat = textured_half(rng, 64, True), textured_half(rng, 64, False)
     assert qabf([sharp, flat], fuse_baseline([sharp, flat], "dtcwt", verify=3)) > 0.5
     with pytest.raises(SemfuseError, match="odd"):
         fuse_baseline([sharp, flat], "dtcwt", verify=4)
+
+
+def test_dtcwt_unknown_filters_and_levels_are_semfuse_errors(rng):
+    image = rng.integers(0, 256, (16, 16), dtype=np.uint8)
+    with pytest.raises(SemfuseError, match="dtcwt: unknown level-1 filters biort='near_sym_z'; one of antonini"):
+        fuse_baseline([image, image], "dtcwt", biort="near_sym_z")
+    with pytest.raises(SemfuseError, match="dtcwt: unknown q-shift filters qshift='qshift_b_bp'"):
+        fuse_baseline([image, image], "dtcwt", qshift="qshift_b_bp")
+    with pytest.raises(SemfuseError, match="dtcwt: the DT-CWT needs at least one level, got 0"):
+        fuse_baseline([image, image], "dtcwt", levels=0)
+    # Other filters and fewer levels change the result; every set gives equal inputs back.
+    a, b = textured_half(rng, 32, True), textured_half(rng, 32, False)
+    default = fuse_baseline([a, b], "dtcwt")
+    assert not np.array_equal(default, fuse_baseline([a, b], "dtcwt", biort="legall", qshift="qshift_d"))
+    assert not np.array_equal(default, fuse_baseline([a, b], "dtcwt", levels=2))
+    assert np.array_equal(fuse_baseline([a, a], "dtcwt", biort="antonini", qshift="qshift_b"), a)

@@ -1,7 +1,9 @@
-"""The DT-CWT start image as torch ops: the transform against the `dtcwt` package, the fusion
-against engine/evaluation/baselines.py, the start image against engine/start/initialisation.py, and the ONNX
-Runtime graph against the torch module."""
-import logging
+"""The project's DT-CWT as torch ops: the filters, the transform and the choose-max fusion
+against the `dtcwt` package's outputs (recorded in data/dtcwt_oracle.npz by
+data/make_dtcwt_oracle.py: the package needs numpy < 2), the start image against the
+`dtcwt` baseline, the streamed fusion against the stacked one, and the ONNX Runtime graph
+against the torch module."""
+from pathlib import Path
 
 import numpy as np
 import onnxruntime as ort
@@ -10,13 +12,10 @@ import torch
 
 from semfuse_rt.engine.evaluation.baselines import dtcwt_choose_max
 from semfuse_rt.export.graphs import dtcwt_graph
-from semfuse_rt.export.graphs.dtcwt_graph import DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, StreamedDtcwtChooseMax, \
-    dtcwt_start, export_dtcwt_graph
+from semfuse_rt.export.graphs.dtcwt_graph import BIORTS, QSHIFTS, DtcwtChooseMax, DtcwtStartGraph, DtcwtTransform, \
+    StreamedDtcwtChooseMax, dtcwt_filters, dtcwt_start, export_dtcwt_graph
 
-# The package's own padding of odd sizes calls the deprecated logging.warn.
-pytestmark = pytest.mark.filterwarnings("ignore:The 'warn' function is deprecated:DeprecationWarning")
-
-SIZES = [(64, 64), (50, 70), (37, 53)]
+ORACLE = Path(__file__).resolve().parent / "data" / "dtcwt_oracle.npz"
 
 
 @pytest.fixture(params=["slices", "convolutions"])
@@ -28,13 +27,16 @@ def filtering(request, monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def package():
-    import dtcwt
+def oracle():
+    """The `dtcwt` package's outputs by key, e.g. "transform/21x27/lowpass"."""
+    with np.load(ORACLE) as data:
+        return {key: data[key] for key in data.files}
 
-    # The package logs a warning on the root logger for every odd-sized image.
-    logging.disable(logging.WARNING)
-    yield dtcwt
-    logging.disable(logging.NOTSET)
+
+def cases(oracle, group: str) -> list[str]:
+    names = sorted({key.split("/")[1] for key in oracle if key.startswith(group + "/")})
+    assert names, f"no {group} cases in {ORACLE.name}"
+    return names
 
 
 @pytest.fixture(scope="module")
@@ -43,48 +45,55 @@ def graphs(tmp_path_factory):
     return {verify: export_dtcwt_graph(verify, directory) for verify in (0, 3)}
 
 
-def as_complex(real, imag):
-    return (real + 1j * imag).permute(1, 2, 0).numpy()
+def test_filters_are_the_packages_to_the_last_bit(oracle):
+    for biort in BIORTS:
+        for qshift in QSHIFTS:
+            first, rest = dtcwt_filters(biort, qshift)
+            for name, filters in ((biort, first), (qshift, rest)):
+                for i, h in enumerate(filters):
+                    expected = oracle[f"filters/{name}/{i}"]
+                    assert h.dtype == expected.dtype and np.array_equal(h, expected), (name, i)
+    with pytest.raises(ValueError, match="near_sym_b_bp.*one of antonini"):
+        dtcwt_filters("near_sym_b_bp", "qshift_a")
+    with pytest.raises(ValueError, match="qshift_32"):
+        DtcwtTransform(qshift="qshift_32")
 
 
-def test_forward_and_inverse_match_the_package(rng, package, filtering):
+def test_forward_and_inverse_match_the_package(oracle, filtering):
+    """Sizes whose levels need no extension, need it, are odd, and are too small for 4
+    levels; the package's pyramid of each plane and its inverse of that pyramid."""
     transform = DtcwtTransform()
-    reference = package.Transform2d(biort="near_sym_a", qshift="qshift_a")
-    for shape in SIZES + [(9, 6)]:
-        planes = rng.standard_normal((2, *shape))
-        lowpass, highpasses = transform(torch.from_numpy(planes))
-        for n in range(2):
-            pyramid = reference.forward(planes[n], nlevels=4)
-            assert lowpass[n].shape == pyramid.lowpass.shape
-            assert np.abs(lowpass[n].numpy() - pyramid.lowpass).max() <= 1e-6
-            assert len(highpasses) == 4
-            for level, (real, imag) in enumerate(highpasses):
-                ours = as_complex(real[n], imag[n])
-                assert ours.shape == pyramid.highpasses[level].shape
-                assert np.abs(ours - pyramid.highpasses[level]).max() <= 1e-6
-            # The inverse of the package's own pyramid.
-            inverse = transform.inverse(
-                torch.from_numpy(pyramid.lowpass)[None],
-                [(torch.from_numpy(np.ascontiguousarray(h.real.transpose(2, 0, 1)))[None],
-                  torch.from_numpy(np.ascontiguousarray(h.imag.transpose(2, 0, 1)))[None])
-                 for h in pyramid.highpasses])[0]
-            expected = reference.inverse(pyramid)
-            assert inverse.shape == expected.shape
-            assert np.abs(inverse.numpy() - expected).max() <= 1e-6
+    for size in cases(oracle, "transform"):
+        recorded = {key.split("/")[-1]: value for key, value in oracle.items() if key.startswith(f"transform/{size}/")}
+        lowpass, highpasses = transform(torch.from_numpy(recorded["input"])[None])
+        assert lowpass[0].shape == recorded["lowpass"].shape
+        assert np.abs(lowpass[0].numpy() - recorded["lowpass"]).max() <= 1e-6
+        assert len(highpasses) == 4
+        package_pyramid = []
+        for level, (real, imag) in enumerate(highpasses):
+            expected_real, expected_imag = recorded[f"real{level}"], recorded[f"imag{level}"]
+            assert real[0].shape == expected_real.shape, (size, level)
+            assert np.abs(real[0].numpy() - expected_real).max() <= 1e-6
+            assert np.abs(imag[0].numpy() - expected_imag).max() <= 1e-6
+            package_pyramid.append((torch.from_numpy(expected_real)[None], torch.from_numpy(expected_imag)[None]))
+        inverse = transform.inverse(torch.from_numpy(recorded["lowpass"])[None], package_pyramid)[0]
+        assert inverse.shape == recorded["inverse"].shape
+        assert np.abs(inverse.numpy() - recorded["inverse"]).max() <= 1e-6
 
 
-@pytest.mark.parametrize("verify", [0, 3])
-@pytest.mark.parametrize("k", [2, 3])
-def test_choose_max_matches_the_baseline(rng, package, filtering, verify, k):
-    module = DtcwtChooseMax(verify)
-    for shape in [(40, 40), (37, 53)]:
-        planes = rng.random((k, 2, *shape)) * 255
-        # A shared flat region: equal (zero) highpasses there, ties to the lowest k.
-        planes[:, :, :12, :12] = 100.0
-        fused = module(torch.from_numpy(planes)).numpy()
-        expected = np.stack([dtcwt_choose_max(list(planes[:, c]), verify=verify) for c in range(2)])
-        assert fused.shape == expected.shape
-        assert np.abs(fused - expected).max() <= 1e-3
+def test_choose_max_matches_the_package(oracle, filtering):
+    """The stacked and the streamed fusion against the package-based choose-max, with and
+    without verification; a shared flat corner checks that ties go to the lowest k."""
+    for name in cases(oracle, "choose_max"):
+        planes = torch.from_numpy(oracle[f"choose_max/{name}/input"].astype(np.float64))[:, None]
+        verify = int(oracle[f"choose_max/{name}/verify"])
+        expected = oracle[f"choose_max/{name}/fused"]
+        with torch.no_grad():
+            stacked = DtcwtChooseMax(verify)(planes)[0].numpy()
+        streamed = StreamedDtcwtChooseMax(verify)(len(planes), lambda k: planes[k])[0].numpy()
+        for fused in (stacked, streamed):
+            assert fused.shape == expected.shape
+            assert np.abs(fused - expected).max() <= 1e-9, name
 
 
 def test_verification_window_must_be_odd():
@@ -92,19 +101,21 @@ def test_verification_window_must_be_odd():
         DtcwtChooseMax(4)
 
 
-def numpy_start(pixels: torch.Tensor, verify: int) -> torch.Tensor:
-    """The start as the numpy `dtcwt` package computes it, channel by channel."""
+def baseline_start(pixels: torch.Tensor, verify: int) -> torch.Tensor:
+    """The start as the `dtcwt` baseline computes it: channel by channel, in float64."""
     planes = pixels.double().numpy()
     channels = [dtcwt_choose_max(list(planes[:, c]), verify=verify) for c in range(3)]
     return torch.from_numpy(np.stack(channels)[None]).to(pixels.dtype)
 
 
 @pytest.mark.parametrize("verify", [0, 3])
-def test_start_matches_the_numpy_package(rng, package, verify):
+def test_start_matches_the_baseline(rng, verify):
+    """The start's shortcuts (a repeated channel copied, float32) against the baseline's plane
+    by plane fusion."""
     colour = torch.from_numpy((rng.random((3, 3, 45, 60)) * 255).astype(np.float32))
     grey = colour[:, :1].expand(-1, 3, -1, -1).contiguous()
     for pixels in (colour[:2], grey[:2], colour):  # three inputs: the streamed start
-        expected = numpy_start(pixels, verify)
+        expected = baseline_start(pixels, verify)
         start = dtcwt_start(pixels, verify)
         assert start.shape == (1, 3, 45, 60) and start.dtype == pixels.dtype
         assert (start - expected).abs().max().item() <= 1e-3

@@ -12,7 +12,7 @@ from semfuse_rt.errors import SemfuseError
 from semfuse_rt.export.graphs.gradient_graph import pixel_space_convs
 from semfuse_rt.export.networks.normalisation import CAFFE
 from semfuse_rt.export.networks.vgg19 import VGG19Features
-from semfuse_rt.kernels import host
+from support.kernels import host
 
 
 def autograd_reference(image, target, weight, bias, offset, relu):

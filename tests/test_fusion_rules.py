@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.engine.fuse.fusion_rules import ChooseMax, fuse_features
+from semfuse_rt.kernels.rules import fuse_features
+from semfuse_rt.kernels.rules.choose_max import ChooseMax
 from semfuse_rt.kernels.torch_rules import cam_choose_max, choose_max, majority_filter
 
 

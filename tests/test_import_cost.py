@@ -12,7 +12,7 @@ import pytest
 
 from semfuse_rt.engine.cli.application import load_commands
 from semfuse_rt.engine.fuse.methods import METHODS
-from semfuse_rt.engine.fuse.fusion_rules import Majority
+from semfuse_rt.kernels.rules.majority import Majority
 
 HEAVY = ("torch", "onnxruntime")
 

@@ -18,8 +18,9 @@ import pytest
 import torch
 
 from conftest import tie_prone_features
-from semfuse_rt.kernels import host, host_build, reference, source
+from semfuse_rt.kernels import source
 from semfuse_rt.kernels.adam_scalars import adam_scalars
+from support.kernels import host, host_build, reference
 
 
 def placed(array: np.ndarray, offset_bytes: int) -> np.ndarray:

@@ -10,7 +10,7 @@ import contextlib
 from semfuse_rt.engine import api
 from semfuse_rt.engine.fuse import fuser
 from semfuse_rt.engine.semantic.cam_maps import CAMResult
-from semfuse_rt.engine.fuse.fusion_rules import ChooseMax
+from semfuse_rt.kernels.rules.choose_max import ChooseMax
 from semfuse_rt.engine.cli import main
 from semfuse_rt.engine.io.images import load_image, save_image
 

@@ -9,7 +9,7 @@
 - NVRTC (when cuda-python is installed) compiles the same source to a cubin, as it will on
   a GPU at first use: no headers, the options the runner uses;
 - benchmarks/kernels_gpu.py imports and, without a GPU, exits 2 with one line of reason;
-- with a GPU and cuda-python, every kernel matches the Torch rules (gpu_parity).
+- with a GPU and cuda-python, every kernel matches the Torch rules (tests/support/kernels/gpu_parity.py).
 """
 
 from __future__ import annotations
@@ -107,7 +107,7 @@ def test_kernels_use_16_byte_vector_memory_access(ptx):
 
 
 def test_host_build_compiles_without_warnings(tmp_path):
-    from semfuse_rt.kernels.host_build import CXX_FLAGS, compiler
+    from support.kernels.host_build import CXX_FLAGS, compiler
 
     command = [compiler(), *CXX_FLAGS, "-Werror", "-fsyntax-only", "-x", "c++", str(KERNEL)]
     result = subprocess.run(command, capture_output=True, text=True)
@@ -165,7 +165,7 @@ def test_gpu_benchmark_says_in_one_line_why_it_cannot_run():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_kernels_match_the_torch_rules():
     _nvrtc_or_skip()
-    from semfuse_rt.kernels.gpu_parity import check_parity
+    from support.kernels.gpu_parity import check_parity
     from semfuse_rt.kernels.runner import KernelRunner
 
     with KernelRunner(torch.cuda.current_device()) as runner:

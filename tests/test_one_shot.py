@@ -18,6 +18,7 @@ from semfuse_rt.engine.start.initialisation import STARTS
 from semfuse_rt.engine.limits.memory_budget import FIXED_BYTES, STREAMED_BYTES_PER_PIXEL
 from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
 from semfuse_rt.engine.io.sources import finish, prepare
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 from semfuse_rt.engine.fuse.start_only import START_ONLY_OPTIONS, StartOnlyFuser, start_only_fuser
 from semfuse_rt.errors import SemfuseError
 
@@ -25,7 +26,7 @@ from conftest import run_main
 from test_import_cost import run_probe
 
 CPU_STARTS = [name for name, start in STARTS.items() if start.cpu_image is not None]
-DEFAULT_START = PRESETS[DEFAULT_PRESET]["init"]
+DEFAULT_START = PRESETS[DEFAULT_PRESET].init
 default_has_cpu_start = pytest.mark.skipif(
     STARTS[DEFAULT_START].cpu_image is None,
     reason=f"the default start {DEFAULT_START} has no CPU form yet: the default fuse is still the Fuser's")
@@ -58,10 +59,10 @@ def test_a_fuse_of_the_start_alone_is_the_start_only_fuse(init):
     dict(steps=2), dict(preset="blend-steps"), dict(preset="paper"), dict(steps=0, mean_base=4.0),
     dict(steps=0, semantic_steps=1), dict(steps=0, init="dtcwt"), dict(steps=0, init="max", backend="ort"),
     dict(steps=0, init="max", layer="relu2_1"), dict(steps=0, init="max", tile=64),
-    dict(steps=0, init="max", weights=None),  # a name the start-only fuse does not take, even as None
+    dict(steps=0, init="max", threads=1),  # a backend loader's option
 ], ids=repr)
 def test_everything_else_is_the_fusers(options):
-    assert start_only_fuser("max", options) is None
+    assert start_only_fuser(FuseOptions.from_keywords(method="max", **options)) is None
     assert isinstance(api.make_fuser(**options), Fuser)
 
 

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -228,6 +229,9 @@ def test_a_failed_export_leaves_no_half_built_folder(monkeypatch, tmp_path, rand
 def test_an_allocation_failure_is_one_line_naming_the_need_and_the_options(monkeypatch, pair, error):
     fuser = Fuser("max", backend="ort", memory_budget="1T")
     monkeypatch.setattr(Fuser, "open", lambda self: None)
+    # No weights nor sessions: the fuse fails before it would use them.
+    monkeypatch.setattr(Fuser, "_opened_network", lambda self: SimpleNamespace(runner=SimpleNamespace(device=None),
+                                                                               semantic_phase=None))
 
     def fail(*_args, **_kwargs):
         raise error

@@ -2,7 +2,7 @@
 from semfuse_rt.engine.benchmarking.benchmark import write_reports
 from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS
 from semfuse_rt.engine.benchmarking.pipeline_benchmark import TOTAL, pipeline_markdown, run_pipeline_benchmark
-from semfuse_rt.engine.io.synthetic_pair import synthetic_pair
+from semfuse_rt.engine.io.synthetic import synthetic_pair
 
 
 def test_stages_percentiles_and_reports(tmp_path, random_vgg_weights):
@@ -14,7 +14,7 @@ def test_stages_percentiles_and_reports(tmp_path, random_vgg_weights):
     stages = list(report.samples)
     assert stages[0] == "decode" and stages[-2:] == ["encode", TOTAL]
     assert {"features", "rule", "start", "loop"} <= set(stages)
-    assert ("base layer" in stages) == bool(PRESETS[DEFAULT_PRESET]["mean_base"])
+    assert ("base layer" in stages) == bool(PRESETS[DEFAULT_PRESET].mean_base)
     assert all(len(values) == 3 for values in report.samples.values()) and len(report.baseline) == 3
     summary = report.summary()
     assert all(row["p50"] <= row["p90"] <= row["p99"] for row in summary.values())

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from semfuse_rt.engine.start import pyramid_blend as pb
+from semfuse_rt.gaussian_blur import Border, gaussian_taps, torch_blur
 from semfuse_rt.engine.start.initialisation import INITIALISATIONS, initial_image
 from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, PRESETS, resolve_preset
 
@@ -42,12 +43,12 @@ def _reference_blend(pixels, weights, levels):
     taps = torch.tensor([1.0, 4.0, 6.0, 4.0, 1.0], dtype=pixels.dtype) / 16
 
     def down(x):
-        return pb._blur(x, taps)[..., ::2, ::2]
+        return torch_blur(x, taps, Border.REFLECT_101)[..., ::2, ::2]
 
     def up(x, size):
         z = x.new_zeros((*x.shape[:2], *size))
         z[..., ::2, ::2] = x
-        return pb._blur(z, 2 * taps)
+        return torch_blur(z, 2 * taps, Border.REFLECT_101)
 
     total = None
     for k in range(len(pixels)):
@@ -195,11 +196,11 @@ def test_blend_preset_and_earlier_presets():
     assert resolve_preset("blend") == {"init": "pyramid-blend", "steps": 0, "lr": 0.1, "decay": "cosine",
                                        "mean_base": 0.0, "semantic_steps": 0}
     # blend-steps is the default before the steps left it: the same start and 10 steps
-    assert resolve_preset("blend-steps") == {**PRESETS["blend"], "steps": 10}
-    assert PRESETS["paper"] == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
+    assert resolve_preset("blend-steps") == {**PRESETS["blend"].settings, "steps": 10}
+    assert PRESETS["paper"].settings == {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0,
                                 "semantic_steps": 0}
-    assert DEFAULT_PRESET == "blend" and PRESETS["semantic"] == {**PRESETS["blend-steps"], "semantic_steps": 5}
-    assert PRESETS["fast"]["init"] == "dtcwt-verified" and PRESETS["refined"]["steps"] == 30
+    assert DEFAULT_PRESET == "blend" and PRESETS["semantic"].settings == {**PRESETS["blend-steps"].settings, "semantic_steps": 5}
+    assert PRESETS["fast"].init == "dtcwt-verified" and PRESETS["refined"].steps == 30
     assert DEFAULT_PRESET in PRESETS
 
 
@@ -208,12 +209,11 @@ def test_torch_filters_match_the_opencv_ones(size):
     # On the CPU the filters call OpenCV; elsewhere (a GPU) the torch forms run: the same numbers.
     from torch.nn import functional as F
 
-    from semfuse_rt.export.graphs.base_layer_graph import gaussian_taps
-
     x = torch.rand(2, 3, *size, dtype=torch.float64)
     torch_reduce = pb._reduce_last(pb._reduce_last(x).transpose(-1, -2)).transpose(-1, -2)
     assert torch.allclose(pb.reduce(x), torch_reduce, atol=1e-12)
     for sigma in (3.0, 8.0):
-        assert torch.allclose(pb.gaussian(x, sigma), pb._blur(x, gaussian_taps(sigma).to(x)), atol=1e-6)
+        taps = torch.from_numpy(gaussian_taps(sigma)).to(x)
+        assert torch.allclose(pb.gaussian(x, sigma), torch_blur(x, taps, Border.REFLECT_101), atol=1e-6)
     if min(size) > 3:
         assert torch.allclose(pb._box_mean(x, 7), F.avg_pool2d(pb._pad(x, 3), 7, stride=1), atol=1e-12)

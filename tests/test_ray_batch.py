@@ -103,7 +103,7 @@ def test_ctrl_c_shuts_the_local_instance_down_and_leaves_no_temp_file(tmp_path, 
     try:
         deadline = time.monotonic() + 120
         # Ray names an actor's process after the method it runs: an actor is fusing.
-        while (not any("SetFuserActor.fuse_set" in _cmdline(pid) for pid in processes_with(f"{name}={value}"))
+        while (not any("WorkActor.run" in _cmdline(pid) for pid in processes_with(f"{name}={value}"))
                and time.monotonic() < deadline and batch.poll() is None):
             time.sleep(0.2)
         started = time.monotonic()

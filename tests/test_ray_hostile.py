@@ -175,7 +175,7 @@ def test_a_signal_stops_fuse_video_on_ray_as_it_stops_a_local_run(tmp_path, inpu
     try:
         deadline = time.monotonic() + 120
         # Ray names an actor's process after the method it runs: a chunk is being fused.
-        while (not any("VideoChunkActor.fuse_chunk" in _cmdline(pid) for pid in processes_with(f"{name}={value}"))
+        while (not any("WorkActor.run" in _cmdline(pid) for pid in processes_with(f"{name}={value}"))
                and time.monotonic() < deadline and video.poll() is None):
             time.sleep(0.2)
         started = time.monotonic()

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from semfuse_rt.engine.semantic import semantic_phase as phase_module
 from semfuse_rt.engine.fuse.fuser import Fuser
-from semfuse_rt.engine.fuse.fusion_rules import ChooseMax
+from semfuse_rt.kernels.rules.choose_max import ChooseMax
 from semfuse_rt.engine.semantic.semantic_phase import (SemanticPhase, SemanticSettings, add_upsampled, small_inputs,
                                               small_size)
 from semfuse_rt.engine.io.sources import prepare

@@ -60,7 +60,7 @@ def test_the_exposure_preset_is_the_whole_pyramid_blend_alone():
     # On the CPU the start runs as numpy (engine/start/pyramid_blend_cpu.py; its parity with the torch
     # rule: tests/test_pyramid_blend_cpu.py).
     expected = finish(agreement_blend_cpu(sources.pixels, coarsest=WHOLE_COARSEST)[0], sources)
-    assert PRESETS["exposure"]["steps"] == 0 and PRESETS["exposure"]["init"] == "whole-pyramid-blend"
+    assert PRESETS["exposure"].steps == 0 and PRESETS["exposure"].init == "whole-pyramid-blend"
     assert np.array_equal(result.image, expected)
     assert result.losses == [] and "loop" not in result.stages and "features" not in result.stages
 

@@ -17,7 +17,8 @@ import torch
 from conftest import tie_prone_features
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 from semfuse_rt.kernels.torch_rules import adam_update
-from semfuse_rt.kernels import reference, torch_rules
+from semfuse_rt.kernels import torch_rules
+from support.kernels import reference
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 

@@ -469,7 +469,7 @@ class TorchAdamKernels:
 @pytest.mark.parametrize("decay", ["constant", "cosine"])
 def test_fixed_step_loop_replays_the_reference_optimisation(rng, decay):
     from semfuse_rt.kernels.adam_scalars import AdamSchedule
-    from semfuse_rt.engine.backends.quadratic import QuadraticRunner
+    from support.quadratic_runner import QuadraticRunner
     from semfuse_rt.engine.backends.captured_loop import FixedStepLoop
 
     shape, steps = (1, 3, 5, 4), 7

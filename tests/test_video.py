@@ -8,17 +8,9 @@ import torch
 from semfuse_rt.engine.fuse.fuser import Fuser
 from semfuse_rt.engine.io.images import save_image
 from semfuse_rt.engine.metrics.metrics import qabf
-from semfuse_rt.engine.streams.video_fusion import (
-    FlickerMeter,
-    InterleavedVideoFuser,
-    VideoFuser,
-    flicker,
-    fuse_video,
-    global_shift,
-    matched_carry,
-    mean_abs_change,
-    shifted,
-)
+from semfuse_rt.engine.streams.video_frames import VideoFuser, global_shift, matched_carry, shifted
+from semfuse_rt.engine.streams.video_fusion import (FlickerMeter, InterleavedVideoFuser, flicker, fuse_video,
+                                                   mean_abs_change)
 from semfuse_rt.engine.streams.video_io import (
     FrameFolderWriter,
     VideoWriter,

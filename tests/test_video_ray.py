@@ -30,7 +30,7 @@ def test_ray_chunks_are_the_local_chunked_run(monkeypatch, capsys, tmp_path, loc
     first, second = write_folder(tmp_path / "a", streams[0]), write_folder(tmp_path / "b", streams[1])
     options = {"weights": weights_file, "backend": "torch", "preset": "blend-steps", "steps": 1, "chunk_frames": 4}
     local = fuse_video([first, second], tmp_path / "local", **options)
-    on_ray = fuse_video([first, second], tmp_path / "ray", ray=True, ray_actors=2, **options)
+    on_ray = fuse_video([first, second], tmp_path / "ray", executor="ray", workers=2, **options)
     assert (local.frames, local.warm_frames) == (on_ray.frames, on_ray.warm_frames) == (FRAMES, FRAMES - 2)
     local_frames = list(read_frames(probe(tmp_path / "local")))
     ray_frames = list(read_frames(probe(tmp_path / "ray")))

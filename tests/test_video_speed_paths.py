@@ -10,14 +10,8 @@ import pytest
 import torch
 
 from semfuse_rt.engine.fuse.fuser import Fuser
-from semfuse_rt.engine.streams.video_fusion import (
-    Buffers,
-    ResidualWarmStart,
-    VideoFuser,
-    _grey,
-    fuse_video,
-    shifted,
-)
+from semfuse_rt.engine.streams.video_frames import Buffers, ResidualWarmStart, VideoFuser, _grey, shifted
+from semfuse_rt.engine.streams.video_fusion import fuse_video
 from semfuse_rt.engine.streams.video_io import FrameFolderWriter, VideoWriter, probe, read_frames, write_behind
 from semfuse_rt.errors import SemfuseError
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
@@ -265,10 +259,10 @@ def test_the_grey_plane_is_the_same_numbers_in_reused_memory(rng, kinds):
 
 
 def test_a_warm_video_works_in_the_same_buffers_frame_after_frame(monkeypatch, vgg_weights, streams):  # noqa: F811
-    import semfuse_rt.engine.streams.video_fusion as video_fusion
+    import semfuse_rt.engine.streams.video_frames as video_frames
 
     greys, warm_starts = [], []
-    real_shift, real_start = video_fusion.global_shift, ResidualWarmStart.start
+    real_shift, real_start = video_frames.global_shift, ResidualWarmStart.start
 
     # The objects themselves are kept, so that no id is freed and given to another.
     def recording_shift(previous, current):
@@ -280,7 +274,7 @@ def test_a_warm_video_works_in_the_same_buffers_frame_after_frame(monkeypatch, v
         warm_starts.append((start, self.residual))
         return start
 
-    monkeypatch.setattr(video_fusion, "global_shift", recording_shift)
+    monkeypatch.setattr(video_frames, "global_shift", recording_shift)
     monkeypatch.setattr(ResidualWarmStart, "start", recording_start)
     with Fuser("max", backend="torch", weights=vgg_weights, steps=2) as fuser:
         results = list(VideoFuser(fuser, steps=1).fuse_frames(frame_sets(streams)))

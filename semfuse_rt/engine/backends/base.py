@@ -81,7 +81,7 @@ class FusionRunner(ABC):
         return lambda: self.loss_and_grad(x, target)
 
     def fuse_features(self, features: torch.Tensor, rule, weights: torch.Tensor | None = None) -> torch.Tensor:
-        """The target (1, C, h, w) from features (K, C, h, w) by a FeatureRule (engine/fuse/fusion_rules.py),
+        """The target (1, C, h, w) from features (K, C, h, w) by a FeatureRule (kernels/rules/),
         on the device the features are on: its kernels on a GPU, its torch twin elsewhere."""
         return rule.fuse(features, weights)[None]
 

@@ -18,7 +18,7 @@ from semfuse_rt.engine.deploy.whole_fuse_graph import INPUT, OUTPUTS
 from semfuse_rt.engine.fuse.fuser import Fuser
 from semfuse_rt.engine.io.images import describe_size, load_image, refuse_link_loop, save_image
 from semfuse_rt.engine.benchmarking.pipeline_benchmark import TOTAL, PipelineReport, run_pipeline_benchmark
-from semfuse_rt.engine.io.synthetic_pair import SYNTHETIC_SIDE
+from semfuse_rt.engine.io.synthetic import SYNTHETIC_SIDE
 from semfuse_rt.errors import SemfuseError
 
 GRAPH_NAME = "exported graph (onnxruntime CPU)"

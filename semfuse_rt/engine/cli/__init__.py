@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from typer.exceptions import Abort, Exit, TyperException
 
-from semfuse_rt.engine.limits.memory_budget import memory_at_hand  # here: a command short of memory may not import it
+from semfuse_rt.engine.limits import memory_at_hand
 from semfuse_rt.errors import SemfuseError
 
 
@@ -68,9 +68,18 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
+def _address_space_limited() -> bool:
+    import resource
+
+    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+
+
 def _short_of_memory(error: BaseException) -> BaseException | None:
-    """The exception in `error`'s chain that says memory ran out, if one does."""
-    return next((link for link in _chain(error) if isinstance(link, MemoryError) or _MAP_FAILURE in str(link)), None)
+    """The exception in `error`'s chain that says memory ran out, if one does. Under ulimit -v
+    an import that runs out can also end in a SystemError ("error return without exception
+    set"): the MemoryError was lost inside the import machinery."""
+    return next((link for link in _chain(error) if isinstance(link, MemoryError) or _MAP_FAILURE in str(link)
+                 or (isinstance(link, SystemError) and _address_space_limited())), None)
 
 
 def _load_failure(error: BaseException) -> str:
@@ -142,6 +151,10 @@ def _loaded_commands() -> Any:
         return app
     except (ImportError, MemoryError) as error:
         _fail_loading(error)
+    except SystemError as error:
+        if _short_of_memory(error) is None:
+            raise
+        _fail_loading(error)
     except OSError as error:
         if _MAP_FAILURE not in str(error):
             raise
@@ -157,7 +170,7 @@ def main() -> None:
         try:
             # One name however it is started (the console script, `python -m semfuse_rt`), as pip does.
             status = app(standalone_mode=False, prog_name="semfuse-rt")
-        except (ImportError, MemoryError, OSError) as error:
+        except (ImportError, MemoryError, OSError, SystemError) as error:
             if _loading_short_of_memory(error):
                 _fail_loading(error)
             raise

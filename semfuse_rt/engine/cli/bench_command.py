@@ -9,38 +9,10 @@ from typing import Any, List, Optional
 import typer
 from rich.table import Table
 
+from semfuse_rt.engine.benchmarking import DEFAULT_LOOP_STEPS, DEFAULT_REPEATS, DEFAULT_RUNS, DEFAULT_SIZES
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.screen import screen
-from semfuse_rt.engine.fuse.methods import DEFAULT_LAYER, DEFAULT_METHOD, default_presets
-from semfuse_rt.errors import SemfuseError
-
-
-DEFAULT_RUNS = 10
-DEFAULT_LOOP_STEPS = 20
-DEFAULT_REPEATS = 3
-DEFAULT_SIZES = "256"
-
-
-def _split(text: str | None) -> list[str] | None:
-    return [part.strip() for part in text.split(",") if part.strip()] if text else None
-
-
-def _check_graph_options(pipeline: bool, **options) -> None:
-    """What --graph leaves no part to: the fuse is the one the graph's manifest records, and
-    the loop is not timed."""
-    given = [f"--{name}" for name, value in options.items() if value is not None] + \
-        ([] if pipeline else ["--no-pipeline"])
-    if given:
-        raise SemfuseError(f"{given[0]} does not apply with --graph: it times the graph beside the fuse its "
-                           "manifest records (preset and options), and not the loop; leave it out")
-
-
-def _check_unused(reason: str, unused: bool, **options) -> None:
-    """Options of a part of the benchmark that `reason` turns off."""
-    given = [f"--{name}" if name != "inputs" else "input images" for name, value in options.items()
-             if value is not None]
-    if unused and given:
-        raise SemfuseError(f"{given[0]} does nothing with {reason}: that part of the benchmark does not run")
+from semfuse_rt.engine.fuse import DEFAULT_LAYER, DEFAULT_METHOD, default_presets
 
 
 @app.command("bench")
@@ -78,38 +50,19 @@ def bench_command(
     --graph, an exported graph beside the fuse it was exported from."""
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
 
-    from semfuse_rt.engine.backends import available_backends, resolve_backend
-    from semfuse_rt.engine.benchmarking.benchmark import (
-        check_report_folder, check_sizes, planned_measurements, run_benchmark,
-                                             write_reports)
-    from semfuse_rt.engine.deploy.whole_fuse_export import manifest_path
-    from semfuse_rt.engine.fuse.fuser import Fuser
-    from semfuse_rt.engine.benchmarking.graph_benchmark import GraphBench, summary_line
-    from semfuse_rt.engine.benchmarking.pipeline_benchmark import TOTAL, run_pipeline_benchmark
-    from semfuse_rt.engine.io.synthetic_pair import SYNTHETIC_SIDE, synthetic_pair
-    from semfuse_rt.engine.io.progress import progress_bar
-    from semfuse_rt.export.networks.vgg19 import check_layer
-    from semfuse_rt.export.networks.weights import load_vgg19
+    from semfuse_rt.engine.benchmarking import check_bench_options
+    from semfuse_rt.engine.benchmarking import planned_measurements, run_benchmark, write_reports
+    from semfuse_rt.engine.benchmarking import GraphBench, summary_line
+    from semfuse_rt.engine.benchmarking import TOTAL, run_pipeline_benchmark
+    from semfuse_rt.engine.io import SYNTHETIC_SIDE, synthetic_pair
+    from semfuse_rt.engine.io import progress_bar
+    from semfuse_rt.export.networks import load_vgg19
 
     # Every option is checked before anything is loaded or any folder is made.
-    if graph is not None:
-        _check_graph_options(pipeline, method=method, preset=preset, backends=backends, layers=layers, sizes=sizes,
-                             steps=steps, repeats=repeats)
-    size_list = check_sizes(_split(DEFAULT_SIZES if sizes is None else sizes) or []) if graph is None else []
-    _check_unused("--no-pipeline", not pipeline, inputs=inputs, method=method, preset=preset, backend=backend,
-                  runs=runs)
-    _check_unused("--sizes ''", not size_list, backends=backends, layers=layers, steps=steps, repeats=repeats)
-    method, runs = method or DEFAULT_METHOD, DEFAULT_RUNS if runs is None else runs
-    steps, repeats = DEFAULT_LOOP_STEPS if steps is None else steps, DEFAULT_REPEATS if repeats is None else repeats
-    chosen = [resolve_backend(b) for b in _split(backends) or []] if backends else available_backends()
-    layer_list = [check_layer(layer) for layer in _split(layers or DEFAULT_LAYER) or []]
-    for name, value, least in (("--runs", runs, 1), ("--repeats", repeats, 1), ("--warmup", warmup, 0),
-                               ("--steps", steps, 11)):
-        if value < least:
-            raise SemfuseError(f"{name} must be at least {least}, got {value}")
-    if inputs is not None and len(inputs) == 1:
-        raise SemfuseError("the pipeline timing needs at least 2 images, got 1")
-    check_report_folder(out, [*(inputs or ()), *((graph, manifest_path(graph)) if graph is not None else ())])
+    checked = check_bench_options(inputs=inputs, method=method, preset=preset, backend=backend, runs=runs,
+                                  pipeline=pipeline, backends=backends, layers=layers, sizes=sizes, steps=steps,
+                                  repeats=repeats, warmup=warmup, graph=graph, out=out)
+    runs, steps = checked.runs, checked.steps
     console = screen()
     graph_bench, pair_side = None, SYNTHETIC_SIDE
     if graph is not None:
@@ -117,13 +70,11 @@ def bench_command(
         if not inputs:
             pair_side = graph_bench.synthetic_side()
     else:
-        given: dict[str, Any] = {name: value for name, value in (("preset", preset), ("backend", backend))
-                                 if value is not None}
-        fuses_with_vgg = Fuser(method, **given).method.optimised  # the pipeline's options, checked
+        given: dict[str, Any] = dict(checked.fuse_options)
         vgg = load_vgg19(weights, show_progress=not quiet)
-        if fuses_with_vgg:
+        if checked.optimised:
             given["weights"] = vgg
-    plan = planned_measurements(chosen, layer_list, size_list)
+    plan = planned_measurements(checked.backends, checked.layers, checked.sizes)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     report, rows = None, []
     with progress_bar(*columns, enabled=not quiet) as bar:
@@ -137,7 +88,7 @@ def bench_command(
             if graph_bench is not None:
                 report = graph_bench.run(paths, runs, warmup, on_run=on_run)
             else:
-                report = run_pipeline_benchmark(paths, method, runs, warmup, **given, on_run=on_run)
+                report = run_pipeline_benchmark(paths, checked.method, runs, warmup, **given, on_run=on_run)
             bar.remove_task(task)
         if plan:
             task = bar.add_task("loop", total=len(plan))
@@ -146,7 +97,7 @@ def bench_command(
                 size, layer, name = what
                 bar.update(task, description=f"loop {size}^2 {layer} {name}")
 
-            rows = run_benchmark(vgg, chosen, layer_list, size_list, steps, repeats, warmup,
+            rows = run_benchmark(vgg, checked.backends, checked.layers, checked.sizes, steps, checked.repeats, warmup,
                                  on_row=lambda row: bar.advance(task), on_start=start)
     if report is not None:
         table = Table("stage", "p50 ms", "p90 ms", "p99 ms",

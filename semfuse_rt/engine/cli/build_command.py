@@ -6,11 +6,10 @@ from pathlib import Path
 import typer
 
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.fuse.methods import DEFAULT_LAYER
-from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.graphs.opsets import DEFAULT_OPSET, MIN_OPSET, check_opset
-from semfuse_rt.export.tensorrt.trt_build import DEFAULT_PRECISION, DEFAULT_WORKSPACE_MIB, PRECISIONS
-from semfuse_rt.export.tensorrt.trt_profiles import DEFAULT_SHAPES, parse_shapes
+from semfuse_rt.engine.fuse import DEFAULT_LAYER
+from semfuse_rt.export.graphs import DEFAULT_OPSET, MIN_OPSET
+from semfuse_rt.export.tensorrt import DEFAULT_PRECISION, DEFAULT_WORKSPACE_MIB
+from semfuse_rt.export.tensorrt import DEFAULT_SHAPES
 
 
 @app.command("build")
@@ -30,27 +29,16 @@ def build_command(
 ) -> None:
     """Export the features and explicit-gradient graphs to ONNX; with --trt, build TensorRT engines."""
     # Here, not at the top: the exporter imports torch, which `--help` and usage errors need not wait for.
-    from semfuse_rt.export.graphs.onnx_export import export_graphs
-    from semfuse_rt.export.networks.vgg19 import check_layer
-    from semfuse_rt.export.networks.weights import load_vgg19
+    from semfuse_rt.export import check_build_options
+    from semfuse_rt.export.graphs import export_graphs
+    from semfuse_rt.export.networks import load_vgg19
 
-    # Bad TensorRT options are errors even where TensorRT is missing.
-    if precision not in PRECISIONS:
-        raise SemfuseError(f"unknown precision {precision!r}; use {', '.join(PRECISIONS)}")
-    spec = parse_shapes(shapes) if shapes is not None else None
-    if workspace is not None and workspace < 1:
-        raise SemfuseError(f"--workspace must be at least 1 MiB, got {workspace}")
-    if not trt and (shapes is not None or workspace is not None or precision != DEFAULT_PRECISION):
-        raise SemfuseError("--precision, --shapes and --workspace apply to TensorRT engines; add --trt")
     # Checked before the weights load (a first run fetches them) and before any folder is made.
-    check_opset(opset)
-    for name in layer:
-        check_layer(name)
-
+    plan = check_build_options(layer, opset, trt=trt, precision=precision, shapes=shapes, workspace_mib=workspace)
     vgg = load_vgg19(weights)
     exported = []
-    for name in layer:
-        directory = out / name if out and len(layer) > 1 else out
+    for name in plan.layers:
+        directory = out / name if out and len(plan.layers) > 1 else out
         graphs = export_graphs(vgg, name, directory, opset=opset, force=force)
         exported.append((name, graphs))
         state = "built" if graphs.built else "up to date"
@@ -58,7 +46,7 @@ def build_command(
     if not trt:
         return
 
-    from semfuse_rt.export.tensorrt.trt_build import TrtUnavailable, build_fusion_engines, detect_environment
+    from semfuse_rt.export.tensorrt import TrtUnavailable, build_fusion_engines, detect_environment
 
     try:
         env = detect_environment(device)
@@ -68,7 +56,7 @@ def build_command(
         return
     for name, graphs in exported:
         artefacts = build_fusion_engines(graphs.directory, name, env, precision=precision,
-                                         shapes=spec or DEFAULT_SHAPES, workspace_mib=workspace, force=force,
+                                         shapes=plan.shapes or DEFAULT_SHAPES, workspace_mib=workspace, force=force,
                                          log=lambda message: typer.echo(message, err=True))
         for kind, artefact in artefacts.items():
             state = f"built ({artefact.reason})" if artefact.built else "up to date"

@@ -34,10 +34,10 @@ def cam_command(
     ),
 ) -> None:
     """Save IMAGE with its class activation map overlaid and print its top-5 classes."""
-    from semfuse_rt.engine.semantic.cam import input_cams
-    from semfuse_rt.engine.semantic.classifier import load_classifier, top_k
-    from semfuse_rt.engine.semantic.heatmaps import overlay_heatmap  # here: --help need not wait for OpenCV
-    from semfuse_rt.engine.io.images import check_not_an_input, check_output, load_image, save_image
+    from semfuse_rt.engine.semantic import input_cams
+    from semfuse_rt.engine.semantic import load_classifier, top_k
+    from semfuse_rt.engine.semantic import overlay_heatmap
+    from semfuse_rt.engine.io import check_not_an_input, check_output, load_image, save_image
 
     check_not_an_input(output, [image])  # as fuse does: the overlay may not replace the image it shows
     picture = load_image(image)

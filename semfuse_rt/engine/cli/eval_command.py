@@ -11,20 +11,21 @@ from rich.console import Console
 from rich.markup import escape
 
 from semfuse_rt.engine.backends import BACKENDS
-from semfuse_rt.engine.evaluation.baselines import BASELINES
+from semfuse_rt.engine.evaluation import BASELINES
 from semfuse_rt.engine.cli.application import app
 from semfuse_rt.engine.cli.screen import screen
-from semfuse_rt.engine.evaluation.datasets import find_sets
-from semfuse_rt.engine.evaluation.evaluation import (SIDE_BY_SIDE_FOLDER, check_report_folder, evaluate, parse_methods,
-                                          suite_rankings, summary_table, write_reports)
-from semfuse_rt.engine.evaluation.exposure_baselines import IMAGE_BASELINES
-from semfuse_rt.engine.start.initialisation import INITIALISATIONS
-from semfuse_rt.engine.fuse.methods import METHODS, default_presets
-from semfuse_rt.engine.evaluation.metric_suites import ALL_SUITES, DEFAULT_SUITES, parse_suites, suites_help
-from semfuse_rt.engine.fuse.presets import PRESETS
-from semfuse_rt.engine.evaluation.retention_judges import DEFAULT_JUDGES, parse_judges
-from semfuse_rt.engine.io.side_by_side import VIEW
-from semfuse_rt.engine.evaluation.suite_reports import SCORES_CSV, ranking_tables
+from semfuse_rt.engine.evaluation import find_sets
+from semfuse_rt.engine.evaluation import (
+    SIDE_BY_SIDE_FOLDER, check_report_folder, evaluate, parse_methods, suite_rankings, summary_table, write_reports,
+)
+from semfuse_rt.engine.evaluation import IMAGE_BASELINES
+from semfuse_rt.engine.start import INITIALISATIONS
+from semfuse_rt.engine.fuse import METHODS, default_presets
+from semfuse_rt.engine.evaluation import ALL_SUITES, DEFAULT_SUITES, parse_suites, suites_help
+from semfuse_rt.engine.fuse import PRESETS
+from semfuse_rt.engine.evaluation import DEFAULT_JUDGES, parse_judges
+from semfuse_rt.engine.io import VIEW
+from semfuse_rt.engine.evaluation import SCORES_CSV, ranking_tables
 
 
 def _reproducing_command(location, methods, out, categories, limit, max_size, judges, options,

@@ -7,10 +7,10 @@ from typing import Optional
 import typer
 
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.cli.shared_options import same_as_fuse
-from semfuse_rt.export.graphs.opsets import DEFAULT_OPSET, MIN_OPSET
-from semfuse_rt.engine.deploy.whole_fuse_export import DEFAULT_SIZE
-from semfuse_rt.kernels.source import MAX_INPUTS
+from semfuse_rt.engine.cli.shared_options import fuse_option
+from semfuse_rt.export.graphs import DEFAULT_OPSET, MIN_OPSET
+from semfuse_rt.engine.deploy import DEFAULT_SIZE
+from semfuse_rt.kernels import MAX_INPUTS
 
 _HELP = """Export a whole fuse of a preset as one ONNX graph, to run without this package.
 
@@ -44,16 +44,16 @@ def export_command(
     model_name: Optional[str] = typer.Option(None, "--model-name", metavar="NAME",
                                              help="With --triton: the model's name (default semfuse_PRESET)."),
     method: str = typer.Option("max", "--method", "-m", help="max | majority (the CAM methods cannot be exported)."),
-    layer: Optional[str] = same_as_fuse("layer"),
-    preset: Optional[str] = same_as_fuse("preset"),
-    steps: Optional[int] = same_as_fuse("steps"),
-    lr: Optional[float] = same_as_fuse("lr"),
-    decay: Optional[str] = same_as_fuse("decay"),
-    init: Optional[str] = same_as_fuse("init"),
-    window: Optional[int] = same_as_fuse("window"),
-    mean_base: Optional[float] = same_as_fuse("mean_base"),
-    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
-    weights: Optional[Path] = same_as_fuse("weights"),
+    layer: Optional[str] = fuse_option("layer"),
+    preset: Optional[str] = fuse_option("preset"),
+    steps: Optional[int] = fuse_option("steps"),
+    lr: Optional[float] = fuse_option("lr"),
+    decay: Optional[str] = fuse_option("decay"),
+    init: Optional[str] = fuse_option("init"),
+    window: Optional[int] = fuse_option("window"),
+    mean_base: Optional[float] = fuse_option("mean_base"),
+    semantic_steps: Optional[int] = fuse_option("semantic_steps"),
+    weights: Optional[Path] = fuse_option("weights"),
     inputs: int = typer.Option(2, "--inputs", help=f"Images each fuse takes, fixed in the graph (2 to {MAX_INPUTS})."),
     size: Optional[str] = typer.Option(None, "--size", metavar="WxH",
                                        help="A pyramid-blend start: a size whose shorter side's range the graph "
@@ -64,7 +64,7 @@ def export_command(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No notice of a first-time weights fetch."),
 ) -> None:
     # Here, not at the top: the exporter imports torch, which `--help` and usage errors need not wait for.
-    from semfuse_rt.engine.deploy.whole_fuse_export import export_fuse
+    from semfuse_rt.engine.deploy import export_fuse
 
     exported = export_fuse(output, method, images=inputs, size=size, opset=opset, weights=weights,
                            show_progress=not quiet, triton=triton, model_name=model_name, layer=layer, preset=preset,

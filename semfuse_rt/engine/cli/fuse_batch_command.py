@@ -8,12 +8,14 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-from semfuse_rt.engine.streams.batch import DEFAULT_EXTENSION, BatchReport, DiskFull, SetOutcome, plan_batch, run_batch
+from semfuse_rt.engine.streams import DEFAULT_EXTENSION, BatchReport, DiskFull, SetOutcome, plan_batch, run_batch
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
-                                                  ray_address_option, ray_timeout_option, same_as_fuse)
-from semfuse_rt.engine.evaluation.datasets import find_sets
-from semfuse_rt.engine.io.progress import progress_bar
+from semfuse_rt.engine.streams import RaySettings
+from semfuse_rt.engine.cli.shared_options import (check_ray_flags, fuse_option, gpus_per_actor_option,
+                                                  max_pixels_option, quiet_option, ray_actors_option,
+                                                  ray_address_option, ray_timeout_option)
+from semfuse_rt.engine.evaluation import find_sets
+from semfuse_rt.engine.io import progress_bar
 from semfuse_rt.errors import SemfuseError
 
 
@@ -39,24 +41,24 @@ def fuse_batch_command(
     ray_actors: int = ray_actors_option(),
     num_gpus_per_actor: float = gpus_per_actor_option(),
     ray_timeout: Optional[float] = ray_timeout_option(),
-    method: str = same_as_fuse("method"),
-    layer: Optional[str] = same_as_fuse("layer"),
-    preset: Optional[str] = same_as_fuse("preset"),
-    steps: Optional[int] = same_as_fuse("steps"),
-    lr: Optional[float] = same_as_fuse("lr"),
-    decay: Optional[str] = same_as_fuse("decay"),
-    init: Optional[str] = same_as_fuse("init"),
-    window: Optional[int] = same_as_fuse("window"),
-    mean_base: Optional[float] = same_as_fuse("mean_base"),
-    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
-    backend: Optional[str] = same_as_fuse("backend"),
-    weights: Optional[Path] = same_as_fuse("weights"),
-    classes: Optional[int] = same_as_fuse("classes"),
-    cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
-    max_pixels: int = same_as_fuse("max_pixels"),
-    memory_budget: Optional[str] = same_as_fuse("memory_budget"),
-    tile: Optional[int] = same_as_fuse("tile"),
-    quiet: bool = same_as_fuse("quiet"),
+    method: str = fuse_option("method"),
+    layer: Optional[str] = fuse_option("layer"),
+    preset: Optional[str] = fuse_option("preset"),
+    steps: Optional[int] = fuse_option("steps"),
+    lr: Optional[float] = fuse_option("lr"),
+    decay: Optional[str] = fuse_option("decay"),
+    init: Optional[str] = fuse_option("init"),
+    window: Optional[int] = fuse_option("window"),
+    mean_base: Optional[float] = fuse_option("mean_base"),
+    semantic_steps: Optional[int] = fuse_option("semantic_steps"),
+    backend: Optional[str] = fuse_option("backend"),
+    weights: Optional[Path] = fuse_option("weights"),
+    classes: Optional[int] = fuse_option("classes"),
+    cam_weights: Optional[Path] = fuse_option("cam_weights"),
+    max_pixels: int = max_pixels_option(),
+    memory_budget: Optional[str] = fuse_option("memory_budget"),
+    tile: Optional[int] = fuse_option("tile"),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fuse every image set of a folder or CSV into OUTDIR, with the options of fuse.
 
@@ -99,14 +101,12 @@ def fuse_batch_command(
                 failures += not outcome.ok
                 bar.update(task, advance=1, failed=failures)
 
-            if ray:
-                from semfuse_rt.engine.streams.ray_batch import run_ray_batch
-
-                report = run_ray_batch(plan, actors=ray_actors, address=ray_address,
-                                       num_gpus_per_actor=num_gpus_per_actor, connect_timeout_s=ray_timeout,
-                                       on_outcome=advance, **options)
-            else:
-                report = run_batch(plan, workers=1 if workers is None else workers, on_outcome=advance, **options)
+            # --ray names the executor; the library looks it up (engine/streams/executor_registry.py).
+            executor, count, settings = (
+                ("ray", ray_actors, RaySettings(address=ray_address, num_gpus_per_actor=num_gpus_per_actor,
+                                                connect_timeout_s=ray_timeout))
+                if ray else ("processes", 1 if workers is None else workers, None))
+            report = run_batch(plan, executor=executor, workers=count, ray=settings, on_outcome=advance, **options)
     except DiskFull as full:
         for outcome in full.earlier:  # the batch's error line follows them
             typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)

@@ -8,10 +8,12 @@ from typing import List, Optional
 import typer
 
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.cli.shared_options import (check_ray_flags, gpus_per_actor_option, ray_actors_option,
-                                                  ray_address_option, ray_timeout_option, same_as_fuse)
-from semfuse_rt.engine.streams.video_defaults import DEFAULT_WARM_STEPS
-from semfuse_rt.engine.streams.video_io import DEFAULT_CRF, MAX_FPS, MIN_FPS
+from semfuse_rt.engine.cli.shared_options import (check_ray_flags, fuse_option, gpus_per_actor_option,
+                                                  max_pixels_option, quiet_option, ray_actors_option,
+                                                  ray_address_option, ray_timeout_option)
+from semfuse_rt.engine.streams import DEFAULT_WARM_STEPS
+from semfuse_rt.engine.streams import DEFAULT_CRF, MAX_FPS, MIN_FPS
+from semfuse_rt.errors import SemfuseError
 
 
 @app.command("fuse-video")
@@ -43,22 +45,22 @@ def fuse_video_command(
     chunk_frames: Optional[int] = typer.Option(None, "--chunk-frames",
                                                help="Frames per chunk; each chunk's first frame runs cold "
                                                     "(default with --ray: an even share per actor)."),
-    method: str = same_as_fuse("method"),
-    layer: Optional[str] = same_as_fuse("layer"),
-    preset: Optional[str] = same_as_fuse("preset"),
-    lr: Optional[float] = same_as_fuse("lr"),
-    decay: Optional[str] = same_as_fuse("decay"),
-    init: Optional[str] = same_as_fuse("init"),
-    window: Optional[int] = same_as_fuse("window"),
-    mean_base: Optional[float] = same_as_fuse("mean_base"),
-    semantic_steps: Optional[int] = same_as_fuse("semantic_steps"),
-    backend: Optional[str] = same_as_fuse("backend"),
-    weights: Optional[Path] = same_as_fuse("weights"),
-    classes: Optional[int] = same_as_fuse("classes"),
-    cam_weights: Optional[Path] = same_as_fuse("cam_weights"),
-    max_pixels: int = same_as_fuse("max_pixels"),
-    memory_budget: Optional[str] = same_as_fuse("memory_budget"),
-    quiet: bool = same_as_fuse("quiet"),
+    method: str = fuse_option("method"),
+    layer: Optional[str] = fuse_option("layer"),
+    preset: Optional[str] = fuse_option("preset"),
+    lr: Optional[float] = fuse_option("lr"),
+    decay: Optional[str] = fuse_option("decay"),
+    init: Optional[str] = fuse_option("init"),
+    window: Optional[int] = fuse_option("window"),
+    mean_base: Optional[float] = fuse_option("mean_base"),
+    semantic_steps: Optional[int] = fuse_option("semantic_steps"),
+    backend: Optional[str] = fuse_option("backend"),
+    weights: Optional[Path] = fuse_option("weights"),
+    classes: Optional[int] = fuse_option("classes"),
+    cam_weights: Optional[Path] = fuse_option("cam_weights"),
+    max_pixels: int = max_pixels_option(),
+    memory_budget: Optional[str] = fuse_option("memory_budget"),
+    quiet: bool = quiet_option(),
 ) -> None:
     """Fuse synchronised streams frame by frame into one video at their frame rate.
 
@@ -70,10 +72,18 @@ def fuse_video_command(
     # not wait for.
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from semfuse_rt.engine.io.progress import progress_bar
-    from semfuse_rt.engine.streams.video_fusion import fuse_video
+    from semfuse_rt.engine.io import progress_bar
+    from semfuse_rt.engine.streams import RaySettings
+    from semfuse_rt.engine.streams import fuse_video
 
+    if ray and workers is not None:
+        raise SemfuseError("--workers runs fusers on this machine; with --ray give --ray-actors")
     check_ray_flags(ray, ray_address, ray_actors, num_gpus_per_actor, ray_timeout)
+    # --ray names the executor; the library looks it up (engine/streams/executor_registry.py).
+    executor, count, settings = (
+        ("ray", ray_actors, RaySettings(address=ray_address, num_gpus_per_actor=num_gpus_per_actor,
+                                        connect_timeout_s=ray_timeout))
+        if ray else ("threads", workers, None))
     columns = (TextColumn("fusing frames"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[rate]} fps"), TimeRemainingColumn())
     with progress_bar(*columns, enabled=not quiet) as bar:
@@ -97,8 +107,7 @@ def fuse_video_command(
             cam_weights=cam_weights, memory_budget=memory_budget).items() if value is not None}
         summary = fuse_video(
             inputs, output, method, warm=warm, steps=steps, fps=fps, quality=crf, lossless=lossless,
-            max_pixels=max_pixels, progress=advance, ray=ray, ray_address=ray_address, ray_actors=ray_actors,
-            num_gpus_per_actor=num_gpus_per_actor, ray_timeout_s=ray_timeout, chunk_frames=chunk_frames,
-            workers=workers, show_progress=not quiet, **given,
+            max_pixels=max_pixels, progress=advance, executor=executor, workers=count, ray=settings,
+            chunk_frames=chunk_frames, show_progress=not quiet, **given,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")

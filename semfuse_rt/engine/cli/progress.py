@@ -16,7 +16,7 @@ def step_progress(description: str, enabled: bool = True):
         return
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
-    from semfuse_rt.engine.io.progress import progress_bar
+    from semfuse_rt.engine.io import progress_bar
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TimeRemainingColumn())

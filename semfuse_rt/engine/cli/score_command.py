@@ -10,7 +10,7 @@ import typer
 from rich.markup import escape
 
 from semfuse_rt.engine.cli.application import app
-from semfuse_rt.engine.evaluation.metric_suites import ALL_SUITES, DEFAULT_SUITES, suites_help
+from semfuse_rt.engine.evaluation import ALL_SUITES, DEFAULT_SUITES, suites_help
 
 # Rich keeps the single line breaks of the paragraphs after the first: lines fit 80 columns.
 _HELP = f"""Score fused images that someone else made, and rank their methods.
@@ -77,10 +77,10 @@ def score_command(
     from rich.console import Console
 
     from semfuse_rt.engine.cli.screen import screen
-    from semfuse_rt.engine.evaluation.evaluation import parse_methods
-    from semfuse_rt.engine.evaluation.metric_suites import parse_suites
-    from semfuse_rt.engine.evaluation.scoring import plan_scoring, run_scoring, write_score_reports
-    from semfuse_rt.engine.evaluation.suite_reports import ranking_tables
+    from semfuse_rt.engine.evaluation import parse_methods
+    from semfuse_rt.engine.evaluation import parse_suites
+    from semfuse_rt.engine.evaluation import plan_scoring, run_scoring, write_score_reports
+    from semfuse_rt.engine.evaluation import ranking_tables
 
     suites = parse_suites(metrics)
     specs = parse_methods(methods) if methods is not None else []

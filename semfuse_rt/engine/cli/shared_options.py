@@ -1,22 +1,32 @@
-"""Options that several commands take, defined once so that they cannot drift apart."""
+"""Options that several commands take, defined once so that they cannot drift apart. A fuse's
+options are the library's (engine/fuse/fuse_options.py): their flags, defaults and help come
+from FuseOptions' fields."""
 from __future__ import annotations
 
-import copy
-import inspect
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
-from semfuse_rt.engine.cli.fuse_command import fuse_command
-from semfuse_rt.engine.streams.ray_session import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
+from semfuse_rt.engine.fuse import cli_fields
+from semfuse_rt.engine.fuse import option_flag
+from semfuse_rt.engine.limits import DEFAULT_MAX_PIXELS
+from semfuse_rt.engine.streams import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
 from semfuse_rt.errors import SemfuseError
 
-_FUSE_PARAMETERS = inspect.signature(fuse_command).parameters
+
+def fuse_option(name: str) -> Any:
+    """The option for FuseOptions' field `name`: its flag (and short flag), default and help."""
+    item = cli_fields()[name]
+    return typer.Option(item.default, option_flag(name), *item.metadata["short"], help=item.metadata["help"])
 
 
-def same_as_fuse(name: str):
-    """`fuse`'s definition of option `name` (flags, default, help)."""
-    return copy.copy(_FUSE_PARAMETERS[name].default)
+def max_pixels_option() -> int:
+    return typer.Option(DEFAULT_MAX_PIXELS, "--max-pixels",
+                        help="Largest input accepted, in pixels per image (read from its header).")
+
+
+def quiet_option() -> bool:
+    return typer.Option(False, "--quiet", "-q", help="No progress bar, nor the notice of a first-time weights fetch.")
 
 
 def ray_address_option() -> Optional[str]:

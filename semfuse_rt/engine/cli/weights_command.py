@@ -16,7 +16,7 @@ def weights_command(
 ) -> None:
     """Show the cached VGG19 weights; --fetch downloads, verifies and converts them."""
     # Here, not at the top: export/networks/weights.py imports torch, which `--help` need not wait for.
-    from semfuse_rt.export.networks.weights import cached_weights, load_vgg19
+    from semfuse_rt.export.networks import cached_weights, load_vgg19
 
     if source not in ("oxford", "torchvision"):
         raise SemfuseError(f"--source must be oxford or torchvision, got {source!r}")

@@ -60,7 +60,7 @@ def reference_images(terms: dict) -> tuple[str, np.ndarray]:
     else:
         import tempfile
 
-        from semfuse_rt.engine.io.synthetic_pair import synthetic_pair
+        from semfuse_rt.engine.io.synthetic import synthetic_pair
 
         with tempfile.TemporaryDirectory(prefix="semfuse-fp16-") as folder:
             pair, name = [load_image(path) for path in synthetic_pair(Path(folder))], "bench's synthetic pair"

@@ -5,7 +5,7 @@ without Python or torch: a C++ service, onnxruntime in Node.js, a TensorRT engin
 
 K is fixed at export; H and W are dynamic. The graph is the Fuser's own pipeline traced
 once: the start (engine/start/initialisation.py's `initial_image`, or the DT-CWT start graph),
-the features of each input and the rule (export/graphs/rule_graph.py), the preset's Adam steps
+the features of each input and the rule (its torch form, kernels/rules/), the preset's Adam steps
 unrolled (the explicit gradient of export/graphs/gradient_graph.py and kernels/torch_rules.py's
 `adam_update`), the mean base layer (export/graphs/base_layer_graph.py), the clamp and the
 rounding of sources.finish. `fused_luma` is what `finish` makes of a grey set (BT.601
@@ -36,27 +36,28 @@ from dataclasses import dataclass
 
 import onnx
 import torch
-from onnx import TensorProto, helper
+from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 from torch.onnx import symbolic_helper
 from torch.overrides import TorchFunctionMode
 
-from semfuse_rt.engine.fuse.fusion_rules import FeatureRule, Majority
 from semfuse_rt.engine.start.initialisation import STARTS, initial_image
 from semfuse_rt.engine.limits.option_checks import smallest_side
 from semfuse_rt.engine.start.pyramid_blend import luma
 from semfuse_rt.engine.start.pyramid_depth import same_depth_sides
 from semfuse_rt.engine.io.sources import MIN_SIDE
+from semfuse_rt import gaussian_blur
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.graphs import base_layer_graph, dtcwt_graph, gradient_graph, rule_graph
+from semfuse_rt.export.graphs import base_layer_graph, dtcwt_graph, gradient_graph
 from semfuse_rt.export.graphs.base_layer_graph import MeanBaseLayer
 from semfuse_rt.export.graphs.dtcwt_graph import DtcwtStartGraph
 from semfuse_rt.export.graphs.gradient_graph import ExplicitLossGradient, NormalisedFeatures
 from semfuse_rt.export.graphs.manifest import source_sha256
-from semfuse_rt.export.graphs.rule_graph import ChooseMaxGraph, MajorityGraph
 from semfuse_rt.export.networks.vgg19 import VGG19Features
 from semfuse_rt.export.networks.weights import VGG19Weights
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
+from semfuse_rt.kernels.rules import rule_modules
+from semfuse_rt.kernels.rules.base import FeatureRule
 from semfuse_rt.kernels.torch_rules import adam_update
 
 INPUT = "images"
@@ -112,7 +113,7 @@ class WholeFuse(nn.Module):
             self.features = NormalisedFeatures(vgg, weights.normalisation)
             self.gradient = ExplicitLossGradient(vgg, weights.normalisation)
             rule = settings.rule
-            self.rule = MajorityGraph(rule.window) if isinstance(rule, Majority) else ChooseMaxGraph()
+            self.rule = rule.module()
         verify = STARTS[settings.init].dtcwt_verify
         # The graph form of the DT-CWT start: dtcwt_start's eager shortcuts (copying a channel
         # equal to another, float64 on the CPU) depend on the pixels, which a trace cannot.
@@ -140,7 +141,7 @@ class WholeFuse(nn.Module):
 
 
 # Identifies the code a graph was traced from, for the manifest.
-GRAPH_SOURCE_SHA256 = source_sha256(gradient_graph, rule_graph, base_layer_graph, dtcwt_graph,
+GRAPH_SOURCE_SHA256 = source_sha256(gradient_graph, *rule_modules(), base_layer_graph, dtcwt_graph, gaussian_blur,
                                      sys.modules["semfuse_rt.engine.start.pyramid_blend"],
                                      sys.modules["semfuse_rt.engine.start.initialisation"], sys.modules[__name__])
 
@@ -282,6 +283,36 @@ def _fold_identities(model: onnx.ModelProto) -> None:
     graph.node.extend(kept)
 
 
+def _constants_as_initializers(model: onnx.ModelProto) -> None:
+    """Each Constant node becomes an initializer, one per distinct value: the tracer writes a
+    node for every literal of every pyramid level (about half of the blend graph's nodes,
+    most of them the same few taps and indices), and each one costs ONNX Runtime time at every
+    session load, in Node.js and the browser as much as in Python."""
+    graph = model.graph
+    outputs = {value.name for value in graph.output}
+    first: dict[tuple[int, tuple[int, ...], bytes], str] = {}
+    aliases: dict[str, str] = {}
+    kept = []
+    for node in graph.node:
+        value = node.attribute[0].t if len(node.attribute) == 1 and node.attribute[0].name == "value" else None
+        if node.op_type != "Constant" or value is None or node.output[0] in outputs:
+            kept.append(node)
+            continue
+        key = (value.data_type, tuple(value.dims), numpy_helper.to_array(value).tobytes())
+        if key in first:
+            aliases[node.output[0]] = first[key]
+            continue
+        first[key] = node.output[0]
+        tensor = TensorProto()
+        tensor.CopyFrom(value)
+        tensor.name = node.output[0]
+        graph.initializer.append(tensor)
+    for node in kept:
+        node.input[:] = [aliases.get(name, name) for name in node.input]
+    del graph.node[:]
+    graph.node.extend(kept)
+
+
 def _declare_output_shapes(model: onnx.ModelProto, terms: dict) -> None:
     """The outputs' shapes as the contract states them: the exporter leaves `fused`'s three
     channels a symbol, which a Triton config or a TensorRT binding would have to take on trust
@@ -319,6 +350,7 @@ def export_whole_fuse(weights: VGG19Weights | None, settings: FuseSettings, coun
     model = _traced(WholeFuse(weights, settings), count, trace_side, trace_side, opset)
     _uint8_at_the_edges(model)
     _fold_identities(model)
+    _constants_as_initializers(model)
     _guard_sizes(model, *sides)
     terms = contract(settings, count, sides)
     _declare_output_shapes(model, terms)

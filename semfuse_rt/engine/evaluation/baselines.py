@@ -71,54 +71,32 @@ def dwt_choose_max(planes: Sequence[np.ndarray], *, wavelet: str = "db2", levels
     return pywt.waverec2(fused, wavelet_object, mode=mode)[:height, :width]
 
 
-def _verified_choose_max(bands: Sequence[np.ndarray], window: int) -> np.ndarray:
-    """Choose-max whose decisions are then majority-filtered over window x window in each
-    orientation (Li, Manjunath and Mitra's consistency verification): an isolated
-    coefficient from the other source, usually noise or a ringing lobe, follows its
-    neighbours."""
-    import torch
-
-    from semfuse_rt.kernels.torch_rules import majority_filter
-
-    stack = np.stack(bands)  # (K, h, w, orientations)
-    chosen = np.argmax(np.abs(stack), axis=0)
-    labels = torch.from_numpy(np.ascontiguousarray(np.moveaxis(chosen, -1, 0)).astype(np.int32))
-    verified = np.moveaxis(majority_filter(labels, len(bands), window).numpy(), 0, -1)
-    return np.take_along_axis(stack, verified[None].astype(np.int64), axis=0)[0]
-
-
 def dtcwt_choose_max(planes: Sequence[np.ndarray], *, levels: int = 4,
                      biort: str = "near_sym_a", qshift: str = "qshift_a", verify: int = 0) -> np.ndarray:
-    """Dual-tree complex wavelet transform choose-max (the `dtcwt` package).
+    """Dual-tree complex wavelet transform choose-max, with the project's DT-CWT
+    (export/graphs/dtcwt_graph.py, the start images' too), in float64.
 
     N. G. Kingsbury, "Complex wavelets for shift invariant analysis and filtering of
     signals", ACHA 10(3), 2001; as a fusion rule: J. J. Lewis et al., "Pixel- and region-based
     image fusion with complex wavelets", Information Fusion 8(2), 2007. Choose-max by complex
     magnitude in each of the six orientations at every level, mean of the lowpass; 4 levels,
-    near_sym_a / qshift_a filters (the package defaults), as in the prototype of
+    near_sym_a / qshift_a filters (the `dtcwt` package's defaults), as in the prototype of
     docs/quality-notes.md. `verify` > 0: the choices are majority-filtered over that odd
-    window first (consistency verification).
+    window first (consistency verification, Li, Manjunath and Mitra): an isolated
+    coefficient from another source, usually noise or a ringing lobe, follows its neighbours.
     """
-    import dtcwt
+    import torch
 
-    if verify and not (verify > 0 and verify % 2 == 1):
-        raise SemfuseError(f"dtcwt: the verification window must be odd and positive, got {verify}")
-    height, width = planes[0].shape
-    # dtcwt needs even sizes and would pad itself, logging a warning on the root logger each
-    # call; pad here the same way (edge replication) and crop afterwards.
-    padded = [np.pad(plane, ((0, height % 2), (0, width % 2)), mode="edge") for plane in planes]
+    from semfuse_rt.export.graphs.dtcwt_graph import choose_max_planes
+
+    def plane(k: int) -> torch.Tensor:
+        return torch.from_numpy(np.asarray(planes[k], dtype=np.float64))[None]
+
     try:
-        transform = dtcwt.Transform2d(biort=biort, qshift=qshift)
-    except (ValueError, OSError, KeyError):
-        raise SemfuseError(f"dtcwt: unknown filters biort={biort!r} qshift={qshift!r}") from None
-    pyramids = [transform.forward(plane, nlevels=int(levels)) for plane in padded]
-    lowpass = np.mean([p.lowpass for p in pyramids], axis=0)
-
-    def fuse_band(bands):
-        return _verified_choose_max(bands, int(verify)) if verify else _choose_max(bands)
-
-    highpasses = tuple(fuse_band([p.highpasses[level] for p in pyramids]) for level in range(int(levels)))
-    return transform.inverse(dtcwt.Pyramid(lowpass, highpasses))[:height, :width]
+        fused = choose_max_planes(len(planes), plane, int(verify), levels=int(levels), biort=biort, qshift=qshift)
+    except ValueError as error:
+        raise SemfuseError(f"dtcwt: {error}") from None
+    return fused[0].numpy()
 
 
 BASELINES: dict[str, PlaneRule] = {

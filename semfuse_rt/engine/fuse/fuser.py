@@ -14,48 +14,42 @@ base layer, the semantic phase.
 from __future__ import annotations
 
 import contextlib
-import inspect
 import logging
-import math
 import os
 import time
-from dataclasses import replace
-from typing import Callable, Protocol, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Callable, Protocol, Sequence
 
 import numpy as np
 import torch
 
-from semfuse_rt.engine.backends import BACKENDS, create_runner, loader_options, resolve_backend, runs_on_gpu
+from semfuse_rt.engine.backends import create_runner, resolve_backend, runs_on_gpu
 from semfuse_rt.engine.backends.base import FusionRunner, ProgressCallback
 from semfuse_rt.engine.semantic.cam import (
     CAMResult, Retention, cam_extractor, cam_weights, combine_layer_maps, fuse_cam,
                                    input_cams, semantic_retention)
 from semfuse_rt.engine.semantic.classifier import Classifier, load_classifier
 from semfuse_rt.engine.fuse.file_fusion import read_fuse_write
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions, fuse_options
 # What a fuse returns and its stage clock, shared with the start-only fuse, which has no torch.
 from semfuse_rt.engine.fuse.fusion_result import TRIM_PIXELS, FusionResult, StageClock
 from semfuse_rt.engine.fuse.fusion_result import run_description as run_description  # where video_fusion.py looks
 from semfuse_rt.engine.io.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.limits.memory import return_free_memory
 from semfuse_rt.engine.limits.memory_budget import (budget_problem, check_available, is_out_of_memory, out_of_memory,
-                                             parse_size, spill_inputs, tile_room)
+                                             spill_inputs, tile_room)
 from semfuse_rt.engine.io.spilled_images import SpilledImage
 from semfuse_rt.engine.large.tile_tone import PreviewTone, TileStart
 from semfuse_rt.engine.large.tiling import (DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles,
     receptive_radius)
-from semfuse_rt.engine.start.initialisation import STARTS, check_initialisation, has_cpu_start, start_image
-from semfuse_rt.engine.fuse.fusion_rules import ChooseMax, Majority
-from semfuse_rt.engine.fuse.methods import (DEFAULT_LAYER, DEFAULT_METHOD, DEFAULT_WINDOW, check_applicable, get_method,
-                                       listed)
-from semfuse_rt.engine.limits.option_checks import (check_classes, check_image_fits, check_lr, check_mean_base,
-                                       check_option_names, check_steps, check_window)
-from semfuse_rt.engine.fuse.presets import resolve_preset
+from semfuse_rt.engine.start.initialisation import STARTS, has_cpu_start, start_image
+from semfuse_rt.engine.fuse.methods import DEFAULT_METHOD
+from semfuse_rt.engine.limits.option_checks import check_image_fits
 from semfuse_rt.engine.semantic.semantic_phase import SemanticPhase, SemanticSettings, small_inputs
 from semfuse_rt.engine.io.sources import check_images, finish, prepare
 from semfuse_rt.errors import SemfuseError
-from semfuse_rt.export.networks.vgg19 import check_layer, feature_shape, is_nonnegative
+from semfuse_rt.export.networks.vgg19 import feature_shape, is_nonnegative
 from semfuse_rt.export.networks.weights import VGG19Weights, load_vgg19
-from semfuse_rt.kernels import torch_rules
 from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 # Where a fuse says what it does when no progress callback is given: silent unless the
@@ -83,65 +77,63 @@ class WarmStart(Protocol):
     def optimised(self, image: torch.Tensor) -> None: ...
 
 
+@dataclass
+class _OpenNetwork:
+    """What an open Fuser of an optimising method holds: the VGG19 weights, the runner with
+    its sessions and buffers, and the semantic phase where the preset runs one. Made whole
+    by `Fuser.open`, so that a runner in use is never None."""
+
+    weights: VGG19Weights
+    runner: FusionRunner
+    semantic_phase: SemanticPhase | None
+
+
+@dataclass
+class _OpenCams:
+    """What an open Fuser of a semantic method holds: the CAM classifier, and its extractor as
+    entering `context` gave it (closing exits the context, not the value it gave)."""
+
+    classifier: Classifier
+    context: contextlib.AbstractContextManager
+    extractor: Any
+
+
 class Fuser:
     """Fusion with one set of options, for many image sets; a context manager that owns the
-    runner and the CAM classifier. Options are those of `fuse_result`."""
+    runner and the CAM classifier. Options: a FuseOptions (engine/fuse/fuse_options.py), or a
+    method's name and those options as keywords (see `fuse_result`)."""
 
-    def __init__(self, method: str = DEFAULT_METHOD, *, layer: str | None = None, preset: str | None = None,
-                 steps: int | None = None, lr: float | None = None, decay: str | None = None,
-                 init: str | None = None, window: int | None = None, backend: str | None = None,
-                 weights: str | os.PathLike | VGG19Weights | None = None, classes: int | None = None,
-                 cam_weights: str | os.PathLike | None = None, mean_base: float | None = None,
-                 memory_budget: int | str | None = None, tile: int | None = None,
-                 semantic_steps: int | None = None, progress: ProgressCallback | None = None,
-                 show_progress: bool = True, **backend_options):
-        """Every option is checked here, before any work. None (the default) leaves an
-        option to the method or preset; one given for a method that it does not change
-        (window for max, say) is an error, as is a name no option has. `progress`: the
-        default callback of the calls (see `__call__`). `show_progress=False` keeps a
-        first-time weights fetch from telling a terminal of its wait (the CLI's -q).
-        `backend_options` go to the backend's loader (ort: threads, provider, ...)."""
-        self.method = get_method(method)
-        check_applicable(self.method, [name for name, value in (
-            ("layer", layer), ("preset", preset), ("steps", steps), ("lr", lr), ("decay", decay), ("init", init),
-            ("window", window), ("backend", backend), ("weights", weights), ("classes", classes),
-            ("cam_weights", cam_weights), ("mean_base", mean_base), ("tile", tile),
-            ("semantic_steps", semantic_steps)) if value is not None])
-        self.rule = self.method.feature_rule(check_window(DEFAULT_WINDOW if window is None else window))
-        self.layer = check_layer(layer or DEFAULT_LAYER)
-        self.classes, self.cam_weights_path = check_classes(1 if classes is None else classes), cam_weights
-        preset = preset or self.method.default_preset
-        settings = resolve_preset(preset, steps=steps, lr=lr, decay=decay, init=init, mean_base=mean_base,
-                                  semantic_steps=semantic_steps)
-        if (self.method.optimised and not settings["steps"] and not settings["semantic_steps"]
-                and resolve_preset(self.method.default_preset)["steps"]):
-            none = "--steps 0 leaves it none" if steps == 0 else f"preset {preset} runs none"
-            raise SemfuseError(f"--method {self.method.name} acts only through optimisation steps, and {none}: "
-                               f"give --steps N or --preset {self.method.default_preset}")
-        self.preset = preset if self.method.optimised else None
-        self.semantic = SemanticSettings(settings["semantic_steps"])
-        self.init = check_initialisation(settings["init"])
-        self.mean_base = check_mean_base(settings["mean_base"])
-        self.schedule = AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]),
-                                     decay=settings["decay"])
-        self.backend = resolve_backend(backend or "auto", self.layer) if self.method.optimised else None
-        _check_backend_options(backend_options, self.backend, self.method.name)
+    def __init__(self, options: FuseOptions | str = DEFAULT_METHOD, *, progress: ProgressCallback | None = None,
+                 **keywords: Any):
+        """Every option is checked here, before any work: FuseOptions checks the names and
+        values, and the Fuser what depends on this machine (the backend, and whether the
+        loader's options are its). None (the default) leaves an option to the method or
+        preset; one given for a method that it does not change (window for max, say) is an
+        error, as is a name no option has. `keywords` change `options` where it is a
+        FuseOptions. `progress`: the default callback of the calls (see `__call__`)."""
+        self.options = fuse_options(options, **keywords)
+        settings = self.options.settings
+        self.method = settings.method
+        self.rule = self.method.feature_rule(settings.window)
+        self.layer = settings.layer
+        self.classes, self.cam_weights_path = settings.classes, self.options.cam_weights
+        self.preset = settings.preset if self.method.optimised else None
+        self.semantic = SemanticSettings(settings.semantic_steps)
+        self.init = settings.init
+        self.mean_base = settings.mean_base
+        self.schedule = settings.schedule
+        self.backend = resolve_backend(self.options.backend or "auto", self.layer) if self.method.optimised else None
+        if self.backend is not None:
+            self.options.check_backend_options(self.backend)
         # On a GPU the default budget is a share of its free memory (memory_budget.py).
         self.on_gpu = self.backend is not None and runs_on_gpu(self.backend)
-        # None: a share of the memory available at each call (memory_budget.py)
-        self.memory_budget = parse_size(memory_budget) if memory_budget is not None else None
-        # None: tiles only when the whole image would not fit the budget (tiling.py)
-        if tile is not None and not (isinstance(tile, int) and tile >= MIN_TILE):
-            raise SemfuseError(f"--tile must be a whole number of at least {MIN_TILE} pixels, got {tile}")
+        self.memory_budget = settings.memory_budget  # None: a share of the memory available at each call
+        self.tile = settings.tile  # None: tiles only when the whole image would not fit the budget (tiling.py)
         self.progress = progress
-        self.show_progress = show_progress
-        self.tile = tile
-        self._weights_option, self._backend_options = weights, backend_options
-        self.weights: VGG19Weights | None = None
-        self.runner: FusionRunner | None = None
-        self.classifier: Classifier | None = None
-        self._cam: contextlib.AbstractContextManager | None = None
-        self._semantic_phase: SemanticPhase | None = None
+        self.show_progress = self.options.show_progress
+        self._network: _OpenNetwork | None = None  # set for the optimising methods while open
+        self._cams: _OpenCams | None = None  # set for the semantic methods while open
+        self._classifier: Classifier | None = None  # loaded once, for the CAMs and `retention`
 
     # -- lifetime ------------------------------------------------------------------------------
     def __enter__(self) -> Fuser:
@@ -153,58 +145,84 @@ class Fuser:
 
     @property
     def is_open(self) -> bool:
-        return self.runner is not None or self._cam is not None
+        return self._network is not None or self._cams is not None
+
+    @property
+    def runner(self) -> FusionRunner | None:
+        """The runner while open, for a method that optimises; else None."""
+        return self._network.runner if self._network is not None else None
+
+    @property
+    def weights(self) -> VGG19Weights | None:
+        """The VGG19 weights while open, for a method that optimises; else None."""
+        return self._network.weights if self._network is not None else None
 
     @property
     def active_runner(self) -> FusionRunner:
         """The runner of an open Fuser whose method optimises: what a fuse's steps run on."""
-        if self.runner is None:
-            raise RuntimeError("the Fuser has no runner: it is not open, or its method optimises nothing")
-        return self.runner
+        return self._opened_network().runner
 
-    @property
-    def _active_classifier(self) -> Classifier:
-        """The CAM classifier of an open Fuser whose method is semantic."""
-        if self.classifier is None:
+    def _opened_network(self) -> _OpenNetwork:
+        if self._network is None:
+            raise RuntimeError("the Fuser has no runner: it is not open, or its method optimises nothing")
+        return self._network
+
+    def _opened_cams(self) -> _OpenCams:
+        if self._cams is None:
             raise RuntimeError("the Fuser has no classifier: it is not open, or its method is not semantic")
-        return self.classifier
+        return self._cams
 
     def open(self) -> None:
         if self.is_open:
             return
         try:
             if self.method.semantic:
-                self.classifier = load_classifier(self.cam_weights_path)
-                self._cam = cam_extractor(self.classifier, self._cam_backend()).__enter__()
+                classifier = self._loaded_classifier()
+                context = cam_extractor(classifier, self._cam_backend())
+                self._cams = _OpenCams(classifier, context, context.__enter__())
             if self.backend is not None:  # set for exactly the optimised methods
-                given = self._weights_option
-                self.weights = given if isinstance(given, VGG19Weights) else load_vgg19(
-                    given, show_progress=self.show_progress)
-                runner = create_runner(self.backend, self.weights, self.layer, **self._backend_options)
-                runner.__enter__()
-                self.runner = runner
-                if self.semantic.steps:
-                    self._semantic_phase = SemanticPhase(self.weights, self.semantic, runner.device).__enter__()
+                self._network = self._open_network(self.backend)
         except BaseException:
             self.close()
             raise
 
+    def _open_network(self, backend: str) -> _OpenNetwork:
+        given = self.options.weights
+        weights = given if isinstance(given, VGG19Weights) else load_vgg19(given, show_progress=self.show_progress)
+        runner = create_runner(backend, weights, self.layer, **self.options.loader_options)
+        runner.__enter__()
+        try:
+            phase = SemanticPhase(weights, self.semantic, runner.device).__enter__() if self.semantic.steps else None
+        except BaseException:
+            runner.__exit__(None, None, None)
+            raise
+        return _OpenNetwork(weights, runner, phase)
+
+    def _loaded_classifier(self) -> Classifier:
+        if self._classifier is None:
+            self._classifier = load_classifier(self.cam_weights_path)
+        return self._classifier
+
     def close(self) -> None:
-        if self._semantic_phase is not None:
-            self._semantic_phase.__exit__(None, None, None)
-            self._semantic_phase = None
-        if self.runner is not None:
-            self.runner.__exit__(None, None, None)
-            self.runner = None
-        if self._cam is not None:
-            self._cam.__exit__(None, None, None)
-            self._cam = None
+        network, cams = self._network, self._cams
+        self._network = self._cams = None
+        if network is not None:
+            if network.semantic_phase is not None:
+                network.semantic_phase.__exit__(None, None, None)
+            network.runner.__exit__(None, None, None)
+        if cams is not None:
+            cams.context.__exit__(None, None, None)
 
     def _cam_backend(self) -> str:
-        """The CAM graph runs where the fusion does: ONNX Runtime for the engine backends."""
-        from semfuse_rt.engine.backends.ort.loader import usable as ort_usable
+        """The CAM graph runs where the fusion does where that backend runs CAMs; else on the
+        first usable backend that does, in the backends' order of preference (ONNX Runtime)."""
+        from semfuse_rt.engine.backends import BACKEND_REGISTRY
+        from semfuse_rt.engine.semantic.cam import CAM_BACKENDS
 
-        return "torch" if self.backend == "torch" or not ort_usable() else "ort"
+        if self.backend in CAM_BACKENDS:
+            return self.backend
+        return next(name for name, backend in BACKEND_REGISTRY.items()
+                    if name in CAM_BACKENDS and backend.usable(None))
 
     # -- fusion --------------------------------------------------------------------------------
     def tiles(self, count: int, height: int, width: int, spilled: bool = False) -> list[Tile] | None:
@@ -293,15 +311,19 @@ class Fuser:
     def _fuse(self, images: Sequence[np.ndarray], tiles: list[Tile] | None, progress: ProgressCallback | None,
               warm_start: WarmStart | None, started: float) -> FusionResult:
         self.open()
-        clock = StageClock(self.runner.device if self.runner is not None else None)
         if not self.method.optimised:
-            fused = fuse_cam(images, self._active_classifier, self.classes, extractor=self._cam)
+            opened = self._opened_cams()
+            clock = StageClock(None)
+            fused = fuse_cam(images, opened.classifier, self.classes, extractor=opened.extractor)
             clock.lap("cam fusion")
             return FusionResult(fused.image, self.method.name, None, None, time.perf_counter() - started,
                                 cams=fused.cams.maps.numpy(), stages=clock.stages)
+        network = self._opened_network()
+        clock = StageClock(network.runner.device)
         cams = None
         if self.method.semantic:  # whole-image maps: the classifier sees the whole image
-            cams = input_cams(self._active_classifier, images, self.classes, extractor=self._cam)
+            opened = self._opened_cams()
+            cams = input_cams(opened.classifier, images, self.classes, extractor=opened.extractor)
             clock.lap("cams")
         if tiles is None:
             sources = prepare(images)
@@ -310,8 +332,8 @@ class Fuser:
         else:
             sources = prepare(images, with_pixels=False)
             result, losses = self._fuse_tiles(images, tiles, progress, clock, cams)
-        if self._semantic_phase is not None:
-            self._semantic_refinement(self._semantic_phase, result, images, sources.mode == "mixed", cams)
+        if network.semantic_phase is not None:
+            self._semantic_refinement(network.semantic_phase, result, images, sources.mode == "mixed", cams)
             clock.lap("semantic phase")
         if tiles or images[0].shape[0] * images[0].shape[1] >= TRIM_PIXELS:
             return_free_memory()
@@ -354,7 +376,7 @@ class Fuser:
                 fused = runner.mean_base(fused, pixels, self.mean_base)
                 clock.lap("base layer")
             return fused[0].detach().cpu().numpy(), []
-        if cams is None and (len(pixels) > 2 or not isinstance(self.rule, Majority)):
+        if cams is None and (len(pixels) > 2 or (self.rule is not None and self.rule.running_reduction)):
             target = self._streamed_target(pixels, clock)
         else:
             features = runner.features(pixels)
@@ -404,35 +426,12 @@ class Fuser:
             return self._reduced_target(pixels, features, clock)
 
     def _reduced_target(self, pixels: torch.Tensor, features, clock) -> torch.Tensor:
-        rule = self.rule
-        if not isinstance(rule, Majority):
-            target = features(0)
-            for k in range(1, len(pixels)):
-                if isinstance(rule, ChooseMax) and not target.is_cuda:
-                    rule.reduce_into(target, features(k), nonnegative=is_nonnegative(self.layer))
-                else:  # the rule's kernel, on the pair
-                    target = self.active_runner.fuse_features(torch.cat([target, features(k)]), rule)
-                clock.lap("rule")
-            return target
-        first = features(0)[0]
-        best = first.abs().nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-        del first
-        labels = torch.zeros(best.shape, dtype=torch.uint8, device=best.device)
-        for k in range(1, len(pixels)):
-            key = features(k)[0].abs_().nan_to_num_(nan=-math.inf, posinf=math.inf, neginf=-math.inf)
-            larger = key > best
-            labels[larger] = k
-            torch.maximum(best, key, out=best)
-            clock.lap("rule")
-        del best
-        chosen = torch_rules.majority_filter(labels.to(torch.int32), len(pixels), rule.window)
-        clock.lap("rule")
-        target = None
-        for k in range(len(pixels)):
-            maps = features(k)[0]
-            target = maps if target is None else torch.where(chosen == k, maps, target)
-            clock.lap("rule")
-        return target[None]
+        """The rule's own streamed form (kernels/rules/): a running reduction, or passes."""
+        rule, runner = self.rule, self.active_runner
+        if rule is None:
+            raise RuntimeError("the Fuser's method has no feature rule: it optimises nothing")
+        return rule.streamed_target(len(pixels), features, lambda stacked: runner.fuse_features(stacked, rule),
+                                    lambda: clock.lap("rule"), nonnegative=is_nonnegative(self.layer))
 
     def _fuse_tiles(self, images: Sequence[np.ndarray], tiles: list[Tile], progress, clock,
                     cams: CAMResult | None = None) -> tuple[np.ndarray, list]:
@@ -483,9 +482,7 @@ class Fuser:
 
     def retention(self, images: Sequence[np.ndarray], fused: np.ndarray) -> list[Retention]:
         """Whether each input's top-1 class survives in the fused image (rank and probability)."""
-        if self.classifier is None:
-            self.classifier = load_classifier(self.cam_weights_path)
-        return semantic_retention(images, fused, self.classifier)
+        return semantic_retention(images, fused, self._loaded_classifier())
 
     def fuse_files(self, paths: Sequence[str | os.PathLike], output: str | os.PathLike, *,
                    save_cams: str | os.PathLike | None = None, report: bool = False,
@@ -493,28 +490,6 @@ class Fuser:
         """Read, fuse and write atomically (engine/fuse/file_fusion.py, `read_fuse_write`)."""
         return read_fuse_write(self, paths, output, save_cams=save_cams, report=report, progress=progress,
                                max_pixels=max_pixels)
-
-
-def option_names() -> frozenset[str]:
-    """Every keyword option a Fuser takes: its own and its backends' loaders'."""
-    own = (name for name, parameter in inspect.signature(Fuser).parameters.items()
-           if parameter.kind is inspect.Parameter.KEYWORD_ONLY)
-    return frozenset(own).union(*(loader_options(name) for name in BACKENDS if name != "auto"))
-
-
-def _check_backend_options(options: dict, backend: str | None, method: str) -> None:
-    """Options for the backend's loader: each must be one that `backend` takes. A name no
-    backend takes is most likely a misspelt Fuser option."""
-    own = loader_options(backend) if backend is not None else frozenset()
-    for name in options:
-        if name in own:
-            continue
-        users = [each for each in BACKENDS if each != "auto" and name in loader_options(each)]
-        if not users:
-            check_option_names([name], option_names())
-        where = f"{backend}" if backend is not None else f"{method}, which runs on no backend"
-        raise SemfuseError(f"option {name!r} applies to the {listed(users)} backend{'s' if len(users) > 1 else ''} "
-                           f"only, not {where}")
 
 
 def _maps_at(cams: CAMResult, size) -> torch.Tensor:

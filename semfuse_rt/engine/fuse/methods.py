@@ -10,12 +10,14 @@ from typing import TYPE_CHECKING
 
 from semfuse_rt.engine.fuse.presets import DEFAULT_PRESET, STEPS_PRESET
 from semfuse_rt.errors import SemfuseError
+from semfuse_rt.kernels.rules import RULES, feature_rule
+from semfuse_rt.registry import Registry
 
 if TYPE_CHECKING:
-    from semfuse_rt.engine.fuse.fusion_rules import FeatureRule
+    from semfuse_rt.kernels.rules.base import FeatureRule
 
 # Torch-free, like the rest of this module: the command help shows these, and `--help` loads
-# no torch (engine/fuse/fusion_rules.py, which computes the rules, is imported on first use).
+# no torch (the rules' registry is torch-free; a rule's module is imported when it is made).
 DEFAULT_METHOD = "max"
 DEFAULT_WINDOW = 5
 DEFAULT_LAYER = "relu1_1"  # the VGG19 layer whose features the optimised methods fuse
@@ -24,7 +26,7 @@ DEFAULT_LAYER = "relu1_1"  # the VGG19 layer whose features the optimised method
 @dataclass(frozen=True)
 class Method:
     name: str
-    rule: str | None  # its rule's name in fusion_rules.RULES
+    rule: str | None  # its rule's name in the rules' registry (kernels/rules/)
     semantic: bool
     # Without steps the rule's target is never followed: `majority` and the CAM methods
     # differ from `max` only through the optimisation, so their default preset runs steps.
@@ -36,27 +38,35 @@ class Method:
 
     @property
     def filtered(self) -> bool:
-        """Whether the choice is majority-filtered over a window."""
-        return self.rule == "majority"
+        """Whether its rule filters the choice over a window (and so takes --window)."""
+        return self.rule is not None and RULES.lookup(self.rule).windowed
 
     def feature_rule(self, window: int = DEFAULT_WINDOW) -> FeatureRule | None:
         if self.rule is None:
             return None
-        from semfuse_rt.engine.fuse.fusion_rules import feature_rule
-
         return feature_rule(self.rule, window)
 
 
-METHODS = {
-    m.name: m
-    for m in (
-        Method("max", "max", False),
-        Method("majority", "majority", False, STEPS_PRESET),
-        Method("cam", None, True),
-        Method("cam-max", "max", True, STEPS_PRESET),
-        Method("cam-majority", "majority", True, STEPS_PRESET),
-    )
-}
+METHODS: Registry[Method] = Registry("method")
+
+
+def register_method(method: Method) -> Method:
+    return METHODS.register(method.name, method)
+
+
+for _method in (
+    Method("max", "max", False),
+    Method("majority", "majority", False, STEPS_PRESET),
+    Method("cam", None, True),
+    Method("cam-max", "max", True, STEPS_PRESET),
+    Method("cam-majority", "majority", True, STEPS_PRESET),
+):
+    register_method(_method)
+
+
+def method_help() -> str:
+    """--method's help: the registered methods."""
+    return METHODS.help_choices()
 
 
 def default_presets() -> str:
@@ -69,10 +79,7 @@ def default_presets() -> str:
 
 
 def get_method(name: str) -> Method:
-    try:
-        return METHODS[name]
-    except KeyError:
-        raise SemfuseError(f"unknown method {name!r}; use one of {', '.join(METHODS)}") from None
+    return METHODS.lookup(name)
 
 
 def _optimised(method: Method) -> bool:

@@ -23,37 +23,73 @@ same start and base layer with 10 steps at lr 0.4, cosine-annealed; within 0.002
 """
 from __future__ import annotations
 
-from semfuse_rt.errors import SemfuseError
+from dataclasses import asdict, dataclass
 
-_BLEND = {"init": "pyramid-blend", "steps": 0, "lr": 0.1, "decay": "cosine", "mean_base": 0.0}
-PRESETS: dict[str, dict] = {
-    "blend": {**_BLEND, "semantic_steps": 0},
-    "blend-steps": {**_BLEND, "steps": 10, "semantic_steps": 0},
-    "exposure": {**_BLEND, "init": "whole-pyramid-blend", "semantic_steps": 0},
-    "semantic": {**_BLEND, "steps": 10, "semantic_steps": 5},
-    "paper": {"init": "mean", "steps": 100, "lr": 1.0, "decay": "constant", "mean_base": 0.0, "semantic_steps": 0},
-    "refined": {"init": "dtcwt-verified", "steps": 30, "lr": 0.15, "decay": "cosine", "mean_base": 8.0,
-                "semantic_steps": 0},
-    "fast": {"init": "dtcwt-verified", "steps": 10, "lr": 0.4, "decay": "cosine", "mean_base": 8.0,
-             "semantic_steps": 0},
-}
+from semfuse_rt.registry import Registry
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str  # one line: what it does, for --preset's help
+    init: str  # the start image (engine/start/initialisation.py)
+    steps: int
+    lr: float
+    decay: str
+    mean_base: float  # the base layer's sigma; 0: none
+    semantic_steps: int = 0
+
+    @property
+    def settings(self) -> dict:
+        """The options it sets, by option name."""
+        settings = asdict(self)
+        del settings["name"], settings["description"]
+        return settings
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+
+
+def register_preset(preset: Preset) -> Preset:
+    return PRESETS.register(preset.name, preset)
+
+
+for _preset in (
+    Preset("blend", "a pyramid blend weighted by the inputs' own contrast and agreement, alone",
+           init="pyramid-blend", steps=0, lr=0.1, decay="cosine", mean_base=0.0),
+    Preset("blend-steps", "the blend, then 10 steps", init="pyramid-blend", steps=10, lr=0.1, decay="cosine",
+           mean_base=0.0),
+    Preset("exposure", "the blend with a whole-image pyramid, for exposure stacks", init="whole-pyramid-blend",
+           steps=0, lr=0.1, decay="cosine", mean_base=0.0),
+    Preset("semantic", "the blend, 10 steps, then the semantic phase", init="pyramid-blend", steps=10, lr=0.1,
+           decay="cosine", mean_base=0.0, semantic_steps=5),
+    Preset("paper", "as published: 100 steps from the mean", init="mean", steps=100, lr=1.0, decay="constant",
+           mean_base=0.0),
+    Preset("refined", "30 steps from the DT-CWT start, over the mean base layer", init="dtcwt-verified", steps=30,
+           lr=0.15, decay="cosine", mean_base=8.0),
+    Preset("fast", "10 steps from the DT-CWT start, over the mean base layer", init="dtcwt-verified", steps=10,
+           lr=0.4, decay="cosine", mean_base=8.0),
+):
+    register_preset(_preset)
 DEFAULT_PRESET = "blend"
 STEPS_PRESET = "blend-steps"  # the default of the methods whose rule acts only through steps
 
 
 def resolve_preset(name: str, **given) -> dict:
     """The preset's settings with every option that is not None taking precedence."""
-    try:
-        settings = dict(PRESETS[name])
-    except KeyError:
-        raise SemfuseError(f"unknown preset {name!r}; use one of {', '.join(PRESETS)}") from None
+    settings = PRESETS.lookup(name).settings
     settings.update({key: value for key, value in given.items() if value is not None})
     return settings
 
 
+def preset_help() -> str:
+    """--preset's help: each registered preset with its one line."""
+    return PRESETS.help_choices(lambda preset: preset.description, separator="; ")
+
+
 def preset_values(key: str) -> str:
     """What each preset sets `key` to, for option help: "refined 30, paper 100"."""
-    return ", ".join(f"{name} {_shown(settings[key])}" for name, settings in PRESETS.items())
+    return ", ".join(f"{name} {_shown(preset.settings[key])}" for name, preset in PRESETS.items())
 
 
 def _shown(value) -> str:

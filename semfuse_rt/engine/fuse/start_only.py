@@ -4,31 +4,29 @@ torch (`Start.cpu_image`) it runs here, on numpy and OpenCV: no torch, no ONNX R
 VGG19 weights, which a one-shot `semfuse-rt fuse` of the default preset would otherwise spend
 most of its time loading. `Fuser` runs its own steps-0 starts through `start_image` too.
 
-A start-only fuse takes the options of a `Fuser` that such a fuse can use and checks them as
-the Fuser does; everything else (a backend, weights, a layer, tiles) is the Fuser's. An image
+A start-only fuse takes the options of a `Fuser` that such a fuse can use, checked by
+FuseOptions as the Fuser's are; everything else (a backend, weights, a layer, tiles) is the
+Fuser's. An image
 too large for the memory budget is fused by the Fuser in tiles, as before.
 """
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from semfuse_rt.engine.fuse.file_fusion import read_fuse_write
 from semfuse_rt.engine.fuse.fusion_result import TRIM_PIXELS, FusionResult, StageClock
 from semfuse_rt.engine.io.images import DEFAULT_MAX_PIXELS
-from semfuse_rt.engine.start.initialisation import check_initialisation, has_cpu_start, start_image
+from semfuse_rt.engine.start.initialisation import has_cpu_start, start_image
 from semfuse_rt.engine.limits.memory import return_free_memory
-from semfuse_rt.engine.limits.memory_budget import (budget_problem, check_available, is_out_of_memory, out_of_memory,
-                                             parse_size)
-from semfuse_rt.engine.fuse.methods import DEFAULT_METHOD, Method, check_applicable, get_method
-from semfuse_rt.engine.limits.option_checks import check_lr, check_mean_base, check_steps
+from semfuse_rt.engine.limits.memory_budget import budget_problem, check_available, is_out_of_memory, out_of_memory
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 from semfuse_rt.engine.fuse.presets import resolve_preset
 from semfuse_rt.engine.io.sources import check_images, finish, prepare
-from semfuse_rt.kernels.adam_scalars import AdamSchedule
 
 if TYPE_CHECKING:
     import os
@@ -38,42 +36,29 @@ if TYPE_CHECKING:
     from semfuse_rt.engine.fuse.fuser import Fuser
     from semfuse_rt.engine.large.tiling import Tile
 
-# The Fuser's options that a start-only fuse takes. With any other one given (a backend, its
-# loader's options, weights, a layer, tiles, a window, classes) the fuse is the Fuser's, which
-# checks it, loads what it names and runs on it, as it always did.
+# The options that a start-only fuse takes. With any other one given (a backend, its loader's
+# options, weights, a layer, tiles, a window, classes) the fuse is the Fuser's, which loads what
+# it names and runs on it, as it always did.
 START_ONLY_OPTIONS = frozenset({"preset", "steps", "lr", "decay", "init", "mean_base", "semantic_steps",
                                 "memory_budget", "show_progress"})
 logger = logging.getLogger("semfuse_rt")
 
 
-def start_only_fuser(method: str = DEFAULT_METHOD, options: Mapping[str, Any] | None = None,
-                     progress: ProgressCallback | None = None) -> StartOnlyFuser | None:
-    """A StartOnlyFuser where `method` and the Fuser `options` resolve to the start image alone
-    with a CPU form; None where they need the Fuser: steps, a semantic phase, a base layer, a
-    start without a CPU form, a method that acts only through steps, an option it alone
-    takes, or a name that is no option (the Fuser says what is wrong with it). An option the
-    start-only fuse takes but whose value is wrong is the Fuser's SemfuseError, here."""
-    options = dict(options or {})
-    kind = get_method(method)
+def start_only_fuser(options: FuseOptions, progress: ProgressCallback | None = None) -> StartOnlyFuser | None:
+    """A StartOnlyFuser where `options` (checked on their construction) resolve to the start
+    image alone with a CPU form; None where they need the Fuser: steps, a semantic phase, a
+    base layer, a start without a CPU form, a method that acts only through steps, or an
+    option that the Fuser alone takes."""
+    settings = options.settings
+    kind = settings.method
     # A method whose rule acts only through steps (its default preset runs some) is the Fuser's,
-    # which refuses to run none. Any name outside START_ONLY_OPTIONS, even set to None, is the
-    # Fuser's to take or to refuse.
+    # which refuses to run none.
     if not (kind.optimised and not kind.semantic and not resolve_preset(kind.default_preset)["steps"]
-            and START_ONLY_OPTIONS.issuperset(options)):
+            and START_ONLY_OPTIONS.issuperset(options.given())):
         return None
-    given = {name: value for name, value in options.items() if value is not None}
-    check_applicable(kind, [name for name in given if name != "show_progress"])
-    preset = given.get("preset") or kind.default_preset
-    settings = resolve_preset(preset, **{name: value for name, value in given.items()
-                                         if name not in ("preset", "memory_budget", "show_progress")})
-    # The Fuser's checks of its settings, in its order, which hold even where nothing is optimised.
-    init = check_initialisation(settings["init"])
-    mean_base = check_mean_base(settings["mean_base"])
-    AdamSchedule(steps=check_steps(settings["steps"]), lr=check_lr(settings["lr"]), decay=settings["decay"])
-    if settings["steps"] or settings["semantic_steps"] != 0 or mean_base or not has_cpu_start(init):
+    if settings.schedule.steps or settings.semantic_steps or settings.mean_base or not has_cpu_start(settings.init):
         return None
-    budget = given.get("memory_budget")
-    return StartOnlyFuser(kind, preset, init, parse_size(budget) if budget is not None else None, progress, options)
+    return StartOnlyFuser(options, progress)
 
 
 class StartOnlyFuser:
@@ -81,12 +66,12 @@ class StartOnlyFuser:
     `start_only_fuser`. Calls and `fuse_files` as the Fuser's; a context manager too, which
     owns the Fuser that tiles an image too large for the memory budget."""
 
-    def __init__(self, method: Method, preset: str, init: str, memory_budget: int | None,
-                 progress: ProgressCallback | None, options: dict[str, Any]):
-        self.method, self.preset, self.init = method, preset, init
-        self.memory_budget = memory_budget  # None: a share of the memory available at each call
+    def __init__(self, options: FuseOptions, progress: ProgressCallback | None = None):
+        self.options = options  # for the Fuser that tiles
+        settings = options.settings
+        self.method, self.preset, self.init = settings.method, settings.preset, settings.init
+        self.memory_budget = settings.memory_budget  # None: a share of the memory available at each call
         self.progress = progress  # the Fuser's default callback; a start alone has no steps to report
-        self._options = options  # as given, for the Fuser that tiles
         self._tiling: Fuser | None = None
 
     def __enter__(self) -> StartOnlyFuser:
@@ -105,7 +90,7 @@ class StartOnlyFuser:
         if self._tiling is None:
             from semfuse_rt.engine.fuse.fuser import Fuser
 
-            self._tiling = Fuser(self.method.name, progress=self.progress, **self._options)
+            self._tiling = Fuser(self.options, progress=self.progress)
         return self._tiling
 
     def _whole_fits(self, count: int, height: int, width: int) -> bool:

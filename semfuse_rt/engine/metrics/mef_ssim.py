@@ -33,7 +33,7 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
-from semfuse_rt.engine.metrics.metrics import MATLAB_RGB2GRAY, SSIM_WINDOW, SSIM_WINDOW_SIGMA, _valid
+from semfuse_rt.engine.metrics.metrics import MATLAB_RGB2GRAY, SSIM_WINDOW, _valid, ssim_window_mean
 
 __all__ = ["MEF_SSIM_SCALE_WEIGHTS", "mef_ssim", "mef_ssim_scales"]
 
@@ -69,11 +69,6 @@ def _box_sum(values: np.ndarray) -> np.ndarray:
     return _valid(summed, _PATCH)
 
 
-def _gaussian_mean(values: np.ndarray) -> np.ndarray:
-    taps = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_WINDOW_SIGMA, cv2.CV_64F)  # = fspecial('gaussian', 11, 1.5)
-    return _valid(cv2.sepFilter2D(values, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT), _PATCH)
-
-
 def _scale_score(sources: list[np.ndarray], fused: np.ndarray) -> float:
     """mef_ssim.m at one scale: the mean quality over all fully-inside 11 x 11 patches."""
     count = len(sources)
@@ -102,15 +97,15 @@ def _scale_score(sources: list[np.ndarray], fused: np.ndarray) -> float:
     scale = np.divide(np.max(contrast, axis=0), norm, out=np.zeros_like(norm), where=norm > 0)
 
     # Gaussian-weighted moments; the patch means cancel in variances and covariances.
-    g_fused = _gaussian_mean(fused)
-    g_sources = [_gaussian_mean(x) for x in sources]
-    var_fused = _gaussian_mean(fused * fused) - g_fused * g_fused
+    g_fused = ssim_window_mean(fused)
+    g_sources = [ssim_window_mean(x) for x in sources]
+    var_fused = ssim_window_mean(fused * fused) - g_fused * g_fused
     var_reference = np.zeros_like(g_fused)
     cov_reference_fused = np.zeros_like(g_fused)
     for k in range(count):
-        cov_reference_fused += a[k] * (_gaussian_mean(sources[k] * fused) - g_sources[k] * g_fused)
+        cov_reference_fused += a[k] * (ssim_window_mean(sources[k] * fused) - g_sources[k] * g_fused)
         for j in range(count):
-            var_reference += a[k] * a[j] * (_gaussian_mean(sources[k] * sources[j]) - g_sources[k] * g_sources[j])
+            var_reference += a[k] * a[j] * (ssim_window_mean(sources[k] * sources[j]) - g_sources[k] * g_sources[j])
     var_reference *= scale * scale
     cov_reference_fused *= scale
     quality = (2 * cov_reference_fused + _C) / (var_reference + var_fused + _C)

@@ -84,9 +84,21 @@ def _filter(image: np.ndarray, kernel: np.ndarray, border: int) -> np.ndarray:
 
 
 def _gaussian_window(size: int, sigma: float) -> np.ndarray:
+    """MATLAB's fspecial('gaussian', size, sigma): a fixed-size window of the metric's own, not
+    the blur of semfuse_rt/gaussian_blur.py (whose size follows sigma)."""
     column = cv2.getGaussianKernel(size, sigma, cv2.CV_64F)
     window = column @ column.T
     return window / window.sum()
+
+
+_SSIM_TAPS = cv2.getGaussianKernel(SSIM_WINDOW, SSIM_WINDOW_SIGMA, cv2.CV_64F)  # fspecial's 11 x 11 window, separated
+
+
+def ssim_window_mean(values: np.ndarray) -> np.ndarray:
+    """The SSIM window's weighted mean of float64 `values` at every position where the 11 x 11
+    window lies inside (VIFB's SSIM and MEF-SSIM): one separable pass."""
+    return _valid(cv2.sepFilter2D(values, cv2.CV_64F, _SSIM_TAPS, _SSIM_TAPS, borderType=cv2.BORDER_REFLECT),
+                  SSIM_WINDOW)
 
 
 def _valid(image: np.ndarray, size: int) -> np.ndarray:

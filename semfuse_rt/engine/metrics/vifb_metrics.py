@@ -45,9 +45,8 @@ import cv2
 import numpy as np
 
 from semfuse_rt.engine.metrics.metrics import (
-    MATLAB_RGB2GRAY, SSIM_C1, SSIM_C2, SSIM_WINDOW, SSIM_WINDOW_SIGMA, _edge_preservation, _mi_and_entropies,
-    _sobel_strength_orientation, _ssim_from_statistics, _valid, entropy, spatial_frequency,
-    standard_deviation,
+    MATLAB_RGB2GRAY, SSIM_C1, SSIM_C2, _edge_preservation, _mi_and_entropies, _sobel_strength_orientation,
+    _ssim_from_statistics, entropy, spatial_frequency, ssim_window_mean, standard_deviation,
 )
 
 __all__ = ["VIFB_METRICS", "VifbReference", "vifb_metrics"]
@@ -171,7 +170,7 @@ class _Plane:
     @cached_property
     def ssim_moments(self) -> tuple[np.ndarray, np.ndarray]:
         """Gaussian-window mean and mean square at every fully-inside position ('valid')."""
-        return _ssim_mean(self.values), _ssim_mean(self.values * self.values)
+        return ssim_window_mean(self.values), ssim_window_mean(self.values * self.values)
 
     @cached_property
     def qabf_edges(self) -> tuple[np.ndarray, np.ndarray]:
@@ -219,17 +218,6 @@ class _Plane:
         gx = cv2.filter2D(self.normalised, cv2.CV_64F, _QABF_X, borderType=cv2.BORDER_CONSTANT)
         gy = cv2.filter2D(self.normalised, cv2.CV_64F, _SOBEL_ROWS, borderType=cv2.BORDER_CONSTANT)
         return _block_sums(np.hypot(gx, gy) ** _QCV_ALPHA)
-
-
-@lru_cache(maxsize=1)
-def _ssim_taps() -> np.ndarray:
-    # fspecial('gaussian', 11, 1.5) is the outer product of these normalised taps.
-    return cv2.getGaussianKernel(SSIM_WINDOW, SSIM_WINDOW_SIGMA, cv2.CV_64F)
-
-
-def _ssim_mean(values: np.ndarray) -> np.ndarray:
-    taps = _ssim_taps()
-    return _valid(cv2.sepFilter2D(values, cv2.CV_64F, taps, taps, borderType=cv2.BORDER_REFLECT), SSIM_WINDOW)
 
 
 # --------------------------------------------------------------------------- per-plane metrics
@@ -282,7 +270,7 @@ def ssim(sources: list[_Plane], fused: _Plane) -> float:
     total = 0.0
     for source in sources:
         mu_s, square_s = source.ssim_moments
-        cov = _ssim_mean(source.values * fused.values) - mu_s * mu_f
+        cov = ssim_window_mean(source.values * fused.values) - mu_s * mu_f
         total += float(_ssim_from_statistics(mu_s, mu_f, square_s - mu_s * mu_s, square_f - mu_f * mu_f, cov,
                                              SSIM_C1, SSIM_C2).mean())
     return 2.0 * total / len(sources)

@@ -1,4 +1,6 @@
-"""Where the image optimisation starts, by name: one `Start` per initialisation.
+"""Where the image optimisation starts, by name: one `Start` per initialisation, registered in
+`STARTS` (`register_start`). What callers ask of a start is one of its attributes (multiscale,
+spans_image, dtcwt_verify, ...), never a comparison with its name.
 
 - `mean`: the mean of the inputs; `max`: their per-pixel maximum (one torch op each).
 - `dtcwt`: DT-CWT choose-max fusion of the inputs, a classic multiresolution result the
@@ -21,7 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from semfuse_rt.engine.start.pyramid_depth import MIN_COARSE, WHOLE_COARSEST
-from semfuse_rt.errors import SemfuseError
+from semfuse_rt.registry import Registry
 
 if TYPE_CHECKING:
     import torch
@@ -89,7 +91,14 @@ def _pyramid_blend_cpu(coarsest: float | None) -> Callable[[np.ndarray], np.ndar
     return start
 
 
-STARTS: dict[str, Start] = {start.name: start for start in (
+STARTS: Registry[Start] = Registry("initialisation")
+
+
+def register_start(start: Start) -> Start:
+    return STARTS.register(start.name, start)
+
+
+for _start in (
     Start("mean", _mean, multiscale=False, spans_image=False, cpu_image=_mean_cpu),
     Start("max", _max, multiscale=False, spans_image=False, cpu_image=_max_cpu),
     Start("dtcwt", _dtcwt(0), multiscale=True, spans_image=False, dtcwt_verify=0),
@@ -98,14 +107,13 @@ STARTS: dict[str, Start] = {start.name: start for start in (
           pyramid_coarsest=(1, MIN_COARSE), cpu_image=_pyramid_blend_cpu(None)),
     Start("whole-pyramid-blend", _pyramid_blend(WHOLE_COARSEST), multiscale=True, spans_image=True,
           pyramid_coarsest=(WHOLE_COARSEST,), cpu_image=_pyramid_blend_cpu(WHOLE_COARSEST)),
-)}
-INITIALISATIONS = tuple(STARTS)
+):
+    register_start(_start)
+INITIALISATIONS = STARTS.names()  # the built-in starts; help text reads STARTS itself
 
 
 def check_initialisation(how: str) -> str:
-    if how not in STARTS:
-        raise SemfuseError(f"unknown initialisation {how!r}; use one of {', '.join(STARTS)}")
-    return how
+    return STARTS.check(how)
 
 
 def initial_image(pixels: torch.Tensor, how: str) -> torch.Tensor:

@@ -56,17 +56,14 @@ from torch.nn import functional as F
 
 from semfuse_rt.engine.start.blend_rule import CONTRAST_WINDOW, CORRELATION_FLOOR, EPS, LUMA, RULE, SOFT_TOTAL_FLOOR
 from semfuse_rt.engine.start.pyramid_depth import pyramid_levels
+from semfuse_rt.gaussian_blur import Border, fold_indices, gaussian_taps, opencv_blur, torch_blur
 
 _TAPS = (1.0, 4.0, 6.0, 4.0, 1.0)  # Burt & Adelson's 5-tap kernel, a = 0.375
 
 
 def _fold(index: torch.Tensor, length: int) -> torch.Tensor:
     """Reflect-101 (OpenCV's default border: ...cb|abc|ba...) of indices, as often as needed."""
-    if length == 1:
-        return torch.zeros_like(index)
-    period = 2 * (length - 1)
-    index = torch.remainder(index, period)
-    return torch.where(index < length, index, period - index)
+    return fold_indices(index, length, Border.REFLECT_101)
 
 
 def _pad(planes: torch.Tensor, pad: int) -> torch.Tensor:
@@ -75,22 +72,6 @@ def _pad(planes: torch.Tensor, pad: int) -> torch.Tensor:
     rows = _fold(torch.arange(-pad, h + pad, device=planes.device), h)
     cols = _fold(torch.arange(-pad, w + pad, device=planes.device), w)
     return planes.index_select(-2, rows).index_select(-1, cols)
-
-
-def _blur(planes: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> the same, separable blur with reflect-101 borders. Shifted sums (a
-    single-channel convolution is far slower on the CPU)."""
-    pad = taps.shape[0] // 2
-    h, w = planes.shape[-2:]
-    padded = _pad(planes, pad)
-    weights = [float(t) for t in taps.tolist()]
-    rows = padded[..., :, 0:w] * weights[0]
-    for i, t in enumerate(weights[1:], start=1):
-        rows = rows + t * padded[..., :, i:i + w]
-    out = rows[..., 0:h, :] * weights[0]
-    for i, t in enumerate(weights[1:], start=1):
-        out = out + t * rows[..., i:i + h, :]
-    return out
 
 
 def _reduce_last(planes: torch.Tensor) -> torch.Tensor:
@@ -164,19 +145,15 @@ def local_contrast(grey: torch.Tensor, window: int = CONTRAST_WINDOW) -> torch.T
 
 
 def gaussian(planes: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, C, H, W) blurred by a Gaussian of standard deviation `sigma` px, reflect-101 borders:
-    cv2.GaussianBlur on the CPU, the same kernel (2 round(4 sigma) + 1 taps) as shifted sums
-    elsewhere."""
+    """(N, C, H, W) blurred by a Gaussian of standard deviation `sigma` px, reflect-101 borders
+    (semfuse_rt/gaussian_blur.py): OpenCV's form on the CPU, the torch form elsewhere."""
     if planes.device.type == "cpu" and not torch.jit.is_tracing():
-        import cv2
         import numpy as np
 
         flat = planes.detach().reshape(-1, *planes.shape[-2:]).numpy()
-        out = np.stack([cv2.GaussianBlur(p, (0, 0), sigma, borderType=cv2.BORDER_REFLECT_101) for p in flat])
+        out = np.stack([opencv_blur(p, sigma, Border.REFLECT_101) for p in flat])
         return torch.from_numpy(out).reshape(planes.shape)
-    from semfuse_rt.export.graphs.base_layer_graph import gaussian_taps
-
-    return _blur(planes, gaussian_taps(sigma).to(planes))
+    return torch_blur(planes, torch.from_numpy(gaussian_taps(sigma)).to(planes), Border.REFLECT_101)
 
 
 def pyramid_blend(pixels: torch.Tensor, weights: torch.Tensor, levels: int | None = None) -> torch.Tensor:

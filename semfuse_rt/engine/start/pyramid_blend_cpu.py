@@ -45,6 +45,7 @@ from semfuse_rt.engine.start.blend_rule import (CONTRAST_WINDOW, CORRELATION_FLO
                                           AgreementRule)
 from semfuse_rt.engine.limits.workers import cores
 from semfuse_rt.engine.start.pyramid_depth import pyramid_levels
+from semfuse_rt.gaussian_blur import Border, opencv_blur
 
 BORDER = cv2.BORDER_REFLECT_101  # as everywhere in the rule
 PARALLEL_PIXELS = 1 << 18  # smaller planes filter on one thread: a hand-off costs more than it saves
@@ -93,10 +94,9 @@ def _box(plane: np.ndarray, window: int) -> np.ndarray:
 
 
 def gaussian(plane: np.ndarray, sigma: float) -> np.ndarray:
-    """(H, W) blurred by OpenCV's Gaussian of standard deviation `sigma` (2 round(4 sigma) + 1
-    taps in float32), reflect-101 borders: the torch function's blur on the CPU."""
-    return _by_rows(lambda rows: [cv2.GaussianBlur(rows, (0, 0), sigma, borderType=BORDER)], [plane],
-                    int(4 * sigma) + 2)[0]
+    """(H, W) blurred by the Gaussian of standard deviation `sigma` (semfuse_rt/gaussian_blur.py's
+    OpenCV form), reflect-101 borders: the torch function's blur on the CPU."""
+    return _by_rows(lambda rows: [opencv_blur(rows, sigma, Border.REFLECT_101)], [plane], int(4 * sigma) + 2)[0]
 
 
 def _fold(index: np.ndarray, length: int) -> np.ndarray:

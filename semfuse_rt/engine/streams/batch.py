@@ -1,5 +1,6 @@
-"""Fusing many image sets into a folder: the plan, and running it in this process or in N
-worker processes on this machine (engine/streams/ray_batch.py runs the same plan on Ray).
+"""Fusing many image sets into a folder: the plan, and running it on the workers of an
+executor (executors.py): in this process or in N worker processes on this machine by
+default, on Ray actors from engine/streams/ray_batch.py.
 
 Each set's output is `OUTDIR/<category>/<set name>.<ext>`: the category and set name of
 discovery (engine/evaluation/datasets.py), so outputs of a folder of categories lie as its sets do (a
@@ -15,37 +16,40 @@ is recorded with its one-line reason and the others go on. A full disk is the ex
 would fail every set after it, so the batch stops at the first one (DiskFull), keeping what
 it has written; run it again once there is room and it resumes.
 
-Workers: `spawn`ed processes (torch and fork do not mix), each opening one Fuser once and
-fusing one set at a time as the parent hands them out; they split the machine's cores, and
-the fused pixels do not depend on the thread count (tests/test_batch.py holds the bytes of
-2 workers to those of `semfuse-rt fuse`). On Ctrl-C or SIGTERM the parent stops them; a
-worker stopped mid-write removes its temp file.
+Workers each open one Fuser once and fuse one set at a time as they are handed out; they
+split the machine's cores, and the fused pixels do not depend on the thread count
+(tests/test_batch.py holds the bytes of 2 workers to those of `semfuse-rt fuse`). Workers
+that see this machine's files read each set and write its output (FuseFiles); the others
+(Ray's nodes) get the decoded images and send back the fused one, which this process
+writes (FuseImages). On Ctrl-C or SIGTERM the workers are stopped; a worker stopped
+mid-write removes its temp file.
 """
 from __future__ import annotations
 
 import errno
-import multiprocessing
 import os
-import signal
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import closing
 from dataclasses import dataclass, field
-from multiprocessing.connection import Connection, wait
 from pathlib import Path
+
+import numpy as np
 
 from semfuse_rt.engine.evaluation.datasets import FusionSet, RejectedRow, category_folders
 from semfuse_rt.engine.io.images import (DEFAULT_MAX_PIXELS, EIGHT_BIT_ONLY, WRITE_FORMATS, InputFiles,
-                                      check_not_an_input, has_16_bit_samples)
-from semfuse_rt.engine.limits.workers import check_workers
-from semfuse_rt.engine.streams.ray_session import FuserActor, sigint_ignored_by_new_processes
+                                         check_not_an_input, check_output, has_16_bit_samples, load_image, save_image)
+from semfuse_rt.engine.streams.executor_processes import one_line, worker_threads
+from semfuse_rt.engine.streams.executor_registry import executor_named
+from semfuse_rt.engine.streams.executors import Done, RaySettings
+from semfuse_rt.engine.streams.ray_session import FuserActor
 from semfuse_rt.errors import SemfuseError
 
 __all__ = ["DEFAULT_EXTENSION", "BatchJob", "BatchPlan", "SetOutcome", "BatchReport", "DiskFull", "output_extension",
-           "plan_batch", "run_batch", "fuse_job", "failed_outcome", "one_line", "is_disk_full", "worker_threads",
-           "check_fuser_options"]
+           "plan_batch", "run_batch", "fuse_job", "read_set", "FuseFiles", "FuseImages", "failed_outcome", "one_line",
+           "is_disk_full", "worker_threads", "check_fuser_options"]
 
 DEFAULT_EXTENSION = ".png"
-STOP_GRACE_SECONDS = 10  # how long stopped workers get to remove their temp files and exit
 DISK_FULL_ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT})
 
 
@@ -206,13 +210,6 @@ def make_output_folders(jobs: Sequence[BatchJob]) -> None:
 
 # ------------------------------------------------------------------------------ fusing a set
 
-def one_line(error: BaseException) -> str:
-    if isinstance(error, OSError) and error.strerror:
-        return f"{error.filename}: {error.strerror}" if error.filename else error.strerror
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
-
-
 def is_disk_full(error: BaseException | None) -> bool:
     """Whether `error` comes of a full disk or quota. The chain is followed because writers
     re-raise the OSError as a one-line SemfuseError (`from None` hides it from tracebacks
@@ -241,6 +238,77 @@ def fuse_job(actor: FuserActor, job: BatchJob, max_pixels: int = DEFAULT_MAX_PIX
     return SetOutcome(job.key, str(job.output), None, time.perf_counter() - started)
 
 
+def read_set(job: BatchJob, max_pixels: int = DEFAULT_MAX_PIXELS) -> list[np.ndarray]:
+    """The set's images, decoded with the checks of `semfuse-rt fuse`, and its output checked
+    for their depth, before any fusing."""
+    images = [load_image(path, max_pixels) for path in job.fusion_set.sources]
+    check_output(job.output, np.uint16 if any(image.dtype == np.uint16 for image in images) else np.uint8)
+    return images
+
+
+@dataclass(frozen=True)
+class FuseFiles:
+    """The batch's Work where the workers see this machine's files: each reads its set and
+    writes the output itself (fuse_job); the result is the set's outcome."""
+
+    method: str
+    options: dict
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    name: str = "batch"
+
+    def start(self, slot: int, threads: int | None) -> _FilesHandler:
+        return _FilesHandler(FuserActor(self.method, threads=threads, **self.options), self.max_pixels)
+
+
+@dataclass
+class _FilesHandler:
+    actor: FuserActor
+    max_pixels: int
+
+    def ready(self) -> bool:
+        return self.actor.ready()
+
+    def run(self, job: BatchJob) -> SetOutcome:
+        return fuse_job(self.actor, job, self.max_pixels)
+
+    def close(self) -> None:
+        self.actor.close()
+
+
+@dataclass(frozen=True)
+class FuseImages:
+    """The batch's Work where the workers need not see this machine's files (Ray's nodes):
+    the driver reads each set and writes its output (run_batch); the workers get the decoded
+    images, an item `(job, images)`, and give back (fused image, None, seconds, False), or
+    (None, the set's one-line reason, seconds, whether it is a full disk: the worker's spill
+    folder, on its node)."""
+
+    method: str
+    options: dict
+    name: str = "batch"
+
+    def start(self, slot: int, threads: int | None) -> _ImagesHandler:
+        return _ImagesHandler(FuserActor(self.method, threads=threads, **self.options))
+
+
+@dataclass
+class _ImagesHandler:
+    actor: FuserActor
+
+    def ready(self) -> bool:
+        return self.actor.ready()
+
+    def run(self, item: tuple[BatchJob, Sequence[np.ndarray]]) -> tuple[np.ndarray | None, str | None, float, bool]:
+        started = time.perf_counter()
+        try:
+            return self.actor.fuse_arrays(item[1]), None, time.perf_counter() - started, False
+        except (SemfuseError, OSError) as error:
+            return None, one_line(error), time.perf_counter() - started, is_disk_full(error)
+
+    def close(self) -> None:
+        self.actor.close()
+
+
 def check_fuser_options(method: str, options: dict) -> None:
     """The options' one-line errors (unknown method, bad --steps, ...) before any work: a
     Fuser checks them on construction and sets nothing up until it is opened."""
@@ -249,183 +317,72 @@ def check_fuser_options(method: str, options: dict) -> None:
     Fuser(method, **options)
 
 
-def worker_threads(processes: int) -> int:
-    """Threads for each of `processes` fusing side by side: the machine's cores shared out."""
-    from semfuse_rt.engine.backends.ort.loader import cores
-
-    return max(1, cores() // processes)
-
-
-def run_batch(plan: BatchPlan, method: str = "max", *, workers: int = 1, max_pixels: int = DEFAULT_MAX_PIXELS,
+def run_batch(plan: BatchPlan, method: str = "max", *, executor: str = "processes", workers: int = 1,
+              ray: RaySettings | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
               on_outcome: Callable[[SetOutcome], None] | None = None, **options) -> BatchReport:
-    """Fuse the plan's sets with one Fuser of `method` and `options` (those of Fuser), in this
-    process (`workers` 1) or in `workers` processes. `on_outcome` is called, in this process,
-    as each set finishes. SemfuseError, before any work, for bad options; and where no worker
-    could set up its Fuser; DiskFull at the first set that finds the disk full."""
+    """Fuse the plan's sets with one Fuser of `method` and `options` (those of Fuser) on each
+    of `workers` workers of `executor` (executor_registry: `processes`, one of them in this
+    process; `threads`; `ray`, with `ray`'s settings, engine/streams/ray_batch.py). `on_outcome`
+    is called, in this process, as each set finishes. SemfuseError, before any work, for bad
+    options or an executor that cannot run here; and where no worker could set up its Fuser;
+    DiskFull at the first set that finds the disk full."""
+    runner = executor_named(executor)
     check_fuser_options(method, options)
-    workers = check_workers(workers)  # after every error, so that a warning is never a second line
+    runner.check_available()
+    workers = runner.check_workers(workers)  # after every error, so that a warning is never a second line
     report = BatchReport(failed=list(plan.rejected), skipped=list(plan.finished))
     if not plan.todo:
         return report
-    make_output_folders(plan.todo)
-    started = time.perf_counter()
-    workers = min(workers, len(plan.todo))
-    try:
-        if workers == 1:
-            _run_here(plan.todo, method, options, max_pixels, report, on_outcome)
-        else:
-            _run_in_workers(plan.todo, method, options, max_pixels, workers, report, on_outcome)
-    finally:
-        report.seconds = time.perf_counter() - started
-    return report
-
-
-def _run_here(jobs, method, options, max_pixels, report, on_outcome) -> None:
-    actor = FuserActor(method, **options)
-    try:
-        for job in jobs:
-            outcome = fuse_job(actor, job, max_pixels)
-            report.record(outcome)
-            if on_outcome:
-                on_outcome(outcome)
-    finally:
-        actor.close()
-
-
-# ---------------------------------------------------------------------------- worker processes
-
-class _Stopped(BaseException):
-    """SIGTERM from the parent: unwinds the worker so that atomic writes remove their temp files."""
-
-
-def _stop(_signum, _frame):
-    raise _Stopped()
-
-
-def _worker(connection, method: str, options: dict, threads: int, max_pixels: int) -> None:
-    """A worker process: one Fuser, then one set per message until None."""
-    # Ctrl-C reaches the whole process group; the parent decides, and stops workers with SIGTERM.
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, _stop)
-    try:
-        try:
-            actor = FuserActor(method, threads=threads, **options)
-            actor.ready()
-        except (SemfuseError, OSError) as error:
-            connection.send(("setup failed", one_line(error)))
-            return
-        connection.send(("ready", None))
-        try:
-            while (job := connection.recv()) is not None:
-                connection.send(("done", fuse_job(actor, job, max_pixels)))
-        finally:
-            actor.close()
-    except (_Stopped, EOFError, BrokenPipeError):
-        pass  # stopped by the parent, or the parent is gone: nothing left to report to
-    finally:
-        # Nothing is left to unwind: a SIGTERM while the process exits would only print a
-        # traceback from multiprocessing's bootstrap.
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-
-
-@dataclass
-class _WorkerHandle:
-    process: multiprocessing.process.BaseProcess
-    connection: Connection
-    job: BatchJob | None = None
-    ready: bool = False
-
-
-def _run_in_workers(jobs, method, options, max_pixels, count, report, on_outcome) -> None:
-    context = multiprocessing.get_context("spawn")
-    threads = worker_threads(count)
-    pending = list(reversed(jobs))  # popped from the end: in plan order
-    handles: list[_WorkerHandle] = []
-    setup_errors: list[str] = []
+    pool = runner(min(workers, len(plan.todo)), ray=ray)
 
     def finish(outcome: SetOutcome) -> None:
         report.record(outcome)
         if on_outcome:
             on_outcome(outcome)
 
-    def hand_out(handle: _WorkerHandle) -> None:
-        job = pending.pop() if pending else None
-        try:
-            handle.connection.send(job)
-        except OSError:  # it has just died: the job goes back, and its sentinel says the rest
-            if job is not None:
-                pending.append(job)
-            return
-        handle.job = job
-
+    started = time.perf_counter()
     try:
-        with sigint_ignored_by_new_processes():
-            for _ in range(count):
-                parent_end, child_end = context.Pipe()
-                process = context.Process(target=_worker, args=(child_end, method, options, threads, max_pixels),
-                                          daemon=True, name="semfuse-rt batch worker")
-                process.start()
-                child_end.close()
-                handles.append(_WorkerHandle(process, parent_end))
-        live = list(handles)
-        while live:
-            waited: list[Connection | int] = [h.connection for h in live] + [h.process.sentinel for h in live]
-            by_object: dict[object, _WorkerHandle] = dict(zip(waited, live + live))  # by pipe and by sentinel
-            for ready in wait(waited):
-                handle = by_object[ready]
-                if handle not in live:
-                    continue  # its pipe and its sentinel both fired
-                if ready is handle.connection:
-                    try:
-                        kind, value = handle.connection.recv()
-                    except EOFError:
-                        kind, value = "gone", None
-                else:
-                    kind, value = "gone", None
-                if kind == "ready":
-                    handle.ready = True
-                    hand_out(handle)
-                elif kind == "done":
-                    handle.job = None
-                    finish(value)
-                    hand_out(handle)
-                elif kind == "setup failed":
-                    setup_errors.append(value)
-                    live.remove(handle)
-                else:  # the process ended without a word: killed, out of memory, crashed
-                    handle.process.join()
-                    if handle.job is not None:
-                        finish(SetOutcome(handle.job.key, str(handle.job.output),
-                                          f"the worker fusing it stopped (exit status {handle.process.exitcode})"))
-                        handle.job = None
-                    live.remove(handle)
-                if handle in live and handle.ready and handle.job is None and not pending:
-                    live.remove(handle)  # it was sent None and closes its Fuser
-        if pending:
-            if not any(h.ready for h in handles):
-                reason = setup_errors[0] if setup_errors else "they stopped"
-                raise SemfuseError(f"no worker could set up its fuser: {reason}")
-            for job in reversed(pending):
-                finish(SetOutcome(job.key, str(job.output), "not fused: no worker was left to fuse it"))
-    except BaseException:
-        _stop_workers(handles, wait_s=0)
-        raise
-    _stop_workers(handles, wait_s=STOP_GRACE_SECONDS)
+        if runner.sees_local_files:
+            make_output_folders(plan.todo)
+            with closing(pool.run(FuseFiles(method, options, max_pixels), plan.todo, in_order=False)) as done:
+                for each in done:
+                    finish(each.result if each.ok else SetOutcome(each.item.key, str(each.item.output), each.failure))
+        else:
+            sets = _read_sets(plan.todo, max_pixels, finish)
+            with closing(pool.run(FuseImages(method, options), sets, in_order=False)) as done:
+                for each in done:
+                    finish(_written(each))
+    finally:
+        report.seconds = time.perf_counter() - started
+    return report
 
 
-def _stop_workers(handles: list[_WorkerHandle], wait_s: float) -> None:
-    """Workers that were sent None close their Fuser and exit within `wait_s`; the others
-    (all of them, in an interrupted batch) are stopped with SIGTERM, which lets one that is
-    writing remove its temp file, and killed if they linger."""
-    deadline = time.monotonic() + wait_s
-    for handle in handles:
-        handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
-        if handle.process.is_alive():
-            handle.process.terminate()
-    deadline = time.monotonic() + STOP_GRACE_SECONDS
-    for handle in handles:
-        handle.process.join(timeout=max(0.0, deadline - time.monotonic()))
-        if handle.process.is_alive():
-            handle.process.kill()
-            handle.process.join()
-        handle.connection.close()
+def _read_sets(jobs: Sequence[BatchJob], max_pixels: int,
+               finish: Callable[[SetOutcome], None]) -> Iterator[tuple[BatchJob, list[np.ndarray]]]:
+    """Each set with its images, read as a worker has room for it; a set that cannot be read
+    is finished here, failed."""
+    # Once the workers are up: a cluster that is not there leaves no folders behind.
+    make_output_folders(jobs)
+    for job in jobs:
+        try:
+            images = read_set(job, max_pixels)
+        except (SemfuseError, OSError) as error:
+            finish(failed_outcome(job, error))
+            continue
+        yield job, images
+
+
+def _written(done: Done) -> SetOutcome:
+    """The outcome of a set fused by a worker without this machine's files: its image written
+    here, atomically."""
+    job = done.item[0]
+    if not done.ok:
+        return SetOutcome(job.key, str(job.output), done.failure)
+    image, error, seconds, disk_full = done.result
+    if error is not None:
+        return SetOutcome(job.key, str(job.output), error, seconds, disk_full)
+    try:
+        save_image(job.output, image)
+    except (SemfuseError, OSError) as failure:
+        return failed_outcome(job, failure, seconds)
+    return SetOutcome(job.key, str(job.output), None, seconds)

@@ -20,15 +20,18 @@ import threading
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
 from semfuse_rt.errors import SemfuseError
 
+if TYPE_CHECKING:
+    from semfuse_rt.engine.fuse.fuse_options import FuseOptions
+
 __all__ = ["RAY_MISSING", "DEFAULT_CONNECT_TIMEOUT_S", "import_ray", "ray_session", "check_connect_timeout",
            "check_cluster_answers", "FuserActor", "FusedFiles", "actor_options",
-           "fuser_actor_class", "start_fuser_actors", "wait_until_ready", "wait_for", "ray_failure",
+           "fuser_actor_class", "start_fuser_actors", "start_actors", "wait_until_ready", "wait_for", "ray_failure",
            "signals_unwrapped", "sigint_ignored_by_new_processes", "pinned_options"]
 
 POLL_SECONDS = 0.5  # how soon a wait on Ray sees Ctrl-C
@@ -292,16 +295,18 @@ class FusedFiles:
 class FuserActor:
     """One `Fuser`, opened once (weights, sessions, engines) and used for every call.
 
-    Built from the keyword options of `Fuser` (method, layer, preset, steps, backend, ...);
-    `threads` caps the CPU threads of this process's fusion (torch, and ONNX Runtime's
-    sessions where the backend is `ort`), so that actors sharing a machine split its cores
-    rather than each spreading over all of them. A plain class: Ray runs it as an actor
-    through `fuser_actor_class()`, and it works in-process as it is."""
+    Built from a FuseOptions, or a method's name and its options as keywords (layer, preset,
+    steps, backend, ...), checked into one before any work; `threads` caps the CPU threads of
+    this process's fusion (torch, and ONNX Runtime's sessions where the backend is `ort`), so
+    that actors sharing a machine split its cores rather than each spreading over all of them.
+    A plain class: Ray runs it as an actor through `fuser_actor_class()`, and it works
+    in-process as it is."""
 
-    def __init__(self, method: str = "max", *, threads: int | None = None, **options):
+    def __init__(self, options: FuseOptions | str = "max", *, threads: int | None = None, **keywords: Any):
+        from semfuse_rt.engine.fuse.fuse_options import fuse_options
         from semfuse_rt.engine.fuse.fuser import Fuser
 
-        self.fuser = Fuser(method, **pinned_options(method, options, threads))
+        self.fuser = Fuser(pinned_options(fuse_options(options, **keywords), threads))
         if threads:
             import torch
 
@@ -328,19 +333,15 @@ class FuserActor:
         self.fuser.close()
 
 
-def pinned_options(method: str, options: dict, threads: int | None) -> dict:
-    """Fuser options with `threads` passed on to the ONNX Runtime loader, the one backend
-    loader that takes it (the torch backend follows torch.set_num_threads)."""
-    if not threads or "threads" in options:
-        return dict(options)
+def pinned_options(options: FuseOptions, threads: int | None) -> FuseOptions:
+    """`options` with `threads` passed on to the ONNX Runtime loader, the one backend loader
+    that takes it (the torch backend follows torch.set_num_threads)."""
+    if not threads or "threads" in options.loader_options or not options.settings.method.optimised:
+        return options
     from semfuse_rt.engine.backends import resolve_backend
-    from semfuse_rt.engine.fuse.fuser import DEFAULT_LAYER
-    from semfuse_rt.engine.fuse.methods import get_method
 
-    if not get_method(method).optimised:
-        return dict(options)
-    backend = resolve_backend(options.get("backend") or "auto", options.get("layer") or DEFAULT_LAYER)
-    return {**options, "threads": threads} if backend == "ort" else dict(options)
+    backend = resolve_backend(options.backend or "auto", options.settings.layer)
+    return options.replace(threads=threads) if backend == "ort" else options
 
 
 def actor_options(num_gpus: float = 0, num_cpus: float = 1) -> dict:
@@ -365,10 +366,11 @@ def fuser_actor_class(cls: type = FuserActor):
     return _actor_classes[cls]
 
 
-def start_fuser_actors(count: int, method: str = "max", *, num_gpus: float = 0, num_cpus: float = 1,
+def start_fuser_actors(count: int, method: FuseOptions | str = "max", *, num_gpus: float = 0, num_cpus: float = 1,
                        threads: int | None = None, cls: type = FuserActor, ready_timeout_s: float | None = 600,
-                       **options) -> list:
-    """`count` actors, each holding one Fuser of `method` and `options`, set up and ready.
+                       **options: Any) -> list:
+    """`count` actors, each holding one Fuser of a FuseOptions (or of `method` and `options`),
+    set up and ready; the actors receive the one FuseOptions, checked here first.
     `threads` defaults to the CPUs each actor claims. Raises SemfuseError (one line) where
     an actor cannot be set up, or where the cluster does not place them all within
     `ready_timeout_s` (None: wait as long as it takes, for an autoscaling cluster)."""
@@ -376,7 +378,20 @@ def start_fuser_actors(count: int, method: str = "max", *, num_gpus: float = 0, 
         raise SemfuseError(f"--ray-actors must be 1 or more, got {count}")
     remote = fuser_actor_class(cls).options(**actor_options(num_gpus, num_cpus))
     threads = threads if threads is not None else max(1, int(num_cpus))
-    actors = [remote.remote(method, threads=threads, **options) for _ in range(count)]
+    from semfuse_rt.engine.fuse.fuse_options import fuse_options
+
+    checked = fuse_options(method, **options)
+    actors = [remote.remote(checked, threads=threads) for _ in range(count)]
+    wait_until_ready(actors, ready_timeout_s, f"{num_cpus:g} CPU(s) and {num_gpus:g} GPU(s) each")
+    return actors
+
+
+def start_actors(cls: type, arguments: Sequence[tuple], *, num_gpus: float = 0, num_cpus: float = 1,
+                 ready_timeout_s: float | None = 600) -> list:
+    """One actor of `cls` (a class with `ready()`) for each tuple of constructor `arguments`,
+    set up and ready: start_fuser_actors' errors, for any class."""
+    remote = fuser_actor_class(cls).options(**actor_options(num_gpus, num_cpus))
+    actors = [remote.remote(*each) for each in arguments]
     wait_until_ready(actors, ready_timeout_s, f"{num_cpus:g} CPU(s) and {num_gpus:g} GPU(s) each")
     return actors
 

@@ -1,16 +1,19 @@
-"""The DT-CWT choose-max start image as torch ops, and as an ONNX graph.
+"""The project's one DT-CWT: the transform and its choose-max fusion as torch ops, and as an
+ONNX graph. The start images (engine/start/initialisation.py), the `dtcwt` baseline
+(engine/evaluation/baselines.py) and the ONNX Runtime backend's start graph all run it.
 
-engine/evaluation/baselines.py's `dtcwt_choose_max` runs the numpy `dtcwt` package one plane at a time;
-this is the same computation on batched planes with torch ops, so that it runs on the GPU
-beside the optimisation and exports to ONNX (no complex type there: a highpass is a pair of
-real tensors, real and imaginary parts).
+Torch ops on batched planes, so that it runs on the GPU beside the optimisation and exports
+to ONNX (no complex type there: a highpass is a pair of real tensors, real and imaginary
+parts).
 
-`DtcwtTransform` is the package's `Transform2d(biort="near_sym_a", qshift="qshift_a")` with 4
-levels: the filters are the package's (loaded with `dtcwt.coeffs` when a module is built),
-the extensions are its own (symmetric with the end sample repeated, `dtcwt.utils.reflect`;
-an odd-sized image gets its last row/column repeated; a level whose lowpass has a row or
-column count not divisible by 4 gets one edge-replicated row/column on either side, and the
-inverse crops it again), and the six orientations are in its order (its
+`DtcwtTransform` is the `dtcwt` package's (0.14) `Transform2d(biort="near_sym_a",
+qshift="qshift_a")` with 4 levels (the package needs numpy < 2: the project no longer
+depends on it, and the tests compare with its recorded outputs, tests/data/make_dtcwt_oracle.py).
+The filters are the package's (the table below), the extensions are its own (symmetric with
+the end sample repeated, `dtcwt.utils.reflect`; an odd-sized image gets its last row/column
+repeated; a level whose lowpass has a row or column count not divisible by 4 gets one
+edge-replicated row/column on either side, and the inverse crops it again), and the six
+orientations are in its order (its
 `Pyramid.highpasses[l][:, :, o]` is `real[:, o] + 1j * imag[:, o]` here). Its filtering
 (colfilter, coldfilt, colifilt) is strided correlation with polyphase kernels, several
 filters at once as output channels: convolutions when traced for ONNX or on a GPU, sums of
@@ -23,12 +26,15 @@ coefficient from the input of largest complex magnitude (ties to the lowest k), 
 majority-filtered (consistency verification) over a `verify` x `verify` window per
 orientation and level, with the tie rule of docs/method.md (the window is clipped at the
 borders; a tie keeps the centre's label if it is among the tied, else the lowest).
-`dtcwt_start` is engine/start/initialisation.py's "dtcwt" / "dtcwt-verified" start image.
+`StreamedDtcwtChooseMax` makes the same choices transforming one input at a time;
+`choose_max_planes` runs whichever of the two suits K. `dtcwt_start` is
+engine/start/initialisation.py's "dtcwt" / "dtcwt-verified" start image.
 """
 from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,8 +43,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-__all__ = ["DtcwtTransform", "DtcwtChooseMax", "DtcwtStartGraph", "dtcwt_start", "dtcwt_graph_name",
-           "export_dtcwt_graph", "LEVELS", "BIORT", "QSHIFT"]
+__all__ = ["DtcwtTransform", "DtcwtChooseMax", "StreamedDtcwtChooseMax", "DtcwtStartGraph", "choose_max_planes",
+           "dtcwt_start", "graph_suits", "dtcwt_filters", "dtcwt_graph_name", "export_dtcwt_graph", "LEVELS",
+           "BIORT", "QSHIFT", "BIORTS", "QSHIFTS"]
 
 LEVELS = 4
 BIORT = "near_sym_a"
@@ -52,6 +59,95 @@ _ORIENTATIONS = (0, 2, 1, 4, 5, 3)
 # c2q pairs the orientations back per band: band 0 from (0, 5), 1 from (2, 3), 2 from (1, 4).
 _BAND_PAIRS = ((0, 5), (2, 3), (1, 4))
 _SQRT_HALF = math.sqrt(0.5)
+
+
+# --------------------------------------------------------------------------- filters
+# N. G. Kingsbury's filters as the `dtcwt` package (0.14, BSD licence) ships them, to the last
+# bit, for the sets this transform handles (its near_sym_b_bp and qshift_b_bp use more filters
+# than these). The rest of each set follows from these by reversal and alternating signs,
+# exactly (tests/test_dtcwt_graph.py compares every filter with the package's).
+# Level 1 ("biort"): (h0o, h1o).
+_BIORT = {
+    "antonini": ((
+        0.026748757410810106, -0.01686411844287467, -0.07822326652899052, 0.2668641184428729, 0.6029490182363593,
+        0.2668641184428769, -0.0782232665289884, -0.016864118442875293, 0.026748757410809648,
+    ), (
+        0.04563588155712514, -0.02877176311424934, -0.295635881557128, 0.5575435262285023, -0.29563588155712334,
+        -0.02877176311425308, 0.04563588155712608,
+    )),
+    "legall": ((
+        -0.125, 0.25, 0.75, 0.25, -0.125,
+    ), (
+        -0.25, 0.5, -0.25,
+    )),
+    "near_sym_a": ((
+        -0.05, 0.25, 0.6, 0.25, -0.05,
+    ), (
+        0.010714285714285713, -0.05357142857142857, -0.26071428571428573, 0.6071428571428571, -0.26071428571428573,
+        -0.05357142857142857, 0.010714285714285713,
+    )),
+    "near_sym_b": ((
+        -0.0017578125, 0.0, 0.022265625, -0.046875, -0.0482421875, 0.296875, 0.55546875, 0.296875, -0.0482421875,
+        -0.046875, 0.022265625, 0.0, -0.0017578125,
+    ), (
+        -7.062639508928571e-05, 0.0, 0.0013419015066964285, -0.0018833705357142855, -0.007156808035714285,
+        0.023856026785714284, 0.05564313616071428, -0.05168805803571428, -0.29975760323660716, 0.5594308035714286,
+        -0.29975760323660716, -0.05168805803571428, 0.05564313616071428, 0.023856026785714284, -0.007156808035714285,
+        -0.0018833705357142855, 0.0013419015066964285, 0.0, -7.062639508928571e-05,
+    )),
+}
+# Levels 2+ ("qshift"): h0a.
+_QSHIFT = {
+    "qshift_06": (
+        0.03516383657149474, 0.0, -0.08832942445107285, 0.23389032060723564, 0.7602723690661257, 0.5875182977235605,
+        0.0, -0.11430183714424873, 0.0, 0.0,
+    ),
+    "qshift_a": (
+        0.051130405283831656, -0.013975370246888838, -0.10983605166597087, 0.26383956105893763, 0.7666284677930372,
+        0.5636557101270515, 0.0008736226952170968, -0.1002312195074762, -0.0016896812725281543,
+        -0.006181881892116438,
+    ),
+    "qshift_b": (
+        0.003253142763653182, -0.00388321199915849, 0.03466034684485349, -0.03887280126882779, -0.11720388769911527,
+        0.27529538466888204, 0.7561456438925225, 0.5688104207121227, 0.011866092033797, -0.1067118046866654,
+        0.023825384794920298, 0.01702522388155399, -0.005439475937274115, -0.004556895628475491,
+    ),
+    "qshift_c": (
+        -0.0047616119384559135, -0.00044602278926228516, -7.144197327965012e-05, 0.034914612306842195,
+        -0.03727389579989796, -0.11591145742744076, 0.2763686431330317, 0.7563937651990367, 0.567134484100133,
+        0.01463740596447335, -0.11255888425752203, 0.02228926326692271, 0.018498682724156248, -0.0072026778782583465,
+        -0.0002276522058977718, 0.002430349945148675,
+    ),
+    "qshift_d": (
+        -0.002284127440270531, 0.0012098941630734423, -0.011834794515430786, 0.0012834569993443994,
+        0.044365221606616996, -0.05327610880304726, -0.1133058863621428, 0.2809028632221865, 0.7528160380878561,
+        0.5658080673964587, 0.024550152433666563, -0.12018854471079482, 0.018156493945546453, 0.03152637712208465,
+        -0.006628794612430063, -0.0025761743066007948, 0.0012775586538069982, 0.002411869456666278,
+    ),
+}
+BIORTS = tuple(_BIORT)
+QSHIFTS = tuple(_QSHIFT)
+
+
+def _alternating(h: np.ndarray, first: float) -> np.ndarray:
+    """h with its signs alternating, h[0] times `first` (+1 or -1): exact."""
+    signs = np.where(np.arange(h.size) % 2 == 0, first, -first)
+    return h * signs
+
+
+def dtcwt_filters(biort: str, qshift: str) -> tuple[tuple[np.ndarray, ...], tuple[np.ndarray, ...]]:
+    """(h0o, g0o, h1o, g1o) and (h0a, h0b, g0a, g0b, h1a, h1b, g1a, g1b), float64, as the
+    package's `dtcwt.coeffs.biort(biort)` and `qshift(qshift)[:8]` return them (flattened)."""
+    if biort not in _BIORT:
+        raise ValueError(f"unknown level-1 filters biort={biort!r}; one of {', '.join(BIORTS)}")
+    if qshift not in _QSHIFT:
+        raise ValueError(f"unknown q-shift filters qshift={qshift!r}; one of {', '.join(QSHIFTS)}")
+    h0o, h1o = (np.array(h, dtype=np.float64) for h in _BIORT[biort])
+    g0o, g1o = _alternating(h1o, -1.0), _alternating(h0o, 1.0)
+    h0a = np.array(_QSHIFT[qshift], dtype=np.float64)
+    h0b = h0a[::-1].copy()
+    h1a, h1b = _alternating(h0b, 1.0), _alternating(h0a, -1.0)
+    return (h0o, g0o, h1o, g1o), (h0a, h0b, h0b.copy(), h0a.copy(), h1a, h1b, h1a[::-1].copy(), h1b[::-1].copy())
 
 
 # --------------------------------------------------------------------------- size-dependent indices
@@ -141,10 +237,6 @@ def _crop(x: torch.Tensor, dim: int, start, length) -> torch.Tensor:
 
 # --------------------------------------------------------------------------- filter kernels
 
-def _flat(h) -> np.ndarray:
-    return np.asarray(h, dtype=np.float64).ravel()
-
-
 def _centred(h: np.ndarray, length: int) -> np.ndarray:
     """An odd filter zero-padded on both sides to `length` (odd): the same colfilter."""
     pad = (length - h.size) // 2
@@ -205,13 +297,10 @@ class DtcwtTransform(nn.Module):
 
     def __init__(self, levels: int = LEVELS, biort: str = BIORT, qshift: str = QSHIFT):
         super().__init__()
-        from dtcwt.coeffs import biort as load_biort, qshift as load_qshift
-
         if levels < 1:
-            raise ValueError("the DT-CWT needs at least one level")
+            raise ValueError(f"the DT-CWT needs at least one level, got {levels}")
         self.levels = int(levels)
-        h0o, g0o, h1o, g1o = (_flat(h) for h in load_biort(biort))
-        h0a, h0b, g0a, g0b, h1a, h1b, g1a, g1b = (_flat(h) for h in load_qshift(qshift)[:8])
+        (h0o, g0o, h1o, g1o), (h0a, h0b, g0a, g0b, h1a, h1b, g1a, g1b) = dtcwt_filters(biort, qshift)
         if any(h.size % 2 == 0 for h in (h0o, g0o, h1o, g1o)):
             raise NotImplementedError("level-1 filters of even length")
         if len({h.size for h in (h0a, h0b, g0a, g0b, h1a, h1b, g1a, g1b)}) != 1 or h0a.size % 2:
@@ -347,6 +436,11 @@ class DtcwtTransform(nn.Module):
 
 # --------------------------------------------------------------------------- fusion
 
+def _magnitude(real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+    """What choose-max compares: |z|^2 (the same order as |z|, without a square root)."""
+    return real * real + imag * imag
+
+
 class DtcwtChooseMax(nn.Module):
     """(K, C, H, W) planes -> (C, H, W): per channel, DT-CWT choose-max fusion of the K inputs
     (mean of the lowpasses; each highpass coefficient from the input of largest |z|, ties to
@@ -365,25 +459,28 @@ class DtcwtChooseMax(nn.Module):
         self.register_buffer("box", torch.ones(1, 1, window, dtype=torch.float64))
         self._box_taps = [[(0, t, 1.0) for t in range(window)]]
 
-    def _labels(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
-        """real, imag (K, ...) -> (1, ...) the input each coefficient comes from."""
-        labels = _argmax0(real * real + imag * imag)
-        if not self.verify:
-            return labels
-        k = real.shape[0]
-        shape = real.shape
-        candidates = torch.arange(k, device=real.device).view(-1, 1, 1, 1, 1)
-        votes = (labels == candidates).to(real.dtype)  # (K, C, 6, h, w)
+    def window_scores(self, votes: torch.Tensor) -> torch.Tensor:
+        """The verification's definition. votes (..., h, w): 1 where a coefficient's label is
+        a candidate's -> the candidate's score, twice its votes in the verify x verify window
+        plus the centre's own vote. The label of highest score wins, the first (lowest) among
+        equals: so the centre wins the ties it is part of."""
+        shape = votes.shape
         half = self.verify // 2
         planes = votes.reshape(-1, 1, shape[-2], shape[-1])
         # A separable box sum of 0/1 votes: small exact integers; zero padding adds no
         # votes, which is the window clipped at the borders.
         counts = _correlate(F.pad(planes, (half, half, 0, 0)), 3, self.box, self._box_taps, 1, 1)
         counts = _correlate(F.pad(counts, (0, 0, half, half)), 2, self.box, self._box_taps, 1, 1)
-        counts = counts.reshape(shape)
-        # Twice the count plus one for the centre's own label: the centre wins the ties it is
-        # part of, argmax's first maximum (the lowest label) the others.
-        return _argmax0(counts * 2 + votes)
+        return counts.reshape(shape) * 2 + votes
+
+    def _labels(self, real: torch.Tensor, imag: torch.Tensor) -> torch.Tensor:
+        """real, imag (K, ...) -> (1, ...) the input each coefficient comes from."""
+        labels = _argmax0(_magnitude(real, imag))
+        if not self.verify:
+            return labels
+        candidates = torch.arange(real.shape[0], device=real.device).view(-1, 1, 1, 1, 1)
+        votes = (labels == candidates).to(real.dtype)  # (K, C, 6, h, w)
+        return _argmax0(self.window_scores(votes))
 
     def forward(self, planes: torch.Tensor) -> torch.Tensor:
         k, c, height, width = planes.shape
@@ -444,7 +541,7 @@ class StreamedDtcwtChooseMax:
             low, highpasses = self._pyramid(planes)
             lowpass = low if lowpass is None else lowpass.add_(low)
             for level, (real, imag) in enumerate(highpasses):
-                magnitude = real * real + imag * imag
+                magnitude = _magnitude(real, imag)
                 if k == 0:
                     best.append(magnitude)
                     chosen.append(torch.zeros(magnitude.shape, dtype=torch.uint8, device=magnitude.device)
@@ -480,18 +577,12 @@ class StreamedDtcwtChooseMax:
         return self._finish(lowpass.div_(count), chosen, *size)
 
     def _majority(self, labels: torch.Tensor, count: int) -> torch.Tensor:
-        """The stacked module's verification, one candidate at a time: the label with the
-        highest twice-its-count-plus-centre score, the first such."""
-        shape = labels.shape
-        half = self.stacked.verify // 2
-        box, taps = self.stacked.box, self.stacked._box_taps
-        best_score, decided = None, torch.zeros(shape, dtype=torch.uint8, device=labels.device)
+        """The stacked module's verification (its window_scores), one candidate at a time:
+        a later candidate takes a coefficient only with a strictly higher score."""
+        best_score, decided = None, torch.zeros(labels.shape, dtype=torch.uint8, device=labels.device)
         for k in range(count):
             votes = (labels == k).to(torch.float32)  # counts are small integers: exact
-            planes = votes.reshape(-1, 1, shape[-2], shape[-1])
-            counts = _correlate(F.pad(planes, (half, half, 0, 0)), 3, box, taps, 1, 1)
-            counts = _correlate(F.pad(counts, (0, 0, half, half)), 2, box, taps, 1, 1)
-            score = counts.reshape(shape) * 2 + votes
+            score = self.stacked.window_scores(votes)
             if best_score is None:
                 best_score = score
                 continue
@@ -514,22 +605,36 @@ class DtcwtStartGraph(nn.Module):
 
 
 @functools.lru_cache(maxsize=None)
-def _module(verify: int) -> DtcwtChooseMax:
-    return DtcwtChooseMax(verify).eval()
+def _module(verify: int, levels: int, biort: str, qshift: str) -> DtcwtChooseMax:
+    return DtcwtChooseMax(verify, levels, biort, qshift).eval()
 
 
 @functools.lru_cache(maxsize=None)
-def _streamed(verify: int) -> StreamedDtcwtChooseMax:
-    return StreamedDtcwtChooseMax(verify)
+def _streamed(verify: int, levels: int, biort: str, qshift: str) -> StreamedDtcwtChooseMax:
+    return StreamedDtcwtChooseMax(verify, levels, biort, qshift)
+
+
+def choose_max_planes(count: int, planes_of: Callable[[int], torch.Tensor], verify: int, *,
+                      device: torch.device | str = "cpu", levels: int = LEVELS, biort: str = BIORT,
+                      qshift: str = QSHIFT) -> torch.Tensor:
+    """DT-CWT choose-max of `count` inputs, planes_of(k) -> input k's (C, H, W) on `device`,
+    in their dtype -> the fused (C, H, W). More than two inputs are transformed one at a time
+    (StreamedDtcwtChooseMax), so memory does not grow with K; two in one batch. ValueError
+    for a bad window, level count or filter name."""
+    options = (int(verify), int(levels), biort, qshift)
+    if count > 2:
+        return _streamed(*options).to(device)(count, planes_of)
+    module = _module(*options).to(device)
+    with torch.no_grad():
+        return module(torch.stack([planes_of(k) for k in range(count)]))
 
 
 def dtcwt_start(pixels: torch.Tensor, verify: int, *,
                 dtype: torch.dtype | None = torch.float64) -> torch.Tensor:
     """(K, 3, H, W) pixels 0..255 -> (1, 3, H, W) in pixels' dtype and on its device: what
     engine/start/initialisation.py's `_dtcwt` returns (a channel equal to an earlier one, as in grey
-    inputs replicated to RGB, is not transformed again but copied); more than two inputs are
-    transformed one at a time (StreamedDtcwtChooseMax). It computes in `dtype`
-    (float64, as the numpy path does, by default; None: pixels' own dtype, faster)."""
+    inputs replicated to RGB, is not transformed again but copied). It computes in `dtype`
+    (float64, as the baseline does, by default; None: pixels' own dtype, faster)."""
     compute = dtype if dtype is not None else pixels.dtype
     distinct: list[int] = []
     source: list[int] = []
@@ -539,14 +644,18 @@ def dtcwt_start(pixels: torch.Tensor, verify: int, *,
             distinct.append(c)
             same_as = c
         source.append(distinct.index(same_as))
-    if len(pixels) > 2:  # one input's pyramid at a time: memory independent of K
-        fused = _streamed(int(verify)).to(pixels.device)(len(pixels), lambda k: pixels[k, distinct].to(compute))
-    else:
-        module = _module(int(verify)).to(pixels.device)
-        with torch.no_grad():
-            fused = module(pixels[:, distinct].to(compute))
+    fused = choose_max_planes(len(pixels), lambda k: pixels[k, distinct].to(compute), verify, device=pixels.device)
     index = torch.tensor(source, device=pixels.device)
     return fused.index_select(0, index).unsqueeze(0).to(pixels.dtype)
+
+
+def graph_suits(pixels: torch.Tensor) -> bool:
+    """Whether the exported graph (DtcwtStartGraph) is the way to run the start of these
+    (K, 3, H, W) pixels, rather than dtcwt_start: the graph holds all K pyramids at once and
+    transforms every channel, where dtcwt_start transforms more than two inputs one at a
+    time and a grey set's one plane once."""
+    grey = torch.equal(pixels[:, 0], pixels[:, 1]) and torch.equal(pixels[:, 1], pixels[:, 2])
+    return len(pixels) <= 2 and not grey
 
 
 # --------------------------------------------------------------------------- ONNX

@@ -81,18 +81,19 @@ class OrtRunner(FusionRunner):
         choose-max at 2 x 64 x 520^2); on CUDA the rule's kernels take the device tensors."""
         if self.on_cuda:
             return super().fuse_features(features, rule, weights)
-        session = self._small_session(rule.graph(weighted=weights is not None))
+        from semfuse_rt.export.graphs.rule_graph import export_rule_graph
+
+        session = self._small_session(export_rule_graph(rule, weighted=weights is not None))
         feeds = {"features": features.detach().float().contiguous().numpy()}
         if weights is not None:
             feeds["weights"] = weights.detach().float().contiguous().numpy()
         return torch.from_numpy(session.run(["target"], feeds)[0])
 
     def start(self, pixels, how):
-        """The DT-CWT starts of two colour inputs run as their graph (export/graphs/dtcwt_graph.py).
-        Of more, as torch ops in float32 that transform one input at a time, as the graph
-        would hold all K pyramids at once; of grey inputs too, which torch transforms once
-        instead of three times (the graph fuses every channel). The others as every runner
-        on the CPU runs them: their numpy form (`Start.cpu_image`, FusionRunner.start)."""
+        """On the CPU the DT-CWT starts run the project's one DT-CWT (export/graphs/dtcwt_graph.py)
+        in float32: as its exported graph where that suits the pixels (`graph_suits`: two
+        colour inputs), else as its torch ops. The others as every runner on the CPU runs them:
+        their numpy form (`Start.cpu_image`, FusionRunner.start)."""
         from semfuse_rt.engine.start.initialisation import STARTS
 
         verify = STARTS[how].dtcwt_verify
@@ -101,10 +102,9 @@ class OrtRunner(FusionRunner):
         if verify is None:
             with self.loop_context():  # any torch ops: on one thread (engine/limits/torch_threads.py)
                 return super().start(pixels, how)
-        from semfuse_rt.export.graphs.dtcwt_graph import dtcwt_start, export_dtcwt_graph
+        from semfuse_rt.export.graphs.dtcwt_graph import dtcwt_start, export_dtcwt_graph, graph_suits
 
-        grey = torch.equal(pixels[:, 0], pixels[:, 1]) and torch.equal(pixels[:, 1], pixels[:, 2])
-        if len(pixels) > 2 or grey:
+        if not graph_suits(pixels):
             with torch_threads(1):
                 return dtcwt_start(pixels.float(), verify, dtype=None)
         session = self._small_session(export_dtcwt_graph(verify))

@@ -13,14 +13,14 @@ SYNTHETIC_SIDE = 520  # the synthetic pair's, where no images are given
 def synthetic_pair(folder: Path, size: int = SYNTHETIC_SIDE) -> list[Path]:
     """A multi-focus-like colour pair (each half sharp in one image), written as PNG: the
     pipeline's timing needs no dataset."""
-    import cv2
+    from semfuse_rt.gaussian_blur import Border, opencv_blur
 
     generator = np.random.default_rng(size)
     y, x = np.mgrid[0:size, 0:size].astype(np.float32)
     scene = np.stack([128 + 60 * np.sin(x / 9) * np.cos(y / 13), 128 + 50 * np.sin((x + y) / 17),
                       128 + 40 * np.cos(x / 23)], axis=2) + generator.normal(0, 20, (size, size, 3))
     scene = np.clip(scene, 0, 255).astype(np.float32)
-    blurred = cv2.GaussianBlur(scene, (0, 0), 3)
+    blurred = opencv_blur(scene, 3.0, Border.REFLECT_101)  # cv2.GaussianBlur's default border
     left = np.zeros((size, size, 1), np.float32)
     left[:, : size // 2] = 1
     folder = Path(folder)

@@ -16,8 +16,8 @@ import numpy as np
 from semfuse_rt.kernels.abi import AdamScalars, InputPointers, input_pointers
 from semfuse_rt.kernels.adam_scalars import BETAS, EPS, adam_scalars
 from semfuse_rt.kernels.arguments import check_input_count, check_window, dtype_suffix
-from semfuse_rt.kernels.host_build import build_host_library
 from semfuse_rt.kernels.runner import FIRST_LAYER_CHANNELS, check_first_layer_shape
+from support.kernels.host_build import build_host_library
 
 _P = ctypes.c_void_p
 _I32 = ctypes.c_int
