@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 import typer
 from rich.console import Console
@@ -15,6 +15,7 @@ from semfuse_rt.engine.cli.shared_options import (check_ray_flags, fuse_option, 
                                                   max_pixels_option, quiet_option, ray_actors_option,
                                                   ray_address_option, ray_timeout_option)
 from semfuse_rt.engine.evaluation import find_sets
+from semfuse_rt.engine.fuse import FuseOptions
 from semfuse_rt.engine.io import progress_bar
 from semfuse_rt.errors import SemfuseError
 
@@ -83,12 +84,10 @@ def fuse_batch_command(
     for reason in discovery.skipped:
         errors.print(f"not a set: {reason}", style="yellow", markup=False, highlight=False, soft_wrap=True)
     plan = plan_batch(discovery.sets, output, ext=ext, force=force, rejected=discovery.rejected)
-    # The Fuser's options, each of its own type: run_batch and run_ray_batch pass them on.
-    options: dict[str, Any] = dict(
+    options = FuseOptions(
         method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init, window=window,
         mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
-        cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, max_pixels=max_pixels,
-        show_progress=not quiet)
+        cam_weights=cam_weights, memory_budget=memory_budget, tile=tile, show_progress=not quiet)
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("{task.fields[failed]} failed"), TimeElapsedColumn(), TimeRemainingColumn())
     try:
@@ -106,7 +105,8 @@ def fuse_batch_command(
                 ("ray", ray_actors, RaySettings(address=ray_address, num_gpus_per_actor=num_gpus_per_actor,
                                                 connect_timeout_s=ray_timeout))
                 if ray else ("processes", 1 if workers is None else workers, None))
-            report = run_batch(plan, executor=executor, workers=count, ray=settings, on_outcome=advance, **options)
+            report = run_batch(plan, options, executor=executor, workers=count, ray=settings, max_pixels=max_pixels,
+                               on_outcome=advance)
     except DiskFull as full:
         for outcome in full.earlier:  # the batch's error line follows them
             typer.echo(f"failed {outcome.key}: {outcome.error}", err=True)

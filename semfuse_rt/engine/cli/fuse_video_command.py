@@ -72,6 +72,7 @@ def fuse_video_command(
     # not wait for.
     from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeRemainingColumn
 
+    from semfuse_rt.engine.fuse import FuseOptions
     from semfuse_rt.engine.io import progress_bar
     from semfuse_rt.engine.streams import RaySettings
     from semfuse_rt.engine.streams import fuse_video
@@ -99,15 +100,15 @@ def fuse_video_command(
             rate = f"{(done - 1) / (now - first_done[0]):.2f}" if done > 1 else "-"
             bar.update(task, completed=done, total=total, rate=rate)
 
-        # Only the Fuser options given: None leaves one to the method or preset, and the library
-        # picks the fuser (engine/api.py, make_fuser) by the options it is given.
-        given = {name: value for name, value in dict(
-            layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
-            semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
-            cam_weights=cam_weights, memory_budget=memory_budget).items() if value is not None}
+        # --steps is the warm frames' (fuse_video's own); None leaves an option to the method or
+        # preset, and the library picks the fuser (engine/api.py, make_fuser) by those given.
+        options = FuseOptions(
+            method=method, layer=layer, preset=preset, lr=lr, decay=decay, init=init, window=window,
+            mean_base=mean_base, semantic_steps=semantic_steps, backend=backend, weights=weights, classes=classes,
+            cam_weights=cam_weights, memory_budget=memory_budget, show_progress=not quiet)
         summary = fuse_video(
-            inputs, output, method, warm=warm, steps=steps, fps=fps, quality=crf, lossless=lossless,
+            inputs, output, options, warm=warm, steps=steps, fps=fps, quality=crf, lossless=lossless,
             max_pixels=max_pixels, progress=advance, executor=executor, workers=count, ray=settings,
-            chunk_frames=chunk_frames, show_progress=not quiet, **given,
+            chunk_frames=chunk_frames,
         )
     typer.echo(f"{summary.summary(len(inputs))} -> {output}")

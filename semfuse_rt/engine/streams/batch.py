@@ -36,6 +36,7 @@ from pathlib import Path
 
 import numpy as np
 
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions, fuse_options
 from semfuse_rt.engine.evaluation.datasets import FusionSet, RejectedRow, category_folders
 from semfuse_rt.engine.io.images import (DEFAULT_MAX_PIXELS, EIGHT_BIT_ONLY, WRITE_FORMATS, InputFiles,
                                          check_not_an_input, check_output, has_16_bit_samples, load_image, save_image)
@@ -317,17 +318,20 @@ def check_fuser_options(method: str, options: dict) -> None:
     Fuser(method, **options)
 
 
-def run_batch(plan: BatchPlan, method: str = "max", *, executor: str = "processes", workers: int = 1,
+def run_batch(plan: BatchPlan, options: FuseOptions | str = "max", *, executor: str = "processes", workers: int = 1,
               ray: RaySettings | None = None, max_pixels: int = DEFAULT_MAX_PIXELS,
-              on_outcome: Callable[[SetOutcome], None] | None = None, **options) -> BatchReport:
-    """Fuse the plan's sets with one Fuser of `method` and `options` (those of Fuser) on each
+              on_outcome: Callable[[SetOutcome], None] | None = None, **keywords) -> BatchReport:
+    """Fuse the plan's sets with one Fuser of `options` (a FuseOptions, or a method's name and
+    `keywords`, those of Fuser) on each
     of `workers` workers of `executor` (executor_registry: `processes`, one of them in this
     process; `threads`; `ray`, with `ray`'s settings, engine/streams/ray_batch.py). `on_outcome`
     is called, in this process, as each set finishes. SemfuseError, before any work, for bad
     options or an executor that cannot run here; and where no worker could set up its Fuser;
     DiskFull at the first set that finds the disk full."""
+    fuse = fuse_options(options, **keywords)
+    method, given = fuse.method, fuse.given()
     runner = executor_named(executor)
-    check_fuser_options(method, options)
+    check_fuser_options(method, given)
     runner.check_available()
     workers = runner.check_workers(workers)  # after every error, so that a warning is never a second line
     report = BatchReport(failed=list(plan.rejected), skipped=list(plan.finished))
@@ -344,12 +348,12 @@ def run_batch(plan: BatchPlan, method: str = "max", *, executor: str = "processe
     try:
         if runner.sees_local_files:
             make_output_folders(plan.todo)
-            with closing(pool.run(FuseFiles(method, options, max_pixels), plan.todo, in_order=False)) as done:
+            with closing(pool.run(FuseFiles(method, given, max_pixels), plan.todo, in_order=False)) as done:
                 for each in done:
                     finish(each.result if each.ok else SetOutcome(each.item.key, str(each.item.output), each.failure))
         else:
             sets = _read_sets(plan.todo, max_pixels, finish)
-            with closing(pool.run(FuseImages(method, options), sets, in_order=False)) as done:
+            with closing(pool.run(FuseImages(method, given), sets, in_order=False)) as done:
                 for each in done:
                     finish(_written(each))
     finally:

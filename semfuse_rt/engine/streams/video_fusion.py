@@ -27,6 +27,7 @@ from typing import Callable, Iterable, Iterator, Sequence
 import numpy as np
 
 from semfuse_rt.engine.api import make_fuser
+from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 from semfuse_rt.engine.fuse.fusion_result import run_description
 from semfuse_rt.engine.io.images import DEFAULT_MAX_PIXELS
 from semfuse_rt.engine.fuse.methods import check_applicable, get_method
@@ -225,7 +226,7 @@ def plan_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, *
     return VideoPlan(infos, output, stream_rate(infos, fps))
 
 
-def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, method: str = "max", *,
+def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, method: FuseOptions | str = "max", *,
                warm: bool = True, steps: int | None = None, fps: float | None = None,
                quality: int | None = None, lossless: bool = False, max_pixels: int = DEFAULT_MAX_PIXELS,
                progress: FrameProgress | None = None, executor: str = "threads", workers: int | None = None,
@@ -233,7 +234,8 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
     """Fuse K >= 2 synchronised streams (video files or frame folders) into `output`: a
     video (.mp4, .mkv, .mov) at the inputs' frame rate, or a folder of PNG frames (a path
     without a suffix). `steps`: Adam steps of warm-started frames; with `warm=False`, of
-    every frame (as `Fuser(steps=...)`). `options`: those of `Fuser`.
+    every frame (as `Fuser(steps=...)`). `method`: a FuseOptions, or a method's name with
+    `options`, those of `Fuser`.
 
     `workers` workers of `executor` (executor_registry) fuse the frames. Those of this
     process (`threads`) take frames in turn, each warm from its own previous frame
@@ -244,6 +246,9 @@ def fuse_video(inputs: Sequence[str | os.PathLike], output: str | os.PathLike, m
     `progress(frames written, frames in all)` is called on the encoder's thread. The output
     appears only when every frame has been written."""
     started = time.perf_counter()
+    if isinstance(method, FuseOptions):
+        chosen = method
+        method, options = chosen.method, {**chosen.given(), **options}
     runner = executor_named(executor)
     plan = plan_video(inputs, output, fps=fps, quality=quality, lossless=lossless, max_pixels=max_pixels)
     if not warm:
