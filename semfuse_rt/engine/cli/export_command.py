@@ -65,9 +65,10 @@ def export_command(
 ) -> None:
     # Here, not at the top: the exporter imports torch, which `--help` and usage errors need not wait for.
     from semfuse_rt.engine.deploy import export_fuse
+    from semfuse_rt.engine.fuse import FuseOptions
 
-    exported = export_fuse(output, method, images=inputs, size=size, opset=opset, weights=weights,
-                           show_progress=not quiet, triton=triton, model_name=model_name, layer=layer, preset=preset,
-                           steps=steps, lr=lr, decay=decay, init=init, window=window, mean_base=mean_base,
-                           semantic_steps=semantic_steps, fp16=fp16)
+    options = FuseOptions(method=method, layer=layer, preset=preset, steps=steps, lr=lr, decay=decay, init=init,
+                          window=window, mean_base=mean_base, semantic_steps=semantic_steps)
+    exported = export_fuse(output, options, images=inputs, size=size, opset=opset, weights=weights,
+                           show_progress=not quiet, triton=triton, model_name=model_name, fp16=fp16)
     typer.echo(exported.summary())

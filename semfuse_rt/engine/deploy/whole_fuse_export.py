@@ -10,6 +10,7 @@ import re
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from semfuse_rt.cache import StagedWrites
 from semfuse_rt.engine.deploy.triton_repository import (CONFIG_NAME, MODEL_FILE, VERSION, TritonModel,
@@ -25,6 +26,10 @@ MANIFEST_SUFFIX = ".json"
 OUTPUT_FOR_PEOPLE = "fused"  # the output a summary line quotes the float16 error of
 DEFAULT_SIZE = "512x512"  # a pyramid-blend graph's default: shorter sides 512 to 1023 (`blend`)
 _SIZE = re.compile(r"(\d+)x(\d+)")
+
+
+if TYPE_CHECKING:
+    from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 
 
 def manifest_path(output: Path) -> Path:
@@ -121,12 +126,13 @@ def _destination(output: str | os.PathLike | None, triton: str | os.PathLike | N
     return None
 
 
-def export_fuse(output: str | os.PathLike | None, method: str = "max", *, images: int = 2, size: str | None = None,
-                opset: int = DEFAULT_OPSET, weights: str | os.PathLike | None = None, show_progress: bool = True,
-                triton: str | os.PathLike | None = None, model_name: str | None = None, fp16: bool = False,
-                **options) -> ExportedFuse:
-    """Write OUTPUT (.onnx), a whole fuse with `method` and the preset/fuse `options` (as
-    Fuser takes them) for `images` inputs, and OUTPUT.json, its manifest. `size`
+def export_fuse(output: str | os.PathLike | None, options: FuseOptions | str = "max", *, images: int = 2,
+                size: str | None = None, opset: int = DEFAULT_OPSET, weights: str | os.PathLike | None = None,
+                show_progress: bool = True, triton: str | os.PathLike | None = None, model_name: str | None = None,
+                fp16: bool = False, **keywords) -> ExportedFuse:
+    """Write OUTPUT (.onnx), a whole fuse of `options` (a FuseOptions, or a method's name and
+    the preset/fuse `keywords`, as Fuser takes them) for `images` inputs, and OUTPUT.json, its
+    manifest. `size`
     (WIDTHxHEIGHT) picks the range of shorter sides a pyramid-blend start's graph takes.
     With `triton` (a folder) instead of `output`: the Triton model repository's model
     `model_name` (default semfuse_PRESET) there, holding both (triton_repository.py).
@@ -135,11 +141,13 @@ def export_fuse(output: str | os.PathLike | None, method: str = "max", *, images
     # Torch is imported here, not at the top, so that the command's --help needs none.
     from semfuse_rt.engine.deploy.whole_fuse_graph import (GRAPH_SOURCE_SHA256, FuseSettings, accepted_sides,
                                                            export_whole_fuse)
+    from semfuse_rt.engine.fuse.fuse_options import fuse_options
     from semfuse_rt.engine.fuse.fuser import Fuser
     from semfuse_rt.engine.start.initialisation import STARTS
 
     checked = _destination(output, triton, model_name, weights)
-    fuser = Fuser(method, weights=weights, **options)  # every fuse option checked as `fuse` checks it
+    chosen = fuse_options(options, **keywords)
+    fuser = Fuser(chosen.replace(weights=weights) if weights is not None else chosen)  # checked as `fuse` checks
     if not fuser.method.optimised or fuser.method.semantic:
         raise SemfuseError(f"--method {fuser.method.name} cannot be exported: its CAMs come from a classifier "
                            "run beside the fuse; use max or majority")
