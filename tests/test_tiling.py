@@ -140,3 +140,15 @@ def test_tiled_semantic_fuses_weight_each_crop_by_the_whole_images_cams(monkeypa
     assert got.tiles > 1 and np.array_equal(got.cams, want.cams)
     assert any(y0 > 0 or x0 > 0 for y0, _, x0, _ in crops)  # crops that are not the image's corner
     assert np.abs(want.image.astype(int) - got.image).max() <= 1
+
+
+def test_the_halo_share_is_the_pixels_fused_beyond_the_image():
+    from semfuse_rt.engine.fuse.fusion_result import FusionResult
+    from semfuse_rt.engine.large.tiling import Tile, halo_share
+
+    top, bottom = Tile((0, 60, 0, 100), (0, 50, 0, 100)), Tile((40, 100, 0, 100), (50, 100, 0, 100))
+    assert halo_share([top, bottom], 100, 100) == pytest.approx(2000 / 12000)
+    assert halo_share([Tile((0, 100, 0, 100), (0, 100, 0, 100))], 100, 100) == 0.0
+    result = FusionResult(np.zeros((100, 100), np.uint8), "max", "ort", "blend-steps", 1.0, tiles=2,
+                          halo_share=halo_share([top, bottom], 100, 100))
+    assert "in 2 tiles (halos 17% of the pixels fused)" in result.summary(2)

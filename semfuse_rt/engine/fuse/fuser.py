@@ -40,7 +40,7 @@ from semfuse_rt.engine.limits.memory_budget import (budget_problem, check_availa
                                              spill_inputs, tile_room)
 from semfuse_rt.engine.io.spilled_images import SpilledImage
 from semfuse_rt.engine.large.tile_tone import PreviewTone, TileStart
-from semfuse_rt.engine.large.tiling import (DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, plan_tiles,
+from semfuse_rt.engine.large.tiling import (DTCWT_GRID, MIN_TILE, Tile, core_for_budget, halo, halo_share, plan_tiles,
     receptive_radius)
 from semfuse_rt.engine.start.initialisation import STARTS, has_cpu_start, start_image
 from semfuse_rt.engine.fuse.methods import DEFAULT_METHOD
@@ -341,7 +341,8 @@ class Fuser:
         clock.lap("finish")
         return FusionResult(image, self.method.name, self.backend, self.preset, time.perf_counter() - started,
                             losses, cams.maps.numpy() if cams is not None else None,
-                            stages=clock.stages, tiles=len(tiles) if tiles else 1)
+                            stages=clock.stages, tiles=len(tiles) if tiles else 1,
+                            halo_share=halo_share(tiles, *images[0].shape[:2]) if tiles else 0.0)
 
     def _semantic_refinement(self, phase: SemanticPhase, result: np.ndarray, images: Sequence[np.ndarray],
                              mixed: bool, cams: CAMResult | None) -> None:

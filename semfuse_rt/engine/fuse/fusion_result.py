@@ -36,6 +36,7 @@ class FusionResult:
     retention: list[Retention] | None = None  # fuse_files(report=True): each input's class in the result
     stages: dict[str, float] = field(default_factory=dict)  # seconds per pipeline stage, in order
     tiles: int = 1  # crops the image was fused in (memory-bounded fusion of large images)
+    halo_share: float = 0.0  # of the pixels fused in tiles, the share beyond the image's own (tiling.halo_share)
 
     @property
     def relative_loss(self) -> float | None:
@@ -49,7 +50,7 @@ class FusionResult:
         """One line for people: what ran, where, how long, how far the loss fell."""
         how = run_description(self.method, self.preset, self.backend)
         if self.tiles > 1:
-            how += f" in {self.tiles} tiles"
+            how += f" in {self.tiles} tiles (halos {self.halo_share:.0%} of the pixels fused)"
         relative = self.relative_loss
         loss = f", loss at the last step {relative:.3f} of the first" if relative is not None else ""
         return f"fused {count} images with {how} in {self.seconds:.2f} s{loss}"

@@ -79,6 +79,13 @@ def _spans(length: int, core: int) -> list[tuple[int, int]]:
             for a, b in zip(edges, edges[1:])]
 
 
+def halo_share(tiles: list[Tile], height: int, width: int) -> float:
+    """The share of the pixels fused in `tiles` that lie beyond the height x width image's own:
+    the halos and overlaps, fused for their neighbours' sake and thrown away."""
+    fused = sum((y1 - y0) * (x1 - x0) for y0, y1, x0, x1 in (tile.crop for tile in tiles))
+    return max(0.0, 1 - height * width / fused) if fused else 0.0
+
+
 def plan_tiles(height: int, width: int, core: int, margin: int, grid: int = 1) -> list[Tile]:
     """Tiles whose cores (at most core x core, plus the OVERLAP shared with each neighbour)
     cover the image, each with `margin` more on every side where the image has it, crops
