@@ -57,5 +57,6 @@ def test_the_opencv_form_blurs_each_channel_of_a_colour_image(rng):
     image = rng.random((19, 23, 3)).astype(np.float32)
     blurred = opencv_blur(image, 3.0, Border.REFLECT_101)
     for channel in range(3):
-        assert np.array_equal(blurred[..., channel],
-                              cv2.GaussianBlur(image[..., channel], (0, 0), 3.0, borderType=cv2.BORDER_REFLECT_101))
+        alone = cv2.GaussianBlur(image[..., channel], (0, 0), 3.0, borderType=cv2.BORDER_REFLECT_101)
+        # OpenCV 5 vectorises across the channels of one image and sums in another order.
+        assert np.abs(blurred[..., channel] - alone).max() <= 1e-6

@@ -68,10 +68,29 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _address_space_limited() -> bool:
+def _address_space_limit() -> int | None:
+    """The soft ulimit -v in bytes, or None where there is none."""
     import resource
 
-    return resource.getrlimit(resource.RLIMIT_AS)[0] != resource.RLIM_INFINITY
+    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
+    return None if limit == resource.RLIM_INFINITY else limit
+
+
+def _address_space_limited() -> bool:
+    return _address_space_limit() is not None
+
+
+# Below this address space the libraries a command loads cannot start: numpy 2's OpenBLAS
+# then prints its own line and exits the process from C, where no Python handler can speak.
+# A small default fuse ran in 550 MiB on the 2-core VM (numpy 2.4, OpenCV 5.1, onnxruntime 1.32).
+_LIBRARIES_ADDRESS_SPACE = 600 << 20
+
+
+def _refuse_a_too_small_address_space() -> None:
+    limit = _address_space_limit()
+    if limit is not None and limit < _LIBRARIES_ADDRESS_SPACE:
+        _fail(f"a {limit >> 20} MiB limit on this process's address space (ulimit -v) is below the "
+              f"{_LIBRARIES_ADDRESS_SPACE >> 20} MiB that semfuse-rt's libraries need to load: raise ulimit -v")
 
 
 def _short_of_memory(error: BaseException) -> BaseException | None:
@@ -147,6 +166,7 @@ def _loaded_commands() -> Any:
             # A command imports numpy and OpenCV (torch when it runs): under a tight ulimit -v, or
             # in a broken environment, this is where that shows. The root's help and its usage
             # errors load no command; a command's own help loads that command alone.
+            _refuse_a_too_small_address_space()
             load_commands(command)
         return app
     except (ImportError, MemoryError) as error:
