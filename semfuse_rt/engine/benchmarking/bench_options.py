@@ -51,7 +51,7 @@ def check_bench_options(*, inputs: Sequence[Path] | None, method: str | None, pr
     # Here, not at the top: these import torch, which the command's --help need not wait for.
     from semfuse_rt.engine.backends import available_backends, resolve_backend
     from semfuse_rt.engine.benchmarking.benchmark import check_report_folder, check_sizes
-    from semfuse_rt.engine.deploy.whole_fuse_export import manifest_path
+    from semfuse_rt.engine.deploy.graph_manifest import manifest_path
     from semfuse_rt.export.networks.vgg19 import check_layer
 
     if graph is not None:

@@ -5,18 +5,17 @@ graph where the DT-CWT baseline would be. Before the timing both fuse the files 
 their images must agree as closely as the export's tests require."""
 from __future__ import annotations
 
-import hashlib
-import json
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
-from semfuse_rt.engine.deploy.whole_fuse_export import describe, manifest_path
+from semfuse_rt.engine.deploy.graph_manifest import read_manifest
+from semfuse_rt.engine.deploy.whole_fuse_export import describe
 from semfuse_rt.engine.deploy.whole_fuse_graph import INPUT, OUTPUTS
 from semfuse_rt.engine.fuse.fuser import Fuser
-from semfuse_rt.engine.io.images import describe_size, load_image, refuse_link_loop, save_image
+from semfuse_rt.engine.io.images import describe_size, load_image, save_image
 from semfuse_rt.engine.benchmarking.pipeline_benchmark import TOTAL, PipelineReport, run_pipeline_benchmark
 from semfuse_rt.engine.io.synthetic import SYNTHETIC_SIDE
 from semfuse_rt.errors import SemfuseError
@@ -27,35 +26,6 @@ GRAPH_NAME = "exported graph (onnxruntime CPU)"
 # round differently from the graph's torch ops).
 TOLERANCE_LEVELS = 2
 TOLERANCE_SHARE = 1e-4
-_MANIFEST_KEYS = ("preset", "method", "options", "images", "shorter_side", "files", "weights_sha256")
-
-
-def read_manifest(graph: Path) -> dict:
-    """The manifest beside `graph` (FILE.onnx.json), which must record this very file."""
-    refuse_link_loop(graph)
-    if not graph.is_file():
-        raise SemfuseError(f"--graph {graph}: no such file; give a graph written by semfuse-rt export")
-    if graph.suffix.lower() != ".onnx":
-        raise SemfuseError(f"--graph {graph}: not an .onnx file; give a graph written by semfuse-rt export")
-    beside = manifest_path(graph)
-    if not beside.is_file():
-        raise SemfuseError(f"--graph {graph}: no manifest {beside.name} beside it; bench --graph times graphs "
-                           "written by semfuse-rt export, whose manifest says what they fuse")
-    try:
-        manifest = json.loads(beside.read_text())
-    except (OSError, UnicodeDecodeError, ValueError) as error:
-        raise SemfuseError(f"--graph {graph}: cannot read its manifest {beside.name} ({error})") from None
-    missing = [key for key in _MANIFEST_KEYS if not isinstance(manifest, dict) or key not in manifest]
-    if missing:
-        raise SemfuseError(f"--graph {graph}: {beside.name} is not a manifest of semfuse-rt export (no "
-                           f"{', '.join(missing)}); export the graph again")
-    recorded = manifest["files"].get(graph.name) if isinstance(manifest["files"], dict) else None
-    if recorded != hashlib.sha256(graph.read_bytes()).hexdigest():
-        raise SemfuseError(f"--graph {graph}: its sha256 is not the one {beside.name} records for {graph.name}; "
-                           "the graph was changed or renamed after the export: export it again")
-    return manifest
-
-
 def agreement(expected: np.ndarray, got: np.ndarray, checked: bool = True) -> dict:
     """How far apart two images are; the tolerance they are held to, None where they are not
     (a float16 graph, whose own error against float32 its manifest gives)."""

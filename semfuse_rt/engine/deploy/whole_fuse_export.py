@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from semfuse_rt.cache import StagedWrites
+from semfuse_rt.engine.deploy.graph_manifest import manifest_path
 from semfuse_rt.engine.deploy.triton_repository import (CONFIG_NAME, MODEL_FILE, VERSION, TritonModel,
                                                        check_model_name, check_repository, config_text,
                                                        default_model_name, write_repository)
@@ -22,7 +23,6 @@ from semfuse_rt.export.graphs.manifest import tool_versions
 from semfuse_rt.export.graphs.opsets import DEFAULT_OPSET, check_opset
 from semfuse_rt.kernels.source import MAX_INPUTS
 
-MANIFEST_SUFFIX = ".json"
 OUTPUT_FOR_PEOPLE = "fused"  # the output a summary line quotes the float16 error of
 DEFAULT_SIZE = "512x512"  # a pyramid-blend graph's default: shorter sides 512 to 1023 (`blend`)
 _SIZE = re.compile(r"(\d+)x(\d+)")
@@ -30,10 +30,6 @@ _SIZE = re.compile(r"(\d+)x(\d+)")
 
 if TYPE_CHECKING:
     from semfuse_rt.engine.fuse.fuse_options import FuseOptions
-
-
-def manifest_path(output: Path) -> Path:
-    return output.with_name(output.name + MANIFEST_SUFFIX)
 
 
 def parse_size(text: str) -> tuple[int, int]:
