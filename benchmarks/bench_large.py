@@ -2,7 +2,7 @@
 with enfuse's focus-stacking recipe on the same inputs where enfuse is installed.
 
     python benchmarks/bench_large.py [--sizes 0.25,1,4,12,24] [--stacks 2,8,32] [--stack-mp 12]
-        [--big-stack 16x24] [--work DIR] [--plot benchmarks/images/large-images.png]
+        [--big-stack 16x24] [--one-shot 7] [--work DIR] [--plot benchmarks/images/large-images.png]
 
 Each case is one process, timed with /usr/bin/time-like accounting (wall time, and the peak
 resident size of the process from getrusage of its children), so what is measured is what a
@@ -13,6 +13,12 @@ user runs, decoding and encoding included. Inputs are synthesised once into --wo
   sharp in exactly one frame, as in a focus sweep.
 Cases up to 4 MP are repeated three times after a warm-up run and reported as medians; the
 larger ones run once (minutes each on the 2-core VM).
+
+First, the one-shot case: the bundled 520 x 520 pair (examples/lytro-01), `semfuse-rt fuse`
+against enfuse's recipe and `semfuse-rt --help`, each a median of --one-shot runs after a
+warm-up. Children run with Python's bytecode cache allowed whatever this shell says
+(PYTHONDONTWRITEBYTECODE), as an installed package has its bytecode: without it every run
+compiles the package's modules again, about 0.09 s here.
 """
 from __future__ import annotations
 
@@ -73,10 +79,14 @@ def write_stack(work: Path, count: int, megapixels: float) -> list[Path]:
     return paths
 
 
+EXAMPLE_PAIR = [ROOT / "examples" / f"lytro-01-{label}.jpg" for label in "AB"]
+CHILD_ENV = {name: value for name, value in os.environ.items() if name != "PYTHONDONTWRITEBYTECODE"}
+
+
 def run(command: list[str]) -> tuple[float, int]:
     """(wall seconds, peak RSS bytes) of a child process run to completion."""
     started = time.perf_counter()
-    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    child = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=CHILD_ENV)
     _, status, usage = os.wait4(child.pid, 0)
     seconds = time.perf_counter() - started
     error = child.stderr.read().decode()
@@ -92,6 +102,26 @@ def fuse_command(inputs: list[Path], output: Path) -> list[str]:
 
 def enfuse_command(inputs: list[Path], output: Path) -> list[str]:
     return ["enfuse", *ENFUSE_FOCUS, "-o", str(output), *map(str, inputs)]
+
+
+def one_shot(work: Path, repeats: int) -> list[str]:
+    """Lines for the bundled pair's one-shot fuse, enfuse on it and `--help`: medians after a warm-up."""
+    script = str(Path(sys.executable).parent / "semfuse-rt")
+    commands = [("semfuse-rt fuse -q", fuse_command(EXAMPLE_PAIR, work / "one-shot.png")),
+                ("semfuse-rt --help", [script, "--help"])]
+    if shutil.which("enfuse"):
+        commands.append(("enfuse focus recipe", enfuse_command(EXAMPLE_PAIR, work / "one-shot-enfuse.tif")))
+    medians = {}
+    for name, command in commands:
+        run(command)
+        runs = [run(command) for _ in range(repeats)]
+        medians[name] = statistics.median(r[0] for r in runs)
+        print(f"  one-shot {name}: {medians[name]:.3f} s, {max(r[1] for r in runs) / 2**20:.0f} MiB", flush=True)
+    lines = [f"one-shot, 2 x 520 x 520 (examples/lytro-01), median of {repeats}: "
+             + ", ".join(f"{name} {seconds:.3f} s" for name, seconds in medians.items())]
+    if "enfuse focus recipe" in medians:
+        lines.append(f"  fuse / enfuse: {medians['semfuse-rt fuse -q'] / medians['enfuse focus recipe']:.1f}x")
+    return lines
 
 
 def measure(label: str, inputs: list[Path], work: Path, repeats: int) -> dict:
@@ -112,7 +142,8 @@ def size_for_inputs(inputs: list[Path]) -> float:
 
 def table(rows: list[dict], by: str) -> str:
     enfuse = "enfuse_s" in rows[0]
-    header = f"| {by} | MP | semfuse-rt s | s per MP | s per frame | peak RSS |" + (" enfuse s | enfuse RSS |" if enfuse else "")
+    header = (f"| {by} | MP | semfuse-rt s | s per MP | s per frame | peak RSS |"
+              + (" enfuse s | enfuse RSS |" if enfuse else ""))
     lines = [header, "|" + " ---: |" * (header.count("|") - 1)]
     for row in rows:
         frames = row["inputs"]
@@ -157,12 +188,14 @@ def main() -> None:
     parser.add_argument("--stacks", default="2,8,32")
     parser.add_argument("--stack-mp", type=float, default=12)
     parser.add_argument("--big-stack", default="16x24", help="COUNTxMP, or empty for none")
+    parser.add_argument("--one-shot", type=int, default=7, help="runs of the one-shot case; 0 for none")
     parser.add_argument("--work", type=Path, default=Path("/tmp/semfuse-bench-large"))
     parser.add_argument("--plot", type=Path, default=ROOT / "benchmarks" / "images" / "large-images.png")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     print(f"{datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC, {platform.machine()}, "
           f"{os.cpu_count()} cores, enfuse: {shutil.which('enfuse') or 'absent'}", flush=True)
+    shots = one_shot(args.work, args.one_shot) if args.one_shot > 0 else []
     sizes = [float(s) for s in args.sizes.split(",") if s.strip()]
     warm_up = write_pair(args.work, sizes[0] if sizes else 0.25)
     run(fuse_command(warm_up, args.work / "warm-up.tif"))  # weights, graphs
@@ -174,9 +207,11 @@ def main() -> None:
         stacks_big = [measure(f"{count} x {mp} MP", write_stack(args.work, int(count), float(mp)), args.work, 1)]
     else:
         stacks_big = []
-    print("\n" + "\n\n".join(table(rows, by) for rows, by in ((pairs, "pair"), (stacks + stacks_big, "stack"))
-                              if rows))
-    plot(pairs, stacks, args.plot)
+    print("\n" + "\n\n".join([*(["\n".join(shots)] if shots else []),
+                               *(table(rows, by) for rows, by in ((pairs, "pair"), (stacks + stacks_big, "stack"))
+                                 if rows)]))
+    if pairs or stacks:
+        plot(pairs, stacks, args.plot)
     print(f"\nplot: {args.plot}; children's peak RSS overall "
           f"{resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20:.2f} GiB")
 

@@ -14,7 +14,7 @@ if TYPE_CHECKING:
         BatchReport, DEFAULT_EXTENSION, DiskFull, SetOutcome, plan_batch, run_batch,
     )
     from semfuse_rt.engine.streams.executors import RaySettings
-    from semfuse_rt.engine.streams.ray_session import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
+    from semfuse_rt.engine.streams.ray_timeout import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
     from semfuse_rt.engine.streams.video_defaults import DEFAULT_WARM_STEPS
     from semfuse_rt.engine.streams.video_fusion import fuse_video
     from semfuse_rt.engine.streams.video_io import DEFAULT_CRF, MAX_FPS, MIN_FPS
@@ -32,8 +32,8 @@ __getattr__, __dir__ = lazy_exports(__name__, {
     "plan_batch": "batch",
     "run_batch": "batch",
     "RaySettings": "executors",
-    "DEFAULT_CONNECT_TIMEOUT_S": "ray_session",
-    "check_connect_timeout": "ray_session",
+    "DEFAULT_CONNECT_TIMEOUT_S": "ray_timeout",
+    "check_connect_timeout": "ray_timeout",
     "DEFAULT_WARM_STEPS": "video_defaults",
     "fuse_video": "video_fusion",
     "DEFAULT_CRF": "video_io",

@@ -12,7 +12,6 @@ semfuse-rt installed in the same Python environment as the driver's.
 from __future__ import annotations
 
 import logging
-import math
 import os
 import signal
 import socket
@@ -24,21 +23,17 @@ from typing import TYPE_CHECKING, Any, Iterator, Sequence
 
 import numpy as np
 
+from semfuse_rt.engine.streams.ray_timeout import DEFAULT_CONNECT_TIMEOUT_S, check_connect_timeout
 from semfuse_rt.errors import SemfuseError
 
 if TYPE_CHECKING:
     from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 
-__all__ = ["RAY_MISSING", "DEFAULT_CONNECT_TIMEOUT_S", "import_ray", "ray_session", "check_connect_timeout",
-           "check_cluster_answers", "FuserActor", "FusedFiles", "actor_options",
-           "fuser_actor_class", "start_fuser_actors", "start_actors", "wait_until_ready", "wait_for", "ray_failure",
-           "signals_unwrapped", "sigint_ignored_by_new_processes", "pinned_options"]
+__all__ = ["RAY_MISSING", "import_ray", "ray_session", "check_cluster_answers", "FuserActor", "FusedFiles",
+           "actor_options", "fuser_actor_class", "start_fuser_actors", "start_actors", "wait_until_ready",
+           "wait_for", "ray_failure", "signals_unwrapped", "sigint_ignored_by_new_processes", "pinned_options"]
 
 POLL_SECONDS = 0.5  # how soon a wait on Ray sees Ctrl-C
-# How long a cluster given by its address has to accept a connection and answer it
-# (check_cluster_answers): a live one does in milliseconds, even across a network.
-DEFAULT_CONNECT_TIMEOUT_S = 5.0
-MAX_CONNECT_TIMEOUT_S = 3600.0
 RAY_MISSING = "Ray is not installed; install the ray extra: pip install 'semfuse-rt[ray]'"
 
 
@@ -104,14 +99,6 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None,
         yield ray
     finally:
         ray.shutdown()
-
-
-def check_connect_timeout(seconds: float) -> float:
-    if (not isinstance(seconds, (int, float)) or isinstance(seconds, bool) or not math.isfinite(seconds)
-            or not 0 < seconds <= MAX_CONNECT_TIMEOUT_S):
-        raise SemfuseError(f"--ray-timeout must be a number of seconds above 0 and at most "
-                           f"{MAX_CONNECT_TIMEOUT_S:g}, got {seconds}")
-    return float(seconds)
 
 
 def check_cluster_answers(address: str, timeout_s: float, found_in: str | None = None) -> None:
