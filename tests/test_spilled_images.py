@@ -38,19 +38,23 @@ def test_a_spilled_fuse_is_the_in_memory_one(monkeypatch, tmp_path, rng, random_
     assert np.array_equal(load_image(tmp_path / "spilled.png"), load_image(tmp_path / "in-memory.png"))
 
 
-def test_a_stack_that_only_fits_spilled_is_spilled_not_refused(monkeypatch, tmp_path, rng, random_vgg_weights):
+@pytest.mark.parametrize("preset", ["refined", "blend"], ids=["optimised", "start alone"])
+def test_a_stack_that_only_fits_spilled_is_spilled_not_refused(monkeypatch, tmp_path, rng, random_vgg_weights,
+                                                                preset):
     """Where the decoded stack would leave no room for a tile in memory, fuse_files spills it
-    rather than refusing (sizes scaled down: no fixed overhead, 3000 bytes a decoded pixel)."""
+    rather than refusing (sizes scaled down: no fixed overhead, 3000 bytes a decoded pixel).
+    The default preset's start-only fuse hands such a stack to the Fuser's tiles, spilled."""
+    from semfuse_rt.engine.api import make_fuser
+    from semfuse_rt.engine.fuse import FuseOptions
     from semfuse_rt.engine.limits import memory_budget
-    from semfuse_rt.engine.fuse.fuser import Fuser
     from semfuse_rt.engine.io.images import load_image, save_image
 
     monkeypatch.setattr(memory_budget, "FIXED_BYTES", 0)
     monkeypatch.setattr(memory_budget, "DECODED_BYTES_PER_PIXEL", 3000)
-    paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (150, 230), dtype=np.uint8)) for n in "abc"]
-    budget = 30 * 10**6  # under the 33 MB the whole image needs; room for crops of about 170^2 spilled
-    options = dict(backend="ort", weights=random_vgg_weights, steps=1, init="mean", mean_base=0, memory_budget=budget)
-    fuser = Fuser(**options)
-    assert memory_budget.tile_room(3, 150, 230, budget) == 0 and fuser.spills(3, 150, 230)
+    paths = [save_image(tmp_path / f"{n}.png", rng.integers(0, 256, (300, 460), dtype=np.uint8)) for n in "abc"]
+    budget = 120 * 10**6  # under the 186 MB the whole image needs; room for crops of about 290^2 spilled
+    optimised = dict(backend="ort", weights=random_vgg_weights, steps=1, init="mean", mean_base=0)
+    fuser = make_fuser(FuseOptions(preset=preset, memory_budget=budget, **(optimised if preset == "refined" else {})))
+    assert memory_budget.tile_room(3, 300, 460, budget) == 0 and fuser.spills(3, 300, 460)
     result = fuser.fuse_files(paths, tmp_path / "out.png")
-    assert result.tiles > 1 and load_image(tmp_path / "out.png").shape == (150, 230)
+    assert result.tiles > 1 and load_image(tmp_path / "out.png").shape == (300, 460)

@@ -27,6 +27,7 @@ from semfuse_rt.engine.limits.memory_budget import budget_problem, check_availab
 from semfuse_rt.engine.fuse.fuse_options import FuseOptions
 from semfuse_rt.engine.fuse.presets import resolve_preset
 from semfuse_rt.engine.io.sources import check_images, finish, prepare
+from semfuse_rt.engine.io.spilled_images import SpilledImage
 
 if TYPE_CHECKING:
     import os
@@ -113,7 +114,9 @@ class StartOnlyFuser:
         started = time.perf_counter()
         check_images(images)
         height, width = images[0].shape[:2]
-        if self.tiles(len(images), height, width) is not None:
+        # Inputs that file_fusion spilled to disk leave the tiles the room they would take.
+        spilled = any(isinstance(image, SpilledImage) for image in images)
+        if self.tiles(len(images), height, width, spilled) is not None:
             return self._tiling_fuser()(images, progress)
         logged = logger.isEnabledFor(logging.INFO) and (progress or self.progress) is None
         if logged:
