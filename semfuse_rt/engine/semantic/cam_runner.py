@@ -59,17 +59,17 @@ class OrtCamRunner:
         if not self.active:
             raise RuntimeError("OrtCamRunner used outside its `with` block")
         if top_k not in self.sessions:
-            import onnxruntime as ort
-
+            from semfuse_rt.engine.backends.ort.optimised_sessions import open_session
             from semfuse_rt.export.graphs.cam_export import export_cam_graph
 
             graph = export_cam_graph(self.classifier, top_k, self.engine_dir, digest=self.digest)
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-            if self.threads:
-                options.intra_op_num_threads = self.threads
+
+            def threads(options) -> None:
+                if self.threads:
+                    options.intra_op_num_threads = self.threads
+
             chosen = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
-            self.sessions[top_k] = ort.InferenceSession(str(graph.path), options, providers=chosen)
+            self.sessions[top_k] = open_session(graph.path, "ORT_ENABLE_ALL", chosen, threads)
         return self.sessions[top_k]
 
     def __call__(self, pixels: torch.Tensor, classes: int = 1, size: tuple[int, int] | None = None,

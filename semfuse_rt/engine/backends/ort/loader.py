@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 import torch
 
+from semfuse_rt.engine.backends.ort.optimised_sessions import open_session
 from semfuse_rt.engine.backends.ort.row_bands import BAND_ROWS
 from semfuse_rt.engine.limits.workers import cores as cores  # here too, where the batch and Ray code look
 from semfuse_rt.errors import SemfuseError
@@ -80,42 +81,34 @@ class OrtSessionLoader:
         provider = self.provider or providers()[0]
         return provider, [provider] + (["CPUExecutionProvider"] if provider == "CUDAExecutionProvider" else [])
 
-    def _options(self, level: str):
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
+    def _configure(self, options) -> None:
         share_cpu_arena()
         options.add_session_config_entry("session.use_env_allocators", "1")
-        options.graph_optimization_level = getattr(ort.GraphOptimizationLevel, level)
         if self.threads:
             options.intra_op_num_threads = self.threads
-        return options
 
     def session(self, path):
         """A session on one of the small graphs (rules, start, base layer), on this loader's
         provider. Not ORT_ENABLE_ALL: its NCHWc layout wraps the DT-CWT graph's one-channel
         convolutions in reorders that cost more than they save (2 x 520^2 colour start on
         the 2-core VM: 101 ms against 61 ms); the rule graphs run alike either way."""
-        import onnxruntime as ort
-
-        return ort.InferenceSession(str(path), self._options("ORT_ENABLE_EXTENDED"),
-                                    providers=self._provider_list()[1])
+        return open_session(path, "ORT_ENABLE_EXTENDED", self._provider_list()[1], self._configure)
 
     def __call__(self) -> OrtSessions:
-        import onnxruntime as ort
-
         graphs = export_graphs(self.weights, self.layer, self.engine_dir)
         provider, chosen = self._provider_list()
-        options = self._options("ORT_ENABLE_ALL")
         # Not ENABLE_ALL for the features: its NCHWc layout adds a reordered copy of the
         # 64-channel maps (2 MP on the 2-core VM: 0.10 s and 0.5 GB more than 0.07 s).
-        features = ort.InferenceSession(str(graphs.features), self._options("ORT_ENABLE_EXTENDED"), providers=chosen)
-        gradient = ort.InferenceSession(str(graphs.gradient), options, providers=chosen)
+        features = open_session(graphs.features, "ORT_ENABLE_EXTENDED", chosen, self._configure)
+        gradient = open_session(graphs.gradient, "ORT_ENABLE_ALL", chosen, self._configure)
         sessions = OrtSessions(provider, features, gradient)
         # Bands are a CPU measure: they keep the 64-channel maps in cache.
         if self.band_rows and graphs.row_bands and not sessions.on_cuda:
-            options.intra_op_num_threads = 1
-            sessions.band_sessions = [ort.InferenceSession(str(graphs.row_bands), options, providers=chosen)
+            def one_thread(options) -> None:
+                self._configure(options)
+                options.intra_op_num_threads = 1
+
+            sessions.band_sessions = [open_session(graphs.row_bands, "ORT_ENABLE_ALL", chosen, one_thread)
                                       for _ in range(self.threads or cores())]
             sessions.band_rows, sessions.band_padding = self.band_rows, graphs.row_band_padding
         return sessions
