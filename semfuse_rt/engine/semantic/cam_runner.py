@@ -68,7 +68,8 @@ class OrtCamRunner:
                 if self.threads:
                     options.intra_op_num_threads = self.threads
 
-            chosen = [self.provider] + (["CPUExecutionProvider"] if self.provider != "CPUExecutionProvider" else [])
+            # The active provider (set by activate), then the CPU's for what it lacks.
+            chosen = list(dict.fromkeys(p for p in (self.provider, "CPUExecutionProvider") if p is not None))
             self.sessions[top_k] = open_session(graph.path, "ORT_ENABLE_ALL", chosen, threads)
         return self.sessions[top_k]
 
