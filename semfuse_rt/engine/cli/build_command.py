@@ -35,7 +35,9 @@ def build_command(
                                            "export` wrote (FILE.GPU.plan beside it, or in --out) instead."),
 ) -> None:
     """Export the features and explicit-gradient graphs to ONNX; with --trt, build TensorRT engines.
-    With --trt --graph, build the engine of a whole fuse that `export` wrote."""
+
+    With --trt --graph FILE.onnx, build instead the engine of a whole fuse that `export` wrote.
+    """
     # Here, not at the top: the exporter imports torch, which `--help` and usage errors need not wait for.
     from semfuse_rt.export import check_build_options
     from semfuse_rt.export.graphs import export_graphs
