@@ -231,28 +231,24 @@ def _limited_to(megabytes: int):
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="RLIMIT_AS as Linux applies it")
-@pytest.mark.parametrize("megabytes, backend, opening", [
-    (100, "ort", "a 100 MiB limit on this process's address space (ulimit -v) is below the 600 MiB"),
-    (250, "ort", "a 250 MiB limit on this process's address space (ulimit -v) is below the 600 MiB"),
-    (800, "torch", "out of memory loading semfuse-rt's libraries ("),
-])
-def test_a_tight_ulimit_is_one_line_and_an_exit_in_seconds(tmp_path, pair, weights_path, megabytes, backend,
-                                                           opening):
-    """100 and 250 MB: below what numpy 2's OpenBLAS needs to start, where it would print its
-    own line and exit from C, so the command refuses before loading anything. 800 MB: numpy,
-    OpenCV and onnxruntime load, torch cannot, and OpenBLAS may be left with a thread retrying
-    its allocation forever, which a normal exit would wait for."""
+@pytest.mark.parametrize("megabytes", [100, 250])
+def test_a_tight_ulimit_is_one_line_and_an_exit_in_seconds(tmp_path, pair, weights_path, megabytes):
+    """Below what numpy 2's OpenBLAS needs to start, where it would print its own line and
+    exit from C, the command refuses before loading anything. Above that, a library that
+    cannot load is the one line of test_libraries_that_do_not_load_are_one_line: a real limit
+    there (torch's, about 1 GiB) also meets allocations in torch's C++ threads, which abort
+    the process at random points."""
     out = tmp_path / "fused.png"
     before = snapshot(tmp_path)
     started = time.monotonic()
     result = subprocess.run([sys.executable, "-m", "semfuse_rt", "fuse", *map(str, pair), "-o", str(out),
-                             "--weights", str(weights_path), "--backend", backend, "-q"], capture_output=True,
-                            text=True, timeout=60, preexec_fn=_limited_to(megabytes), cwd=tmp_path)
+                             "--weights", str(weights_path), "-q"], capture_output=True, text=True, timeout=60,
+                            preexec_fn=_limited_to(megabytes), cwd=tmp_path)
     assert time.monotonic() - started < 30
     message = one_error_line(result.stderr)
     assert result.returncode == 2 and result.stdout == ""
-    assert message.startswith(opening), message
-    assert f"a {megabytes} MiB limit on this process's address space (ulimit -v)" in message, message
+    assert message == (f"a {megabytes} MiB limit on this process's address space (ulimit -v) is below the 600 MiB "
+                       "that semfuse-rt's libraries need to load: raise ulimit -v"), message
     assert not out.exists() and snapshot(tmp_path) == before
 
 

@@ -15,7 +15,7 @@ from typing import Any, NoReturn
 
 from typer.exceptions import Abort, Exit, TyperException
 
-from semfuse_rt.engine.limits import memory_at_hand
+from semfuse_rt.engine.limits import address_space_limit, memory_at_hand
 from semfuse_rt.errors import SemfuseError
 
 
@@ -68,16 +68,8 @@ def _chain(error: BaseException) -> list[BaseException]:
     return chain
 
 
-def _address_space_limit() -> int | None:
-    """The soft ulimit -v in bytes, or None where there is none."""
-    import resource
-
-    limit = resource.getrlimit(resource.RLIMIT_AS)[0]
-    return None if limit == resource.RLIM_INFINITY else limit
-
-
 def _address_space_limited() -> bool:
-    return _address_space_limit() is not None
+    return address_space_limit() is not None
 
 
 # Below this address space the libraries a command loads cannot start: numpy 2's OpenBLAS
@@ -87,7 +79,7 @@ _LIBRARIES_ADDRESS_SPACE = 600 << 20
 
 
 def _refuse_a_too_small_address_space() -> None:
-    limit = _address_space_limit()
+    limit = address_space_limit()
     if limit is not None and limit < _LIBRARIES_ADDRESS_SPACE:
         _fail(f"a {limit >> 20} MiB limit on this process's address space (ulimit -v) is below the "
               f"{_LIBRARIES_ADDRESS_SPACE >> 20} MiB that semfuse-rt's libraries need to load: raise ulimit -v")

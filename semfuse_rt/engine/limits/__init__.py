@@ -12,12 +12,13 @@ from semfuse_rt.lazy_exports import lazy_exports
 
 if TYPE_CHECKING:
     from semfuse_rt.engine.limits.memory import peak_resident_bytes
-    from semfuse_rt.engine.limits.memory_budget import describe, memory_at_hand
+    from semfuse_rt.engine.limits.memory_budget import address_space_limit, describe, memory_at_hand
     from semfuse_rt.engine.limits.pixel_limit import DEFAULT_MAX_PIXELS
 
-__all__ = ["peak_resident_bytes", "describe", "memory_at_hand", "DEFAULT_MAX_PIXELS"]
+__all__ = ["peak_resident_bytes", "address_space_limit", "describe", "memory_at_hand", "DEFAULT_MAX_PIXELS"]
 __getattr__, __dir__ = lazy_exports(__name__, {
     "peak_resident_bytes": "memory",
+    "address_space_limit": "memory_budget",
     "describe": "memory_budget",
     "memory_at_hand": "memory_budget",
     "DEFAULT_MAX_PIXELS": "pixel_limit",

@@ -214,7 +214,7 @@ def is_out_of_memory(error: BaseException) -> bool:
     return any(phrase in text for phrase in _OUT_OF_MEMORY_TEXTS)
 
 
-def _address_space_limit() -> int | None:
+def address_space_limit() -> int | None:
     """RLIMIT_AS (ulimit -v) where one is set: it, not the memory available, is then what ran out."""
     if resource is None:
         return None
@@ -231,7 +231,7 @@ def memory_at_hand(on_gpu: bool = False) -> str:
     neither is known."""
     available = free_device_bytes() if on_gpu else available_bytes()
     have = f" with {describe(available)} {'free on the GPU' if on_gpu else 'available'}" if available else ""
-    limit = _address_space_limit()
+    limit = address_space_limit()
     if limit is not None and not on_gpu:
         have += f"{' and' if have else ' with'} a {describe(limit)} limit on this process's address space (ulimit -v)"
     return have
