@@ -7,7 +7,6 @@ import contextlib
 import os
 import time
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -19,7 +18,6 @@ from semfuse_rt.engine.io.images import (DEFAULT_MAX_PIXELS, check_not_an_input,
                                      image_file_size, load_image)
 from semfuse_rt.engine.fuse.methods import Method, check_applicable
 from semfuse_rt.engine.io.spilled_images import SpilledImage, spill_folder
-from semfuse_rt.engine.limits.workers import cores
 from semfuse_rt.errors import SemfuseError
 
 if TYPE_CHECKING:
@@ -67,7 +65,7 @@ def read_fuse_write(fuser: FileFuser, paths: Sequence[str | os.PathLike], output
         fuser.tiles(count, height, width, spilled=spill)  # refuses, before decoding, what cannot fit
     with spill_folder() if spill else contextlib.nullcontext() as folder:
         decoding = time.perf_counter()
-        images = _decoded_all(paths, max_pixels, folder)
+        images = [_decoded(p, max_pixels, folder) for p in paths]
         deepest = np.uint16 if any(i.dtype == np.uint16 for i in images) else np.uint8
         check_output(output, deepest)
         decoded = time.perf_counter()
@@ -94,15 +92,3 @@ def _decoded(path, max_pixels: int, folder: Path | None):
     """The decoded image, in memory or, given a spill folder, on disk there."""
     image = load_image(path, max_pixels)
     return image if folder is None else SpilledImage(image, folder)
-
-
-def _decoded_all(paths: Sequence[str | os.PathLike], max_pixels: int, folder: Path | None) -> list:
-    """The inputs decoded in order, two at a time where there are two cores: OpenCV's
-    decoders and the spill files' writes leave the GIL (16 x 24 MP TIFFs on the 2-core VM,
-    spilled: 6.1 s against 10.6 s one at a time). At most two decoded images wait at once
-    beyond the kept ones, as one at a time left one."""
-    workers = min(2, cores(), len(paths))
-    if workers < 2:
-        return [_decoded(path, max_pixels, folder) for path in paths]
-    with ThreadPoolExecutor(workers, "semfuse-decode") as pool:
-        return list(pool.map(lambda path: _decoded(path, max_pixels, folder), paths))
